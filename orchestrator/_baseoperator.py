@@ -1,0 +1,363 @@
+"""The operator base: task arguments, dependencies (``>>``, ``<<``, ``chain``) and XComArg.
+
+Rule: every argument is validated here, when the DAG file loads, and a bad one raises
+DagDefinitionError naming the DAG, the task and the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.errors import DagDefinitionError
+from orchestrator.state import TriggerRule
+from triggers import Dataset
+
+if TYPE_CHECKING:
+    from orchestrator.dag import DAG
+
+__all__ = ["BaseOperator", "DependencyMixin", "XComArg", "chain", "cross_downstream"]
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+_NOTSET: Any = object()
+
+
+class DependencyMixin:
+    """``>>`` and ``<<`` between tasks, XComArgs and lists of them."""
+
+    def _roots(self) -> list[BaseOperator]:
+        raise NotImplementedError
+
+    def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for item in _as_list(other):
+            for up in self._roots():
+                for down in item._roots():
+                    up._add_edge(down)
+
+    def set_upstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for item in _as_list(other):
+            item.set_downstream(self)
+
+    def __rshift__(self, other: Any) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: Any) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: Any) -> Any:
+        # [a, b] >> self
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: Any) -> Any:
+        # [a, b] << self
+        self.set_downstream(other)
+        return self
+
+
+def _as_list(value: Any) -> list[DependencyMixin]:
+    items = list(value) if isinstance(value, list | tuple | set) else [value]
+    for item in items:
+        if not isinstance(item, DependencyMixin):
+            raise TypeError(f"cannot set a dependency on {item!r}: not a task")
+    return items
+
+
+def _seconds(value: Any, owner: str, field: str, *, allow_none: bool) -> timedelta | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise DagDefinitionError(f"{owner}: {field} must not be negative, got {value}")
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    raise DagDefinitionError(f"{owner}: {field} must be a timedelta or seconds, got {value!r}")
+
+
+def _accepted_args(cls: type) -> frozenset[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        init = getattr(init, "__wrapped__", init)
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                names.add(param.name)
+    return frozenset(names)
+
+
+class BaseOperator(DependencyMixin):
+    """A task: what runs (``execute``) and how (retries, timeout, trigger rule, pool...).
+
+    Subclasses define ``execute(self, context)``, synchronous (it runs in a worker
+    thread) or ``async def`` (it runs on the event loop). ``template_fields`` names the
+    attributes rendered with Jinja before ``execute`` is called.
+    """
+
+    template_fields: ClassVar[Sequence[str]] = ()
+    template_ext: ClassVar[Sequence[str]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _apply_defaults(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        dag: DAG | None = None,
+        retries: int = 0,
+        retry_delay: timedelta | float = timedelta(seconds=300),
+        retry_exponential_backoff: bool = False,
+        max_retry_delay: timedelta | float | None = None,
+        execution_timeout: timedelta | float | None = None,
+        trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+        depends_on_past: bool = False,
+        pool: str | None = None,
+        pool_slots: int = 1,
+        priority_weight: int = 1,
+        outlets: Iterable[Dataset] | None = None,
+        email: str | Iterable[str] | None = None,
+        email_on_failure: bool = True,
+        email_on_retry: bool = True,
+        on_failure_callback: Callable[..., Any] | None = None,
+        on_success_callback: Callable[..., Any] | None = None,
+        on_retry_callback: Callable[..., Any] | None = None,
+        alert_webhooks: Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        isolation: str = "thread",
+        do_xcom_push: bool = True,
+        owner: str = "orchestrator",
+        doc_md: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from orchestrator.dag import DagContext
+
+        dag = dag if dag is not None else DagContext.current()
+        where = f"DAG {dag.dag_id!r}, task {task_id!r}" if dag else f"task {task_id!r}"
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise DagDefinitionError(
+                f"{where}: unexpected argument(s) for {type(self).__name__}: {unknown}"
+            )
+        if not isinstance(task_id, str) or not KEY_PATTERN.match(task_id):
+            raise DagDefinitionError(
+                f"{where}: task_id must be 1-250 letters, digits, '_', '.' or '-'"
+            )
+        self.task_id = task_id
+        self._where = where
+        self.retries = self._non_negative_int(retries, "retries")
+        self.retry_delay = _seconds(retry_delay, where, "retry_delay", allow_none=False)
+        self.retry_exponential_backoff = bool(retry_exponential_backoff)
+        self.max_retry_delay = _seconds(max_retry_delay, where, "max_retry_delay", allow_none=True)
+        self.execution_timeout = _seconds(
+            execution_timeout, where, "execution_timeout", allow_none=True
+        )
+        try:
+            self.trigger_rule = TriggerRule(trigger_rule)
+        except ValueError:
+            valid = ", ".join(rule.value for rule in TriggerRule)
+            raise DagDefinitionError(
+                f"{where}: unknown trigger_rule {trigger_rule!r} (valid: {valid})"
+            ) from None
+        self.depends_on_past = bool(depends_on_past)
+        if pool is not None and (not isinstance(pool, str) or not KEY_PATTERN.match(pool)):
+            raise DagDefinitionError(f"{where}: pool must be a pool name, got {pool!r}")
+        self.pool = pool or "default_pool"
+        self.pool_slots = self._non_negative_int(pool_slots, "pool_slots") or 1
+        if not isinstance(priority_weight, int) or isinstance(priority_weight, bool):
+            raise DagDefinitionError(f"{where}: priority_weight must be an int")
+        self.priority_weight = priority_weight
+        self.outlets = list(outlets or [])
+        for outlet in self.outlets:
+            if not isinstance(outlet, Dataset):
+                raise DagDefinitionError(
+                    f"{where}: outlets must be Dataset objects, got {outlet!r}"
+                )
+        self.email = [email] if isinstance(email, str) else list(email or [])
+        self.email_on_failure = bool(email_on_failure)
+        self.email_on_retry = bool(email_on_retry)
+        for name, callback in (
+            ("on_failure_callback", on_failure_callback),
+            ("on_success_callback", on_success_callback),
+            ("on_retry_callback", on_retry_callback),
+        ):
+            if callback is not None and not callable(callback):
+                raise DagDefinitionError(f"{where}: {name} must be callable")
+        self.on_failure_callback = on_failure_callback
+        self.on_success_callback = on_success_callback
+        self.on_retry_callback = on_retry_callback
+        self.alert_webhooks = (
+            [alert_webhooks] if isinstance(alert_webhooks, str) else list(alert_webhooks or [])
+        )
+        if params is not None and not isinstance(params, Mapping):
+            raise DagDefinitionError(f"{where}: params must be a mapping")
+        self.params = dict(params or {})
+        if isolation not in ("thread", "process"):
+            raise DagDefinitionError(
+                f"{where}: isolation must be 'thread' or 'process', got {isolation!r}"
+            )
+        self.isolation = isolation
+        self.do_xcom_push = bool(do_xcom_push)
+        self.owner = owner
+        self.doc_md = doc_md
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+        self.dag: DAG | None = None
+        if dag is not None:
+            dag.add_task(self)
+
+    def _non_negative_int(self, value: Any, field: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DagDefinitionError(f"{self._where}: {field} must be an int >= 0, got {value!r}")
+        return value
+
+    # -- execution hooks -------------------------------------------------------------
+
+    def execute(self, context: dict[str, Any]) -> Any:
+        """Do the task's work. Override, as ``def`` or ``async def``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define execute()")
+
+    def runs_on_loop(self) -> bool:
+        """True when the work is a coroutine that runs on the event loop."""
+        return inspect.iscoroutinefunction(self.execute)
+
+    async def execute_async(self, context: dict[str, Any]) -> Any:
+        return await self.execute(context)
+
+    # -- dependencies ----------------------------------------------------------------
+
+    def _roots(self) -> list[BaseOperator]:
+        return [self]
+
+    def _add_edge(self, downstream: BaseOperator) -> None:
+        if self.dag is not None and downstream.dag is not None and self.dag is not downstream.dag:
+            raise DagDefinitionError(
+                f"cannot link task {self.task_id!r} of DAG {self.dag.dag_id!r} to task "
+                f"{downstream.task_id!r} of DAG {downstream.dag.dag_id!r}"
+            )
+        if downstream is self:
+            raise DagDefinitionError(f"{self._where}: a task cannot depend on itself")
+        self.downstream_task_ids.add(downstream.task_id)
+        downstream.upstream_task_ids.add(self.task_id)
+
+    @property
+    def output(self) -> XComArg:
+        """The task's return value, as an argument for another task."""
+        return XComArg(self)
+
+    @property
+    def task_type(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<Task({self.task_type}): {self.task_id}>"
+
+
+def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
+    """Fill arguments the caller left out from the DAG's ``default_args`` (outermost init only)."""
+
+    @functools.wraps(init)
+    def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
+        if getattr(self, "_defaults_applied", False):
+            init(self, *args, **kwargs)
+            return
+        from orchestrator.dag import DagContext
+
+        self._defaults_applied = True  # type: ignore[attr-defined]
+        dag = kwargs.get("dag") or DagContext.current()
+        defaults = dict(dag.default_args) if dag is not None else {}
+        defaults.update(kwargs.pop("default_args", None) or {})
+        accepted = _accepted_args(type(self))
+        for key, value in defaults.items():
+            if key in accepted and key not in kwargs:
+                kwargs[key] = value
+        if "params" in kwargs and dag is not None and "params" in defaults:
+            kwargs["params"] = {**defaults["params"], **(kwargs["params"] or {})}
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+# BaseOperator's own __init__ applies default_args too, for subclasses that define none.
+BaseOperator.__init__ = _apply_defaults(BaseOperator.__init__)  # type: ignore[method-assign]
+
+
+class XComArg(DependencyMixin):
+    """A reference to a task's XCom, resolved when the consuming task runs."""
+
+    def __init__(self, operator: BaseOperator, key: str = "return_value") -> None:
+        self.operator = operator
+        self.key = key
+
+    def _roots(self) -> list[BaseOperator]:
+        return [self.operator]
+
+    def __getitem__(self, key: str) -> XComArg:
+        return XComArg(self.operator, key)
+
+    def resolve(self, pull: Callable[[str, str], Any]) -> Any:
+        return pull(self.operator.task_id, self.key)
+
+    def __repr__(self) -> str:
+        return f"XComArg({self.operator.task_id!r}, {self.key!r})"
+
+
+def find_xcom_args(value: Any) -> list[XComArg]:
+    """Every XComArg inside ``value`` (lists, tuples, sets and dict values)."""
+    if isinstance(value, XComArg):
+        return [value]
+    if isinstance(value, list | tuple | set):
+        return [arg for item in value for arg in find_xcom_args(item)]
+    if isinstance(value, dict):
+        return [arg for item in value.values() for arg in find_xcom_args(item)]
+    return []
+
+
+def resolve_xcom_args(value: Any, pull: Callable[[str, str], Any]) -> Any:
+    """``value`` with every XComArg replaced by the value it refers to."""
+    if isinstance(value, XComArg):
+        return value.resolve(pull)
+    if isinstance(value, list):
+        return [resolve_xcom_args(item, pull) for item in value]
+    if isinstance(value, tuple):
+        return tuple(resolve_xcom_args(item, pull) for item in value)
+    if isinstance(value, dict):
+        return {key: resolve_xcom_args(item, pull) for key, item in value.items()}
+    return value
+
+
+def chain(*tasks: DependencyMixin | Sequence[DependencyMixin]) -> None:
+    """Link tasks in sequence; two adjacent lists of equal length are linked pairwise."""
+    for up, down in itertools.pairwise(tasks):
+        if isinstance(up, Sequence) and isinstance(down, Sequence):
+            if len(up) != len(down):
+                raise DagDefinitionError(
+                    f"chain(): adjacent lists must have the same length, got {len(up)} and "
+                    f"{len(down)}"
+                )
+            for a, b in zip(up, down, strict=True):
+                a.set_downstream(b)
+        elif isinstance(up, Sequence):
+            for a in up:
+                a.set_downstream(down)
+        else:
+            up.set_downstream(down)
+
+
+def cross_downstream(
+    from_tasks: Sequence[DependencyMixin], to_tasks: Sequence[DependencyMixin]
+) -> None:
+    """Every task of ``from_tasks`` upstream of every task of ``to_tasks``."""
+    for task in from_tasks:
+        task.set_downstream(list(to_tasks))

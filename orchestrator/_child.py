@@ -1,0 +1,76 @@
+"""The child interpreter of a task run with ``isolation="process"``.
+
+Reads the try's description as JSON on stdin, imports the DAG file, runs the task
+and writes the outcome to ``result_path``. Its stdout and stderr are the try's log.
+If it dies without writing the result, the parent fails the try with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from orchestrator._context import DagRunInfo, RuntimeTaskInstance, build_context, render_task
+from orchestrator.errors import FailTask, SkipTask
+from orchestrator.loader import load_dag_file
+
+
+def _run(spec: dict[str, Any]) -> dict[str, Any]:
+    dags = {d.dag_id: d for d in load_dag_file(Path(spec["file"]))}
+    dag = dags[spec["dag_id"]]
+    task = dag.task_dict[spec["task_id"]]
+    raw = spec["run"]
+    run = DagRunInfo(
+        dag_id=dag.dag_id,
+        run_id=raw["run_id"],
+        run_type=raw["run_type"],
+        logical_date=datetime.fromisoformat(raw["logical_date"]),
+        data_interval_start=datetime.fromisoformat(raw["data_interval_start"]),
+        data_interval_end=datetime.fromisoformat(raw["data_interval_end"]),
+        conf=raw["conf"],
+    )
+    ti = RuntimeTaskInstance(
+        task=task,
+        run=run,
+        try_number=spec["try_number"],
+        max_tries=spec["max_tries"],
+        xcoms={(t, k): v for t, k, v in spec["xcoms"]},
+        xcom_limit=spec["xcom_limit"],
+    )
+    context = build_context(dag, ti)
+    outcome: dict[str, Any] = {"kind": "success"}
+    try:
+        rendered = render_task(task, context)
+        if rendered.runs_on_loop():
+            value = anyio.run(rendered.execute_async, context)
+        else:
+            value = rendered.execute(context)
+        json.dumps(value)  # the parent checks size; here only that it is JSON at all
+        outcome["value"] = value
+    except SkipTask as exc:
+        outcome = {"kind": "skipped", "error": str(exc)}
+    except FailTask as exc:
+        outcome = {"kind": "fail_fast", "error": str(exc) or "FailTask"}
+    except Exception as exc:
+        traceback.print_exc()
+        outcome = {"kind": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    outcome["pushed"] = ti.pushed
+    outcome["skip_task_ids"] = sorted(ti.skip_task_ids)
+    return outcome
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.read())
+    outcome = _run(spec)
+    sys.stdout.flush()
+    Path(spec["result_path"]).write_text(json.dumps(outcome))
+
+
+if __name__ == "__main__":
+    main()

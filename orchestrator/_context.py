@@ -1,0 +1,239 @@
+"""What a running task sees: the ``ti`` object, the context mapping, templating, XCom."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import jinja2.sandbox
+
+from orchestrator._baseoperator import XComArg, resolve_xcom_args
+from orchestrator._variables import Variable
+from orchestrator.errors import TemplateError, XComError
+
+if TYPE_CHECKING:
+    from orchestrator._baseoperator import BaseOperator
+    from orchestrator.dag import DAG
+
+__all__ = [
+    "DagRunInfo",
+    "RuntimeTaskInstance",
+    "build_context",
+    "encode_xcom",
+    "render_task",
+]
+
+RETURN_VALUE = "return_value"
+
+
+def encode_xcom(value: Any, *, where: str, limit: int) -> str:
+    """The JSON text of an XCom value; XComError if it is not JSON or too large."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise XComError(
+            f"{where}: XCom value of type {type(value).__name__} is not JSON-serialisable ({exc})"
+        ) from None
+    size = len(text.encode())
+    if size > limit:
+        raise XComError(
+            f"{where}: XCom value is {size} bytes, over the limit of {limit} bytes "
+            "(ORCHESTRATOR_XCOM_MAX_BYTES)"
+        )
+    return text
+
+
+@dataclass(slots=True)
+class DagRunInfo:
+    """The ``dag_run`` of the context."""
+
+    dag_id: str
+    run_id: str
+    run_type: str
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    conf: dict[str, Any] = field(default_factory=dict)
+    start_date: datetime | None = None
+
+    @property
+    def external_trigger(self) -> bool:
+        return self.run_type == "manual"
+
+
+class RuntimeTaskInstance:
+    """The ``ti`` of the context: identity of the try, XCom push and pull."""
+
+    def __init__(
+        self,
+        *,
+        task: BaseOperator,
+        run: DagRunInfo,
+        try_number: int,
+        max_tries: int,
+        xcoms: Mapping[tuple[str, str], str],
+        xcom_limit: int,
+        log_path: Path | None = None,
+    ) -> None:
+        self.task = task
+        self.dag_id = run.dag_id
+        self.run_id = run.run_id
+        self.task_id = task.task_id
+        self.try_number = try_number
+        self.max_tries = max_tries
+        self.dag_run = run
+        self.logical_date = run.logical_date
+        self.log_path = log_path
+        self._xcoms = xcoms
+        self._limit = xcom_limit
+        self.pushed: dict[str, str] = {}
+        # Set by branching operators: the downstream task ids to skip.
+        self.skip_task_ids: set[str] = set()
+
+    @property
+    def where(self) -> str:
+        return f"DAG {self.dag_id!r}, task {self.task_id!r}"
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        if not isinstance(key, str) or not key:
+            raise XComError(f"{self.where}: XCom key must be a non-empty string")
+        self.pushed[key] = encode_xcom(value, where=self.where, limit=self._limit)
+
+    def xcom_pull(
+        self,
+        task_ids: str | list[str] | tuple[str, ...] | None = None,
+        key: str = RETURN_VALUE,
+        default: Any = None,
+    ) -> Any:
+        """The XCom ``key`` of ``task_ids`` in this run; a list when ``task_ids`` is a list."""
+        if task_ids is None:
+            task_ids = sorted(self.task.upstream_task_ids)
+            if len(task_ids) == 1:
+                task_ids = task_ids[0]
+        if isinstance(task_ids, str):
+            return self._pull_one(task_ids, key, default)
+        return [self._pull_one(tid, key, default) for tid in task_ids]
+
+    def _pull_one(self, task_id: str, key: str, default: Any) -> Any:
+        text = self.pushed.get(key) if task_id == self.task_id else None
+        if text is None:
+            text = self._xcoms.get((task_id, key))
+        return default if text is None else json.loads(text)
+
+    def __repr__(self) -> str:
+        return f"<TaskInstance {self.dag_id}.{self.task_id} {self.run_id} try {self.try_number}>"
+
+
+class _VariableAccessor:
+    def __init__(self, deserialize_json: bool) -> None:
+        self._json = deserialize_json
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return Variable.get(key, deserialize_json=self._json)
+
+    def get(self, key: str, default_var: Any = None) -> Any:
+        return Variable.get(key, default_var=default_var, deserialize_json=self._json)
+
+
+class _VarNamespace:
+    value = _VariableAccessor(False)
+    json = _VariableAccessor(True)
+
+
+def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
+    run = ti.dag_run
+    params = {**dag.params, **ti.task.params, **run.conf}
+    logical = run.logical_date
+    return {
+        "dag": dag,
+        "task": ti.task,
+        "ti": ti,
+        "task_instance": ti,
+        "dag_run": run,
+        "run_id": run.run_id,
+        "logical_date": logical,
+        "ds": logical.strftime("%Y-%m-%d"),
+        "ds_nodash": logical.strftime("%Y%m%d"),
+        "ts": logical.isoformat(),
+        "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
+        "data_interval_start": run.data_interval_start,
+        "data_interval_end": run.data_interval_end,
+        "params": params,
+        "conf": run.conf,
+        "var": _VarNamespace(),
+        "triggering_dataset_events": {},
+        "event": run.conf.get("event") if run.run_type == "event_triggered" else None,
+        "try_number": ti.try_number,
+    }
+
+
+_env = jinja2.sandbox.SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+)
+
+
+def _needs_render(value: Any, exts: tuple[str, ...]) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or (bool(exts) and value.endswith(exts))
+    if isinstance(value, list | tuple | set):
+        return any(_needs_render(v, exts) for v in value)
+    if isinstance(value, dict):
+        return any(_needs_render(v, exts) for v in value.values())
+    return isinstance(value, XComArg)
+
+
+def task_needs_render(task: BaseOperator) -> bool:
+    exts = tuple(task.template_ext)
+    return any(_needs_render(getattr(task, name, None), exts) for name in task.template_fields)
+
+
+def _render(
+    value: Any, context: Mapping[str, Any], exts: tuple[str, ...], base: Path | None
+) -> Any:
+    if isinstance(value, str):
+        if exts and value.endswith(exts):
+            path = (base / value) if base is not None else Path(value)
+            if not path.is_file():
+                raise TemplateError(f"template file {value!r} not found (looked in {path})")
+            value = path.read_text()
+        if "{{" not in value and "{%" not in value:
+            return value
+        return _env.from_string(value).render(context)
+    if isinstance(value, list):
+        return [_render(v, context, exts, base) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_render(v, context, exts, base) for v in value)
+    if isinstance(value, dict):
+        return {k: _render(v, context, exts, base) for k, v in value.items()}
+    return value
+
+
+def render_task(task: BaseOperator, context: dict[str, Any]) -> BaseOperator:
+    """A copy of ``task`` with XComArgs resolved and templated fields rendered."""
+    ti: RuntimeTaskInstance = context["ti"]
+    rendered = copy.copy(task)
+
+    def pull(task_id: str, key: str) -> Any:
+        return ti.xcom_pull(task_ids=task_id, key=key)
+
+    base = Path(task.dag.fileloc).parent if task.dag is not None and task.dag.fileloc else None
+    exts = tuple(task.template_ext)
+    for name in task.template_fields:
+        value = resolve_xcom_args(getattr(task, name, None), pull)
+        try:
+            value = _render(value, context, exts, base)
+        except TemplateError as exc:
+            raise TemplateError(f"{ti.where}: field {name!r}: {exc}") from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{ti.where}: cannot render field {name!r}: {exc}") from exc
+        setattr(rendered, name, value)
+    context["task"] = rendered
+    return rendered

@@ -1,0 +1,204 @@
+"""Logging: structlog for the orchestrator's own lines, one file per task try.
+
+Rules:
+1. The orchestrator's lines go through structlog (console or JSON), bound to
+   dag_id / run_id / task_id / try_number where they concern a task.
+2. While a try runs, its ``print`` output, its ``sys.stderr`` and its ``logging``
+   records go to that try's file. The routing key is a context variable, so tasks
+   running at once in threads or on the loop never mix their output.
+3. Every registered secret is replaced by ``***`` before a line is written anywhere.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import logging
+import sys
+import threading
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = [
+    "TaskLog",
+    "configure_logging",
+    "install_task_log_capture",
+    "mask",
+    "register_secret",
+    "task_log_context",
+    "task_log_path",
+]
+
+_secrets: set[str] = set()
+_MIN_SECRET = 4  # shorter strings would mask ordinary words
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in every log line from now on."""
+    if value and len(value) >= _MIN_SECRET:
+        _secrets.add(value)
+
+
+def mask(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+_SENSITIVE_KEYS = ("password", "secret", "token", "fernet", "api_key", "private_key")
+
+
+def _mask_processor(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if any(word in key.lower() for word in _SENSITIVE_KEYS) and value:
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = mask(value)
+    return event
+
+
+def configure_logging(
+    fmt: str = "console", level: str = "info", stream: TextIO | None = None
+) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _mask_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream or _original_stderr()),
+        cache_logger_on_first_use=False,
+    )
+
+
+def task_log_path(logs_dir: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+    safe_run = run_id.replace("/", "_").replace(":", "_")
+    return (
+        logs_dir
+        / f"dag_id={dag_id}"
+        / f"run_id={safe_run}"
+        / f"task_id={task_id}"
+        / (f"attempt={try_number}.log")
+    )
+
+
+class TaskLog:
+    """The log file of one try; opened on first write, safe to write from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: io.TextIOWrapper | None = None
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file.write(mask(text))
+
+    def line(self, message: str) -> None:
+        self.write(message.rstrip("\n") + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+_current: contextvars.ContextVar[TaskLog | None] = contextvars.ContextVar(
+    "orchestrator_task_log", default=None
+)
+
+
+class _Router(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr: the current try's log, else the real stream."""
+
+    def __init__(self, fallback: TextIO) -> None:
+        self._fallback = fallback
+
+    def write(self, text: str) -> int:
+        log = _current.get()
+        if log is None:
+            return self._fallback.write(text)
+        log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if _current.get() is None:
+            self._fallback.flush()
+
+    def isatty(self) -> bool:
+        return _current.get() is None and self._fallback.isatty()
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._fallback, "encoding", "utf-8")
+
+
+class _TaskLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log = _current.get()
+        if log is not None:
+            try:
+                log.line(self.format(record))
+            except Exception:  # pragma: no cover - logging must never raise into the task
+                self.handleError(record)
+
+
+_installed = False
+_stderr_original: TextIO = sys.stderr
+
+
+def _original_stderr() -> TextIO:
+    return _stderr_original
+
+
+def install_task_log_capture() -> None:
+    """Route stdout, stderr and logging through the current try's log (idempotent)."""
+    global _installed, _stderr_original
+    if _installed:
+        return
+    _installed = True
+    _stderr_original = sys.stderr
+    sys.stdout = _Router(sys.stdout)
+    sys.stderr = _Router(sys.stderr)
+    handler = _TaskLogHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+@contextmanager
+def task_log_context(log: TaskLog) -> Iterator[None]:
+    token = _current.set(log)
+    try:
+        yield
+    finally:
+        _current.reset(token)

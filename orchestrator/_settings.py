@@ -1,0 +1,117 @@
+"""Settings: ``orchestrator.toml`` (or ``$ORCHESTRATOR_CONFIG``), then environment
+variables, then command-line flags; each wins over the one before.
+
+In the TOML file, keys are the environment variable names without the
+``ORCHESTRATOR_`` prefix, in lower case (``home``, ``db``, ``parallelism``...).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+_PREFIX = "ORCHESTRATOR_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path = Path(".orchestrator")
+    db: str = ""
+    dags: str = "dags"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "orchestrator@localhost"
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    webhook_secret: str = ""
+    sqs_queues: str = ""
+    parallelism: int = 32
+    fernet_key: str = ""
+    log_format: str = "console"
+    log_level: str = "info"
+    xcom_max_bytes: int = 1_048_576
+    dag_import_timeout: float = 30.0
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{(self.home / 'orchestrator.db').resolve()}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+
+def _convert(name: str, raw: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+_KINDS = {"bool": bool, "int": int, "float": float, "Path": Path, "str": str}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_path = env.get(_PREFIX + "CONFIG")
+    path = Path(config_path) if config_path else Path("orchestrator.toml")
+    names = {f.name: _KINDS[str(f.type)] for f in fields(Settings)}
+    if config_path or path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for key, raw in data.items():
+            if key not in names:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _convert(f"{path}: {key}", raw, names[key])
+    for name, kind in names.items():
+        raw_env = env.get(_PREFIX + name.upper())
+        if raw_env is not None and raw_env != "":
+            values[name] = _convert(_PREFIX + name.upper(), raw_env, kind)
+    for name, raw_override in (overrides or {}).items():
+        if raw_override is not None:
+            values[name] = _convert(f"--{name.replace('_', '-')}", raw_override, names[name])
+    settings = Settings(**values)
+    if settings.parallelism < 1:
+        raise ConfigError(f"setting parallelism must be >= 1, got {settings.parallelism}")
+    if settings.log_format not in ("console", "json"):
+        raise ConfigError(
+            f"setting log_format must be console or json, got {settings.log_format!r}"
+        )
+    return settings

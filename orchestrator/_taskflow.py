@@ -1,0 +1,148 @@
+"""TaskFlow: ``@dag`` and ``@task`` (with ``@task.branch`` and ``@task.short_circuit``)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, overload
+
+from orchestrator._baseoperator import XComArg
+from orchestrator.dag import DAG, DagContext
+from orchestrator.errors import DagDefinitionError
+from orchestrator.operators._python import (
+    BranchPythonOperator,
+    PythonOperator,
+    ShortCircuitOperator,
+)
+
+__all__ = ["dag", "get_current_context", "task"]
+
+
+def _returns_dict(fn: Callable[..., Any]) -> bool:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return False
+    ret = hints.get("return")
+    return ret is dict or typing.get_origin(ret) is dict
+
+
+class TaskDecorated:
+    """A function turned into a task factory: each call adds a task to the current DAG."""
+
+    def __init__(
+        self, fn: Callable[..., Any], operator_class: type[PythonOperator], kwargs: dict[str, Any]
+    ) -> None:
+        if not callable(fn):
+            raise DagDefinitionError(f"@task needs a function, got {fn!r}")
+        self.function = fn
+        self.operator_class = operator_class
+        self.kwargs = kwargs
+        functools.update_wrapper(self, fn)
+
+    def override(self, **kwargs: Any) -> TaskDecorated:
+        return TaskDecorated(self.function, self.operator_class, {**self.kwargs, **kwargs})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        current = DagContext.current()
+        kw = dict(self.kwargs)
+        task_id = kw.pop("task_id", None) or self.function.__name__
+        if current is None and kw.get("dag") is None:
+            raise DagDefinitionError(
+                f"task {task_id!r} was called outside a DAG (use it inside `with DAG(...)` or @dag)"
+            )
+        owner = kw.get("dag") or current
+        assert owner is not None
+        if task_id in owner.task_dict:
+            n = 1
+            while f"{task_id}__{n}" in owner.task_dict:
+                n += 1
+            task_id = f"{task_id}__{n}"
+        kw.setdefault("multiple_outputs", _returns_dict(self.function))
+        operator = self.operator_class(
+            task_id=task_id, python_callable=self.function, op_args=args, op_kwargs=kwargs, **kw
+        )
+        return XComArg(operator)
+
+
+class _TaskFactory:
+    """``@task``, ``@task(...)``, ``@task.branch``, ``@task.short_circuit``."""
+
+    def __init__(self, operator_class: type[PythonOperator]) -> None:
+        self._operator_class = operator_class
+
+    @overload
+    def __call__(self, python_callable: Callable[..., Any]) -> TaskDecorated: ...
+
+    @overload
+    def __call__(
+        self, python_callable: None = None, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], TaskDecorated]: ...
+
+    def __call__(
+        self, python_callable: Callable[..., Any] | None = None, **kwargs: Any
+    ) -> TaskDecorated | Callable[[Callable[..., Any]], TaskDecorated]:
+        if python_callable is not None:
+            return TaskDecorated(python_callable, self._operator_class, kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> TaskDecorated:
+            return TaskDecorated(fn, self._operator_class, kwargs)
+
+        return decorator
+
+    @property
+    def branch(self) -> _TaskFactory:
+        return _TaskFactory(BranchPythonOperator)
+
+    @property
+    def short_circuit(self) -> _TaskFactory:
+        return _TaskFactory(ShortCircuitOperator)
+
+    @property
+    def python(self) -> _TaskFactory:
+        return _TaskFactory(PythonOperator)
+
+
+task = _TaskFactory(PythonOperator)
+
+
+def dag(dag_id: str | Callable[..., Any] | None = None, **dag_kwargs: Any) -> Any:
+    """``@dag`` or ``@dag(...)``: calling the function builds and registers the DAG.
+
+    The function's parameters with defaults become the DAG's ``params``.
+    """
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., DAG]:
+        @functools.wraps(fn)
+        def factory(*args: Any, **kwargs: Any) -> DAG:
+            defaults = {
+                name: p.default
+                for name, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty
+            }
+            params = {**defaults, **(dag_kwargs.get("params") or {})}
+            options = {k: v for k, v in dag_kwargs.items() if k != "params"}
+            name = dag_id if isinstance(dag_id, str) else fn.__name__
+            with DAG(name, params=params, **options) as built:
+                if built.doc_md is None and fn.__doc__:
+                    built.doc_md = fn.__doc__
+                fn(*args, **kwargs)
+            return built
+
+        return factory
+
+    if callable(dag_id):
+        return decorator(dag_id)
+    return decorator
+
+
+def get_current_context() -> dict[str, Any]:
+    """The context of the task running in this thread or coroutine."""
+    from orchestrator.executor import current_context
+
+    ctx = current_context()
+    if ctx is None:
+        raise RuntimeError("get_current_context() called outside a running task")
+    return ctx

@@ -1,0 +1,267 @@
+"""The DAG: its arguments, its tasks and their graph.
+
+Every DAG created while a DAG file is imported is registered with the loader's
+collector (no ``as dag`` needed); ``with DAG(...)`` makes it the default DAG for the
+operators created inside the block.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from orchestrator._baseoperator import KEY_PATTERN, find_xcom_args
+from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
+from triggers import Schedule, parse_schedule
+
+if TYPE_CHECKING:
+    from orchestrator._baseoperator import BaseOperator
+
+__all__ = ["DAG", "DagContext", "collect_dags"]
+
+_collector: contextvars.ContextVar[list[DAG] | None] = contextvars.ContextVar(
+    "orchestrator_dag_collector", default=None
+)
+
+
+@contextmanager
+def collect_dags() -> Iterator[list[DAG]]:
+    """Collect every DAG created inside the block (used by the loader)."""
+    found: list[DAG] = []
+    token = _collector.set(found)
+    try:
+        yield found
+    finally:
+        _collector.reset(token)
+
+
+class DagContext:
+    """The stack of ``with DAG(...)`` blocks, per thread of execution."""
+
+    _stack: contextvars.ContextVar[tuple[DAG, ...]] = contextvars.ContextVar(
+        "orchestrator_dag_stack", default=()
+    )
+
+    @classmethod
+    def current(cls) -> DAG | None:
+        stack = cls._stack.get()
+        return stack[-1] if stack else None
+
+    @classmethod
+    def push(cls, dag: DAG) -> contextvars.Token[tuple[DAG, ...]]:
+        return cls._stack.set((*cls._stack.get(), dag))
+
+    @classmethod
+    def pop(cls, token: contextvars.Token[tuple[DAG, ...]]) -> None:
+        cls._stack.reset(token)
+
+
+def _utc(value: Any, where: str, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise DagDefinitionError(f"{where}: {field} must be a datetime, got {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DAG:
+    """A workflow: tasks, their dependencies, and when it runs."""
+
+    def __init__(
+        self,
+        dag_id: str,
+        *,
+        schedule: Any = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        catchup: bool = False,
+        max_active_runs: int = 16,
+        max_active_tasks: int = 16,
+        default_args: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+        dagrun_timeout: timedelta | None = None,
+        on_failure_callback: Callable[..., Any] | None = None,
+        on_success_callback: Callable[..., Any] | None = None,
+        is_paused_upon_creation: bool | None = None,
+        dataset_events: str = "batch",
+        doc_md: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        where = f"DAG {dag_id!r}"
+        if kwargs:
+            raise DagDefinitionError(
+                f"{where}: unexpected argument(s): {', '.join(sorted(kwargs))}"
+            )
+        if not isinstance(dag_id, str) or not KEY_PATTERN.match(dag_id):
+            raise DagDefinitionError(
+                f"{where}: dag_id must be 1-250 letters, digits, '_', '.' or '-'"
+            )
+        self.dag_id = dag_id
+        self.fileloc = ""
+        try:
+            self.schedule: Schedule = parse_schedule(schedule)
+        except ValueError as exc:
+            raise DagDefinitionError(f"{where}: schedule: {exc}") from exc
+        self.start_date = _utc(start_date, where, "start_date")
+        self.end_date = _utc(end_date, where, "end_date")
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise DagDefinitionError(f"{where}: end_date is before start_date")
+        if (self.schedule.time is not None or self.schedule.once) and self.start_date is None:
+            raise DagDefinitionError(f"{where}: a time schedule needs a start_date")
+        self.catchup = _bool(catchup, where, "catchup")
+        self.max_active_runs = _positive(max_active_runs, where, "max_active_runs")
+        self.max_active_tasks = _positive(max_active_tasks, where, "max_active_tasks")
+        if default_args is not None and not isinstance(default_args, Mapping):
+            raise DagDefinitionError(f"{where}: default_args must be a mapping")
+        self.default_args = dict(default_args or {})
+        if params is not None and not isinstance(params, Mapping):
+            raise DagDefinitionError(f"{where}: params must be a mapping")
+        self.params = dict(params or {})
+        if tags is not None and (
+            not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise DagDefinitionError(f"{where}: tags must be a list of strings")
+        self.tags = list(tags or [])
+        self.description = description
+        if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
+            raise DagDefinitionError(f"{where}: dagrun_timeout must be a timedelta")
+        self.dagrun_timeout = dagrun_timeout
+        for name, callback in (
+            ("on_failure_callback", on_failure_callback),
+            ("on_success_callback", on_success_callback),
+        ):
+            if callback is not None and not callable(callback):
+                raise DagDefinitionError(f"{where}: {name} must be callable")
+        self.on_failure_callback = on_failure_callback
+        self.on_success_callback = on_success_callback
+        self.is_paused_upon_creation = is_paused_upon_creation
+        if dataset_events not in ("batch", "each"):
+            raise DagDefinitionError(
+                f"{where}: dataset_events must be 'batch' or 'each', got {dataset_events!r}"
+            )
+        self.dataset_events = dataset_events
+        self.doc_md = doc_md
+        self.task_dict: dict[str, BaseOperator] = {}
+        self._token: contextvars.Token[tuple[DAG, ...]] | None = None
+        collector = _collector.get()
+        if collector is not None:
+            collector.append(self)
+
+    # -- context manager -----------------------------------------------------------
+
+    def __enter__(self) -> DAG:
+        self._token = DagContext.push(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            DagContext.pop(self._token)
+            self._token = None
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def add_task(self, task: BaseOperator) -> None:
+        if task.task_id in self.task_dict:
+            raise DuplicateTaskError(f"DAG {self.dag_id!r}: duplicate task id {task.task_id!r}")
+        task.dag = self
+        self.task_dict[task.task_id] = task
+
+    @property
+    def tasks(self) -> list[BaseOperator]:
+        return list(self.task_dict.values())
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.task_dict)
+
+    def get_task(self, task_id: str) -> BaseOperator:
+        try:
+            return self.task_dict[task_id]
+        except KeyError:
+            raise DagDefinitionError(f"DAG {self.dag_id!r} has no task {task_id!r}") from None
+
+    @property
+    def leaves(self) -> list[str]:
+        return [t.task_id for t in self.task_dict.values() if not t.downstream_task_ids]
+
+    def validate(self) -> None:
+        """Check the graph: every edge names a task of this DAG, and there is no cycle."""
+        for task in self.task_dict.values():
+            for arg in _task_xcom_args(task):
+                if arg.operator.task_id not in self.task_dict:
+                    raise DagDefinitionError(
+                        f"DAG {self.dag_id!r}, task {task.task_id!r}: uses the output of task "
+                        f"{arg.operator.task_id!r}, which is not in this DAG"
+                    )
+            for other in task.upstream_task_ids | task.downstream_task_ids:
+                if other not in self.task_dict:
+                    raise DagDefinitionError(
+                        f"DAG {self.dag_id!r}, task {task.task_id!r}: linked to unknown task "
+                        f"{other!r}"
+                    )
+        self.topological_order()
+
+    def topological_order(self) -> list[str]:
+        """Task ids, upstream before downstream; raises CycleError naming a cycle."""
+        indegree = {tid: len(t.upstream_task_ids) for tid, t in self.task_dict.items()}
+        ready = [tid for tid, n in indegree.items() if n == 0]
+        order: list[str] = []
+        while ready:
+            tid = ready.pop()
+            order.append(tid)
+            for down in sorted(self.task_dict[tid].downstream_task_ids):
+                indegree[down] -= 1
+                if indegree[down] == 0:
+                    ready.append(down)
+        if len(order) != len(self.task_dict):
+            cycle = self._find_cycle({tid for tid, n in indegree.items() if n > 0})
+            raise CycleError(f"DAG {self.dag_id!r}: cycle between tasks {' -> '.join(cycle)}")
+        return order
+
+    def _find_cycle(self, remaining: set[str]) -> list[str]:
+        # Every task left after Kahn's pass has an upstream task that is also left, so
+        # walking upstream must come back to a task already seen: that loop is a cycle.
+        path: list[str] = [min(remaining)]
+        seen = {path[0]: 0}
+        while True:
+            prev = min(u for u in self.task_dict[path[-1]].upstream_task_ids if u in remaining)
+            if prev in seen:
+                loop = list(reversed(path[seen[prev] :]))
+                start = loop.index(min(loop))
+                loop = loop[start:] + loop[:start]
+                return [*loop, loop[0]]
+            seen[prev] = len(path)
+            path.append(prev)
+
+    def __repr__(self) -> str:
+        return f"<DAG: {self.dag_id}>"
+
+
+def _task_xcom_args(task: BaseOperator) -> list[Any]:
+    found = []
+    for name in ("op_args", "op_kwargs", *task.template_fields):
+        found.extend(find_xcom_args(getattr(task, name, None)))
+    return found
+
+
+def _bool(value: Any, where: str, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise DagDefinitionError(f"{where}: {field} must be True or False, got {value!r}")
+    return value
+
+
+def _positive(value: Any, where: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise DagDefinitionError(f"{where}: {field} must be an int >= 1, got {value!r}")
+    return value

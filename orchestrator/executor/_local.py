@@ -1,0 +1,255 @@
+"""The local executor: runs one try of a task and reports how it ended.
+
+Where the work runs:
+- ``async def`` work runs on the event loop;
+- sync work runs in a worker thread, behind a capacity limiter;
+- ``isolation="process"`` runs the task in a child interpreter (see ``_child.py``),
+  so a hang, a crash, ``os._exit`` or a segfault ends only that try.
+
+Timeouts: ``execution_timeout`` cancels async work and kills child processes (the
+whole process group). A sync callable in a thread cannot be killed: the try fails
+on time all the same, the thread is abandoned (its slot is given back) and it is
+sent an asynchronous TaskTimeout exception, which stops pure-Python code at its
+next bytecode but not a blocking C call. Use ``isolation="process"`` for code
+that must really be stopped.
+
+This module decides nothing about retries or states: it reports a TryResult and
+the scheduler applies the state machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from orchestrator._bridge import Services, services_context, worker_thread
+from orchestrator._context import (
+    RETURN_VALUE,
+    DagRunInfo,
+    RuntimeTaskInstance,
+    build_context,
+    render_task,
+    task_needs_render,
+)
+from orchestrator._logging import TaskLog, install_task_log_capture, task_log_context
+from orchestrator.errors import FailTask, SkipTask, TaskTimeout
+
+if TYPE_CHECKING:
+    from orchestrator._baseoperator import BaseOperator
+    from orchestrator.dag import DAG
+
+__all__ = ["LocalExecutor", "TryRequest", "TryResult", "current_context"]
+
+_current_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "orchestrator_current_context", default=None
+)
+
+
+def current_context() -> dict[str, Any] | None:
+    return _current_context.get()
+
+
+@dataclass(slots=True)
+class TryRequest:
+    dag: DAG
+    task: BaseOperator
+    run: DagRunInfo
+    try_number: int
+    max_tries: int
+    xcoms: Mapping[tuple[str, str], str]
+    log_path: Path
+
+
+@dataclass(slots=True)
+class TryResult:
+    state: str  # "success", "failed" or "skipped"
+    error: str | None = None
+    retryable: bool = True
+    pushed: dict[str, str] = field(default_factory=dict)
+    skip_task_ids: set[str] = field(default_factory=set)
+
+
+class _ThreadHandle:
+    """The identity of the worker thread running a sync try, to interrupt it on timeout."""
+
+    def __init__(self) -> None:
+        self.ident: int | None = None
+
+    def interrupt(self) -> None:
+        if self.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.ident), ctypes.py_object(TaskTimeout)
+            )
+
+
+class LocalExecutor:
+    def __init__(self, services: Services, *, thread_slots: int) -> None:
+        self.services = services
+        self._threads = anyio.CapacityLimiter(thread_slots)
+        install_task_log_capture()
+
+    async def run(self, request: TryRequest) -> TryResult:
+        log = TaskLog(request.log_path)
+        ti = RuntimeTaskInstance(
+            task=request.task,
+            run=request.run,
+            try_number=request.try_number,
+            max_tries=request.max_tries,
+            xcoms=request.xcoms,
+            xcom_limit=self.services.settings.xcom_max_bytes,
+            log_path=request.log_path,
+        )
+        context = build_context(request.dag, ti)
+        log.line(
+            f"[{request.run.run_id}] {request.task.task_id}: try {request.try_number} of "
+            f"{request.max_tries} started ({request.task.task_type})"
+        )
+        timeout = request.task.execution_timeout
+        handle = _ThreadHandle()
+        try:
+            with self._scoped(log, context):
+                try:
+                    seconds = timeout.total_seconds() if timeout is not None else None
+                    with anyio.move_on_after(seconds) as scope:
+                        value = await self._execute(request, context, handle)
+                    if scope.cancelled_caught:
+                        handle.interrupt()
+                        message = f"timed out after {timeout} (execution_timeout)"
+                        log.line(f"ERROR: {message}")
+                        return TryResult("failed", message)
+                    if request.task.do_xcom_push and value is not None:
+                        ti.xcom_push(RETURN_VALUE, value)
+                except SkipTask as exc:
+                    log.line(f"skipped: {exc}")
+                    return TryResult("skipped", pushed=ti.pushed)
+                except FailTask as exc:
+                    log.line(f"ERROR (no retry): {exc}")
+                    return TryResult("failed", str(exc) or "FailTask", retryable=False)
+                except Exception as exc:
+                    log.write(traceback.format_exc())
+                    return TryResult("failed", f"{type(exc).__name__}: {exc}")
+            log.line("finished: success")
+            return TryResult("success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids)
+        finally:
+            log.close()
+
+    @contextmanager
+    def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:
+        token = _current_context.set(context)
+        try:
+            with task_log_context(log), services_context(self.services):
+                yield
+        finally:
+            _current_context.reset(token)
+
+    async def _execute(
+        self, request: TryRequest, context: dict[str, Any], handle: _ThreadHandle
+    ) -> Any:
+        task = request.task
+        if task.isolation == "process":
+            return await self._execute_in_process(request, context)
+        needs_render = task_needs_render(task)
+        if task.runs_on_loop():
+            if needs_render:
+                task = await anyio.to_thread.run_sync(
+                    worker_thread(render_task), task, context, limiter=self._threads
+                )
+            return await task.execute_async(context)
+
+        def work() -> Any:
+            handle.ident = threading.get_ident()
+            try:
+                rendered = render_task(task, context) if needs_render else task
+                return rendered.execute(context)
+            finally:
+                handle.ident = None
+
+        return await anyio.to_thread.run_sync(
+            worker_thread(work), limiter=self._threads, abandon_on_cancel=True
+        )
+
+    async def _execute_in_process(self, request: TryRequest, context: dict[str, Any]) -> Any:
+        ti: RuntimeTaskInstance = context["ti"]
+        dag = request.dag
+        result_path = request.log_path.with_suffix(".result.json")
+        spec = {
+            "file": dag.fileloc,
+            "dag_id": dag.dag_id,
+            "task_id": request.task.task_id,
+            "run": {
+                "run_id": request.run.run_id,
+                "run_type": request.run.run_type,
+                "logical_date": request.run.logical_date.isoformat(),
+                "data_interval_start": request.run.data_interval_start.isoformat(),
+                "data_interval_end": request.run.data_interval_end.isoformat(),
+                "conf": request.run.conf,
+            },
+            "try_number": request.try_number,
+            "max_tries": request.max_tries,
+            "xcoms": [[t, k, v] for (t, k), v in request.xcoms.items()],
+            "xcom_limit": self.services.settings.xcom_max_bytes,
+            "result_path": str(result_path),
+        }
+        settings = self.services.settings
+        env = {
+            **os.environ,
+            "ORCHESTRATOR_HOME": str(settings.home.resolve()),
+            "ORCHESTRATOR_DB": settings.db_url,
+        }
+        # Small local file operations; the child's output is written by the OS, not the loop.
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(request.log_path, "a", encoding="utf-8") as out:  # noqa: ASYNC230
+            process = await anyio.open_process(
+                [sys.executable, "-m", "orchestrator._child"],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                env=env,
+                start_new_session=True,
+            )
+            try:
+                assert process.stdin is not None
+                await process.stdin.send(json.dumps(spec).encode())
+                await process.stdin.aclose()
+                code = await process.wait()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()
+                raise
+        if not result_path.exists():
+            reason = (
+                f"killed by signal {signal.Signals(-code).name}"
+                if code < 0
+                else f"exit code {code}"
+            )
+            raise RuntimeError(f"the task's process ended without a result ({reason})")
+        outcome = json.loads(result_path.read_text())
+        result_path.unlink()
+        ti.pushed.update(outcome.get("pushed", {}))
+        ti.skip_task_ids |= set(outcome.get("skip_task_ids", []))
+        kind = outcome["kind"]
+        if kind == "skipped":
+            raise SkipTask(outcome.get("error") or "skipped")
+        if kind == "fail_fast":
+            raise FailTask(outcome["error"])
+        if kind == "failed":
+            raise RuntimeError(outcome["error"])
+        return outcome.get("value")

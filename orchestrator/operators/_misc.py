@@ -1,0 +1,147 @@
+"""EmptyOperator, EmailOperator and TriggerDagRunOperator."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any, ClassVar
+
+import anyio
+
+from orchestrator._baseoperator import KEY_PATTERN, BaseOperator
+from orchestrator._bridge import current_services
+from orchestrator._clock import iso
+from orchestrator._settings import Settings
+from orchestrator.errors import ConfigError, DagDefinitionError, OrchestratorError
+from orchestrator.state import RunState
+
+__all__ = ["EmailOperator", "EmptyOperator", "TriggerDagRunOperator"]
+
+
+class EmptyOperator(BaseOperator):
+    """Does nothing; useful to group or join branches."""
+
+    async def execute(self, context: dict[str, Any]) -> None:
+        return None
+
+
+def send_email(
+    settings: Settings, to: Sequence[str], subject: str, body: str, *, html: bool = True
+) -> None:
+    """Send one message over SMTP with the configured host, TLS and credentials."""
+    if not settings.smtp_host:
+        raise ConfigError("SMTP not configured: set ORCHESTRATOR_SMTP_HOST (and _PORT, _FROM...)")
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    message.set_content(body, subtype="html" if html else "plain")
+    smtp_class = smtplib.SMTP_SSL if settings.smtp_ssl else smtplib.SMTP
+    with smtp_class(settings.smtp_host, settings.smtp_port, timeout=30) as client:
+        if settings.smtp_starttls and not settings.smtp_ssl:
+            client.starttls(context=ssl.create_default_context())
+        if settings.smtp_user:
+            client.login(settings.smtp_user, settings.smtp_password)
+        client.send_message(message)
+
+
+class EmailOperator(BaseOperator):
+    """Sends an email through the configured SMTP server."""
+
+    template_fields: ClassVar[Sequence[str]] = ("to", "subject", "html_content")
+
+    def __init__(
+        self, *, to: str | Sequence[str], subject: str, html_content: str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.to = [to] if isinstance(to, str) else list(to)
+        if not self.to:
+            raise DagDefinitionError(f"{self._where}: 'to' needs at least one address")
+        self.subject = subject
+        self.html_content = html_content
+
+    def execute(self, context: dict[str, Any]) -> None:
+        services = current_services()
+        if services is None:
+            raise ConfigError("SMTP not configured: no settings available")
+        send_email(services.settings, self.to, self.subject, self.html_content)
+
+
+class TriggerDagRunOperator(BaseOperator):
+    """Requests a run of another DAG; the daemon runs it.
+
+    With ``wait_for_completion`` the task waits, polling every ``poke_interval``
+    seconds, until that run reaches one of ``allowed_states`` (success) or
+    ``failed_states`` (the task fails).
+    """
+
+    template_fields: ClassVar[Sequence[str]] = ("trigger_dag_id", "trigger_run_id", "conf")
+
+    def __init__(
+        self,
+        *,
+        trigger_dag_id: str,
+        trigger_run_id: str | None = None,
+        conf: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        wait_for_completion: bool = False,
+        poke_interval: float = 60,
+        allowed_states: Sequence[str] = ("success",),
+        failed_states: Sequence[str] = ("failed",),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(trigger_dag_id, str) or not trigger_dag_id:
+            raise DagDefinitionError(f"{self._where}: trigger_dag_id must be a DAG id")
+        if conf is not None and not isinstance(conf, Mapping):
+            raise DagDefinitionError(f"{self._where}: conf must be a mapping")
+        self.trigger_dag_id = trigger_dag_id
+        self.trigger_run_id = trigger_run_id
+        self.conf = dict(conf or {})
+        self.logical_date = logical_date
+        self.wait_for_completion = bool(wait_for_completion)
+        self.poke_interval = float(poke_interval)
+        self.allowed_states = [RunState(s) for s in allowed_states]
+        self.failed_states = [RunState(s) for s in failed_states]
+
+    async def execute(self, context: dict[str, Any]) -> str:
+        from orchestrator.store import RunRecord
+
+        services = current_services()
+        if services is None:
+            raise OrchestratorError(f"{self._where}: no store to record the triggered run in")
+        if not KEY_PATTERN.match(self.trigger_dag_id):
+            raise DagDefinitionError(f"{self._where}: bad trigger_dag_id {self.trigger_dag_id!r}")
+        store = services.store
+        now = store.clock.now()
+        logical = self.logical_date or now
+        run_id = self.trigger_run_id or f"manual__{iso(logical)}"
+        run = RunRecord(
+            dag_id=self.trigger_dag_id,
+            run_id=run_id,
+            state=RunState.QUEUED,
+            run_type="manual",
+            logical_date=logical,
+            queued_at=now,
+            data_interval_start=logical,
+            data_interval_end=logical,
+            conf=dict(self.conf),
+        )
+        if not await store.create_run(run, []):
+            raise OrchestratorError(
+                f"{self._where}: DAG {self.trigger_dag_id!r} already has a run {run_id!r}"
+            )
+        print(f"requested run {run_id!r} of DAG {self.trigger_dag_id!r}")
+        context["ti"].xcom_push("trigger_run_id", run_id)
+        if self.wait_for_completion:
+            while True:
+                state = (await store.get_run(self.trigger_dag_id, run_id)).state
+                if state in self.failed_states:
+                    raise OrchestratorError(f"triggered run {run_id!r} ended {state}")
+                if state in self.allowed_states:
+                    break
+                await anyio.sleep(self.poke_interval)
+        return run_id

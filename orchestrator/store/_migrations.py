@@ -1,0 +1,149 @@
+"""Versioned schema migrations, one SQL text for both backends.
+
+Rules: a migration, once released, is never edited; a change is a new version.
+The SQL uses only what SQLite and PostgreSQL both accept (TEXT times in ISO 8601
+UTC, INTEGER flags, JSON as TEXT, composite primary keys as idempotency keys).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "Migration"]
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    sql: str
+
+
+_V1 = """
+CREATE TABLE dag (
+    dag_id TEXT PRIMARY KEY,
+    fileloc TEXT NOT NULL DEFAULT '',
+    is_paused INTEGER NOT NULL DEFAULT 0,
+    schedule TEXT NOT NULL DEFAULT 'None',
+    tags TEXT NOT NULL DEFAULT '[]',
+    last_parsed TEXT
+);
+CREATE TABLE dag_run (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_type TEXT NOT NULL,
+    logical_date TEXT,
+    data_interval_start TEXT,
+    data_interval_end TEXT,
+    queued_at TEXT NOT NULL,
+    start_date TEXT,
+    end_date TEXT,
+    conf TEXT NOT NULL DEFAULT '{}',
+    trigger_key TEXT,
+    PRIMARY KEY (dag_id, run_id)
+);
+CREATE INDEX dag_run_state ON dag_run (state, dag_id);
+CREATE INDEX dag_run_run_id ON dag_run (run_id);
+CREATE UNIQUE INDEX dag_run_trigger_key ON dag_run (dag_id, trigger_key);
+CREATE TABLE task_instance (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    try_number INTEGER NOT NULL DEFAULT 0,
+    max_tries INTEGER NOT NULL DEFAULT 0,
+    start_date TEXT,
+    end_date TEXT,
+    duration DOUBLE PRECISION,
+    pool TEXT NOT NULL DEFAULT 'default_pool',
+    priority_weight INTEGER NOT NULL DEFAULT 1,
+    operator TEXT NOT NULL DEFAULT '',
+    next_retry_at TEXT,
+    PRIMARY KEY (dag_id, run_id, task_id)
+);
+CREATE INDEX task_instance_state ON task_instance (state);
+CREATE TABLE task_try (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    try_number INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    start_date TEXT,
+    end_date TEXT,
+    duration DOUBLE PRECISION,
+    hostname TEXT NOT NULL DEFAULT '',
+    log_path TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    PRIMARY KEY (dag_id, run_id, task_id, try_number)
+);
+CREATE TABLE xcom (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, key)
+);
+CREATE TABLE variable (
+    key TEXT PRIMARY KEY,
+    val TEXT NOT NULL,
+    is_encrypted INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE connection (
+    conn_id TEXT PRIMARY KEY,
+    conn_type TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT '',
+    login TEXT NOT NULL DEFAULT '',
+    password TEXT NOT NULL DEFAULT '',
+    schema_name TEXT NOT NULL DEFAULT '',
+    port INTEGER,
+    extra TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE pool (
+    name TEXT PRIMARY KEY,
+    slots INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO pool (name, slots, description) VALUES ('default_pool', 128, 'Default pool');
+CREATE TABLE dataset_event (
+    id TEXT PRIMARY KEY,
+    uri TEXT NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}',
+    timestamp TEXT NOT NULL,
+    source_dag_id TEXT,
+    source_run_id TEXT,
+    source_task_id TEXT
+);
+CREATE INDEX dataset_event_uri ON dataset_event (uri, timestamp);
+CREATE TABLE event (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    detail_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE sensor_wait (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    next_poke_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    deadline TEXT,
+    state TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (dag_id, run_id, task_id)
+);
+CREATE TABLE alert_outbox (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_error TEXT
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)

@@ -1,0 +1,109 @@
+"""SQLite through aiosqlite: one writer connection, one reader connection, WAL.
+
+``synchronous=FULL`` makes each commit durable across power loss, not only across
+a crash of the process; group commit keeps that affordable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from orchestrator.errors import StoreError
+from orchestrator.store._backend import Group
+from orchestrator.store._migrations import Migration
+
+__all__ = ["SqliteBackend"]
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+class SqliteBackend:
+    dialect = "sqlite"
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteBackend:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in _PRAGMAS:
+                await writer.execute(pragma)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=10000")
+            reader.row_factory = aiosqlite.Row
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+        return cls(writer, reader)
+
+    async def execute_batch(self, groups: Sequence[Group]) -> None:
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for group in groups:
+                    if len(group.rows) == 1:
+                        await self._writer.execute(group.sql, group.rows[0])
+                    else:
+                        await self._writer.executemany(group.sql, group.rows)
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite write failed: {exc}") from exc
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            async with self._reader.execute(sql, tuple(params)) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite query failed: {exc}") from exc
+        return [dict(row) for row in rows]
+
+    async def migrate(self, migrations: Sequence[Migration], applied_at: str) -> list[int]:
+        try:
+            await self._writer.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                async with self._writer.execute("SELECT version FROM schema_migrations") as cur:
+                    done = {row[0] for row in await cur.fetchall()}
+                applied = []
+                for migration in migrations:
+                    if migration.version in done:
+                        continue
+                    for statement in _split(migration.sql):
+                        await self._writer.execute(statement)
+                    await self._writer.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (migration.version, migration.name, applied_at),
+                    )
+                    applied.append(migration.version)
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite migration failed: {exc}") from exc
+        return applied
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+
+def _split(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]

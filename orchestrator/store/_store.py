@@ -1,0 +1,564 @@
+"""The metadata store: the one interface over both backends.
+
+Rules:
+1. Every write is an upsert or insert-if-absent on a natural key, so repeating it
+   is harmless: (dag_id, run_id), (dag_id, run_id, task_id[, try_number|key]).
+2. Writes go through the group-commit writer; reads go straight to the backend and
+   see only committed data.
+3. Times are stored as ISO 8601 UTC text, JSON as text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from orchestrator._clock import Clock, SystemClock, iso, parse_iso
+from orchestrator.errors import NotFound, StoreError
+from orchestrator.state import RunState, TaskState
+from orchestrator.store._backend import Backend, Statement
+from orchestrator.store._migrations import MIGRATIONS
+from orchestrator.store._writer import Ack, GroupCommitWriter
+
+__all__ = [
+    "ConnectionRecord",
+    "RunRecord",
+    "Store",
+    "TaskInstanceRecord",
+    "TryRecord",
+    "open_store",
+]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    dag_id: str
+    run_id: str
+    state: RunState
+    run_type: str
+    logical_date: datetime | None
+    queued_at: datetime
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+    trigger_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "state": str(self.state),
+            "run_type": self.run_type,
+            "logical_date": iso(self.logical_date),
+            "start_date": iso(self.start_date),
+            "end_date": iso(self.end_date),
+            "conf": self.conf,
+        }
+
+
+@dataclass(slots=True)
+class TaskInstanceRecord:
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState = TaskState.NONE
+    try_number: int = 0
+    max_tries: int = 0
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+    pool: str = "default_pool"
+    priority_weight: int = 1
+    operator: str = ""
+    next_retry_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "state": str(self.state),
+            "try_number": self.try_number,
+            "start_date": iso(self.start_date),
+            "end_date": iso(self.end_date),
+            "duration": self.duration,
+        }
+
+
+@dataclass(slots=True)
+class TryRecord:
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    state: TaskState
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+    hostname: str = ""
+    log_path: str = ""
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    conn_id: str
+    conn_type: str
+    host: str = ""
+    login: str = ""
+    password: str = ""  # stored encrypted; decrypted by the connections module
+    schema: str = ""
+    port: int | None = None
+    extra: str = ""  # stored encrypted
+    description: str = ""
+
+
+_RUN_COLUMNS = (
+    "dag_id, run_id, state, run_type, logical_date, data_interval_start, data_interval_end, "
+    "queued_at, start_date, end_date, conf, trigger_key"
+)
+_TI_COLUMNS = (
+    "dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration, "
+    "pool, priority_weight, operator, next_retry_at"
+)
+_TI_UPSERT = (
+    f"INSERT INTO task_instance ({_TI_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET state = excluded.state, "
+    "try_number = excluded.try_number, max_tries = excluded.max_tries, "
+    "start_date = excluded.start_date, end_date = excluded.end_date, "
+    "duration = excluded.duration, pool = excluded.pool, "
+    "priority_weight = excluded.priority_weight, operator = excluded.operator, "
+    "next_retry_at = excluded.next_retry_at"
+)
+_TRY_UPSERT = (
+    "INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date, "
+    "duration, hostname, log_path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET state = excluded.state, "
+    "start_date = excluded.start_date, end_date = excluded.end_date, "
+    "duration = excluded.duration, hostname = excluded.hostname, "
+    "log_path = excluded.log_path, error = excluded.error"
+)
+_XCOM_UPSERT = (
+    "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, key) DO UPDATE SET value = excluded.value, "
+    "timestamp = excluded.timestamp"
+)
+
+
+def _run_from_row(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        state=RunState(row["state"]),
+        run_type=row["run_type"],
+        logical_date=parse_iso(row["logical_date"]),
+        data_interval_start=parse_iso(row["data_interval_start"]),
+        data_interval_end=parse_iso(row["data_interval_end"]),
+        queued_at=parse_iso(row["queued_at"]) or datetime.min,
+        start_date=parse_iso(row["start_date"]),
+        end_date=parse_iso(row["end_date"]),
+        conf=json.loads(row["conf"]),
+        trigger_key=row["trigger_key"],
+    )
+
+
+def _ti_from_row(row: dict[str, Any]) -> TaskInstanceRecord:
+    return TaskInstanceRecord(
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        state=TaskState(row["state"]),
+        try_number=row["try_number"],
+        max_tries=row["max_tries"],
+        start_date=parse_iso(row["start_date"]),
+        end_date=parse_iso(row["end_date"]),
+        duration=row["duration"],
+        pool=row["pool"],
+        priority_weight=row["priority_weight"],
+        operator=row["operator"],
+        next_retry_at=parse_iso(row["next_retry_at"]),
+    )
+
+
+class Store:
+    """Runs, task instances and their tries, XComs, variables, connections and pools."""
+
+    def __init__(self, backend: Backend, writer: GroupCommitWriter, clock: Clock) -> None:
+        self.backend = backend
+        self.writer = writer
+        self.clock = clock
+
+    @property
+    def dialect(self) -> str:
+        return self.backend.dialect
+
+    async def migrate(self) -> list[int]:
+        return await self.backend.migrate(MIGRATIONS, iso(self.clock.now()) or "")
+
+    # -- statement builders: compose them into one atomic unit ------------------------
+
+    @staticmethod
+    def ti_statement(ti: TaskInstanceRecord) -> Statement:
+        return Statement(
+            "task_instance",
+            _TI_UPSERT,
+            (
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                str(ti.state),
+                ti.try_number,
+                ti.max_tries,
+                iso(ti.start_date),
+                iso(ti.end_date),
+                ti.duration,
+                ti.pool,
+                ti.priority_weight,
+                ti.operator,
+                iso(ti.next_retry_at),
+            ),
+        )
+
+    @staticmethod
+    def try_statement(tr: TryRecord) -> Statement:
+        return Statement(
+            "task_try",
+            _TRY_UPSERT,
+            (
+                tr.dag_id,
+                tr.run_id,
+                tr.task_id,
+                tr.try_number,
+                str(tr.state),
+                iso(tr.start_date),
+                iso(tr.end_date),
+                tr.duration,
+                tr.hostname,
+                tr.log_path,
+                tr.error,
+            ),
+        )
+
+    def xcom_statement(
+        self, dag_id: str, run_id: str, task_id: str, key: str, value_json: str
+    ) -> Statement:
+        return Statement(
+            "xcom",
+            _XCOM_UPSERT,
+            (dag_id, run_id, task_id, key, value_json, iso(self.clock.now())),
+        )
+
+    @staticmethod
+    def run_statement(run: RunRecord) -> Statement:
+        return Statement(
+            "dag_run",
+            f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = excluded.state, "
+            "start_date = excluded.start_date, end_date = excluded.end_date",
+            (
+                run.dag_id,
+                run.run_id,
+                str(run.state),
+                run.run_type,
+                iso(run.logical_date),
+                iso(run.data_interval_start),
+                iso(run.data_interval_end),
+                iso(run.queued_at),
+                iso(run.start_date),
+                iso(run.end_date),
+                json.dumps(run.conf),
+                run.trigger_key,
+            ),
+        )
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def write(self, statements: Sequence[Statement]) -> None:
+        await self.writer.submit(statements)
+
+    def write_nowait(self, statements: Sequence[Statement]) -> Ack:
+        return self.writer.submit_nowait(statements)
+
+    async def create_run(self, run: RunRecord, tis: Iterable[TaskInstanceRecord]) -> bool:
+        """Insert the run and its task instances; False if (dag_id, run_id) already exists."""
+        if await self.find_run(run.dag_id, run.run_id) is not None:
+            return False
+        await self.write([self.run_statement(run), *(self.ti_statement(ti) for ti in tis)])
+        return True
+
+    async def clear_task_instances(self, run: RunRecord, tis: Sequence[TaskInstanceRecord]) -> None:
+        """Reset ``tis`` to run again (keeping their try history) and requeue the run."""
+        statements = [self.run_statement(run)]
+        for ti in tis:
+            statements.append(self.ti_statement(ti))
+            statements.append(
+                Statement(
+                    "xcom",
+                    "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                    (ti.dag_id, ti.run_id, ti.task_id),
+                )
+            )
+        await self.write(statements)
+
+    async def upsert_dags(self, rows: Sequence[tuple[str, str, str, list[str], bool]]) -> None:
+        """Record (dag_id, file, schedule, tags, paused_on_creation); keeps is_paused."""
+        now = iso(self.clock.now())
+        await self.write(
+            [
+                Statement(
+                    "dag",
+                    "INSERT INTO dag (dag_id, fileloc, is_paused, schedule, tags, last_parsed) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dag_id) DO UPDATE SET "
+                    "fileloc = excluded.fileloc, schedule = excluded.schedule, "
+                    "tags = excluded.tags, last_parsed = excluded.last_parsed",
+                    (dag_id, file, int(paused), schedule, json.dumps(tags), now),
+                )
+                for dag_id, file, schedule, tags, paused in rows
+            ]
+        )
+
+    async def set_variable(self, key: str, value: str, *, encrypted: bool = False) -> None:
+        await self.write(
+            [
+                Statement(
+                    "variable",
+                    "INSERT INTO variable (key, val, is_encrypted) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET val = excluded.val, "
+                    "is_encrypted = excluded.is_encrypted",
+                    (key, value, int(encrypted)),
+                )
+            ]
+        )
+
+    async def delete_variable(self, key: str) -> bool:
+        if await self.get_variable(key) is None:
+            return False
+        await self.write([Statement("variable", "DELETE FROM variable WHERE key = ?", (key,))])
+        return True
+
+    async def set_connection(self, conn: ConnectionRecord) -> None:
+        await self.write(
+            [
+                Statement(
+                    "connection",
+                    "INSERT INTO connection (conn_id, conn_type, host, login, password, "
+                    "schema_name, port, extra, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (conn_id) DO UPDATE SET conn_type = excluded.conn_type, "
+                    "host = excluded.host, login = excluded.login, password = excluded.password, "
+                    "schema_name = excluded.schema_name, port = excluded.port, "
+                    "extra = excluded.extra, description = excluded.description",
+                    (
+                        conn.conn_id,
+                        conn.conn_type,
+                        conn.host,
+                        conn.login,
+                        conn.password,
+                        conn.schema,
+                        conn.port,
+                        conn.extra,
+                        conn.description,
+                    ),
+                )
+            ]
+        )
+
+    async def delete_connection(self, conn_id: str) -> bool:
+        if await self.get_connection(conn_id) is None:
+            return False
+        await self.write(
+            [Statement("connection", "DELETE FROM connection WHERE conn_id = ?", (conn_id,))]
+        )
+        return True
+
+    async def set_pool(self, name: str, slots: int, description: str = "") -> None:
+        await self.write(
+            [
+                Statement(
+                    "pool",
+                    "INSERT INTO pool (name, slots, description) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, "
+                    "description = excluded.description",
+                    (name, slots, description),
+                )
+            ]
+        )
+
+    async def delete_pool(self, name: str) -> bool:
+        if name == "default_pool":
+            raise StoreError("default_pool cannot be deleted")
+        if name not in await self.get_pools():
+            return False
+        await self.write([Statement("pool", "DELETE FROM pool WHERE name = ?", (name,))])
+        return True
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def find_run(self, dag_id: str, run_id: str) -> RunRecord | None:
+        rows = await self.backend.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        )
+        return _run_from_row(rows[0]) if rows else None
+
+    async def get_run(self, dag_id: str, run_id: str) -> RunRecord:
+        run = await self.find_run(dag_id, run_id)
+        if run is None:
+            raise NotFound(f"DAG {dag_id!r} has no run {run_id!r}")
+        return run
+
+    async def runs_with_id(self, run_id: str) -> list[RunRecord]:
+        rows = await self.backend.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE run_id = ? ORDER BY dag_id", (run_id,)
+        )
+        return [_run_from_row(row) for row in rows]
+
+    async def list_runs(
+        self, dag_id: str | None = None, state: str | None = None, limit: int = 1000
+    ) -> list[RunRecord]:
+        where, params = [], []
+        if dag_id is not None:
+            where.append("dag_id = ?")
+            params.append(dag_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = await self.backend.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run {clause}"
+            f"ORDER BY queued_at DESC, dag_id, run_id LIMIT {int(limit)}",
+            params,
+        )
+        return [_run_from_row(row) for row in rows]
+
+    async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
+        rows = await self.backend.fetch(
+            f"SELECT {_TI_COLUMNS} FROM task_instance WHERE dag_id = ? AND run_id = ? "
+            "ORDER BY start_date, task_id",
+            (dag_id, run_id),
+        )
+        return [_ti_from_row(row) for row in rows]
+
+    async def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TryRecord]:
+        rows = await self.backend.fetch(
+            "SELECT dag_id, run_id, task_id, try_number, state, start_date, end_date, duration, "
+            "hostname, log_path, error FROM task_try WHERE dag_id = ? AND run_id = ? "
+            "AND task_id = ? ORDER BY try_number",
+            (dag_id, run_id, task_id),
+        )
+        return [
+            TryRecord(
+                dag_id=r["dag_id"],
+                run_id=r["run_id"],
+                task_id=r["task_id"],
+                try_number=r["try_number"],
+                state=TaskState(r["state"]),
+                start_date=parse_iso(r["start_date"]),
+                end_date=parse_iso(r["end_date"]),
+                duration=r["duration"],
+                hostname=r["hostname"],
+                log_path=r["log_path"],
+                error=r["error"],
+            )
+            for r in rows
+        ]
+
+    async def xcoms(self, dag_id: str, run_id: str) -> dict[tuple[str, str], str]:
+        """Every XCom of a run as ``{(task_id, key): value_json}``."""
+        rows = await self.backend.fetch(
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        )
+        return {(r["task_id"], r["key"]): r["value"] for r in rows}
+
+    async def get_variable(self, key: str) -> tuple[str, bool] | None:
+        rows = await self.backend.fetch(
+            "SELECT val, is_encrypted FROM variable WHERE key = ?", (key,)
+        )
+        return (rows[0]["val"], bool(rows[0]["is_encrypted"])) if rows else None
+
+    async def list_variables(self) -> list[tuple[str, str, bool]]:
+        rows = await self.backend.fetch("SELECT key, val, is_encrypted FROM variable ORDER BY key")
+        return [(r["key"], r["val"], bool(r["is_encrypted"])) for r in rows]
+
+    async def get_connection(self, conn_id: str) -> ConnectionRecord | None:
+        rows = await self.backend.fetch(
+            "SELECT conn_id, conn_type, host, login, password, schema_name, port, extra, "
+            "description FROM connection WHERE conn_id = ?",
+            (conn_id,),
+        )
+        return _conn_from_row(rows[0]) if rows else None
+
+    async def list_connections(self) -> list[ConnectionRecord]:
+        rows = await self.backend.fetch(
+            "SELECT conn_id, conn_type, host, login, password, schema_name, port, extra, "
+            "description FROM connection ORDER BY conn_id"
+        )
+        return [_conn_from_row(r) for r in rows]
+
+    async def get_pools(self) -> dict[str, int]:
+        rows = await self.backend.fetch("SELECT name, slots FROM pool ORDER BY name")
+        return {r["name"]: r["slots"] for r in rows}
+
+    async def dag_rows(self) -> dict[str, dict[str, Any]]:
+        rows = await self.backend.fetch(
+            "SELECT dag_id, fileloc, is_paused, schedule, tags FROM dag ORDER BY dag_id"
+        )
+        return {r["dag_id"]: r for r in rows}
+
+
+def _conn_from_row(r: dict[str, Any]) -> ConnectionRecord:
+    return ConnectionRecord(
+        conn_id=r["conn_id"],
+        conn_type=r["conn_type"],
+        host=r["host"],
+        login=r["login"],
+        password=r["password"],
+        schema=r["schema_name"],
+        port=r["port"],
+        extra=r["extra"],
+        description=r["description"],
+    )
+
+
+async def _open_backend(url: str) -> Backend:
+    if url.startswith(("postgresql://", "postgres://")):
+        from orchestrator.store._postgres import PostgresBackend
+
+        return await PostgresBackend.open(url)
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        from orchestrator.store._sqlite import SqliteBackend
+
+        return await SqliteBackend.open(Path(url.removeprefix("sqlite:///")))
+    raise StoreError(
+        f"unsupported database URL {url.split('://')[0]}://...: "
+        "use sqlite:///PATH or postgresql://user@host:port/db"
+    )
+
+
+@asynccontextmanager
+async def open_store(
+    url: str, *, clock: Clock | None = None, migrate: bool = True
+) -> AsyncIterator[Store]:
+    """Open the store at ``url``, migrated; its writer runs until the block ends."""
+    backend = await _open_backend(url)
+    try:
+        store = Store(backend, GroupCommitWriter(backend), clock or SystemClock())
+        if migrate:
+            await store.migrate()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.writer.run)
+            try:
+                yield store
+            finally:
+                store.writer.close()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await backend.close()

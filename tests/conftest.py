@@ -1,0 +1,100 @@
+"""Shared fixtures: a temp home per test, and the store on both backends."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from orchestrator._settings import Settings, load_settings
+from orchestrator.store import Store, open_store
+
+PG_URL = os.environ.get("ORCHESTRATOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("ORCHESTRATOR_TEST_REQUIRE_POSTGRES") == "1"
+_pg_state: dict[str, str | None] = {}
+
+
+def _pg_unreachable_reason() -> str | None:
+    """None when PostgreSQL answers, else why not (checked once per session)."""
+    if "reason" not in _pg_state:
+
+        async def probe() -> None:
+            conn = await asyncpg.connect(PG_URL, timeout=3)
+            await conn.close()
+
+        try:
+            anyio.run(probe)
+            _pg_state["reason"] = None
+        except Exception as exc:
+            _pg_state["reason"] = f"PostgreSQL unreachable at {PG_URL}: {exc!r}"
+    return _pg_state["reason"]
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own folder with its own home and DAGs folder."""
+    for name in list(os.environ):
+        if name.startswith("ORCHESTRATOR_") and not name.startswith("ORCHESTRATOR_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dags").mkdir()
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ORCHESTRATOR_DAGS", str(tmp_path / "dags"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database URL of a fresh, empty store: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'home' / 'orchestrator.db'}"
+        return
+    reason = _pg_unreachable_reason()
+    if reason is not None:
+        if REQUIRE_PG:
+            pytest.fail(f"{reason} (ORCHESTRATOR_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    anyio.run(_pg_admin, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?search_path={schema}"
+    finally:
+        anyio.run(_pg_admin, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def settings(db_url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("ORCHESTRATOR_DB", db_url)
+    return load_settings()
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    async with open_store(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def dag_file(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a DAG file (dedented source) into the test's DAGs folder."""
+
+    def write(name: str, source: str) -> Path:
+        path = tmp_path / "dags" / name
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
