@@ -26,6 +26,7 @@ import structlog
 __all__ = [
     "TaskLog",
     "configure_logging",
+    "current_task_log",
     "install_task_log_capture",
     "mask",
     "register_secret",
@@ -170,7 +171,7 @@ class _TaskLogHandler(logging.Handler):
                 self.handleError(record)
 
 
-_installed = False
+_handler_installed = False
 _stderr_original: TextIO = sys.stderr
 
 
@@ -178,15 +179,25 @@ def _original_stderr() -> TextIO:
     return _stderr_original
 
 
+def current_task_log() -> TaskLog | None:
+    """The log of the try running in this context, if any."""
+    return _current.get()
+
+
 def install_task_log_capture() -> None:
-    """Route stdout, stderr and logging through the current try's log (idempotent)."""
-    global _installed, _stderr_original
-    if _installed:
+    """Route stdout, stderr and logging through the current try's log.
+
+    Idempotent; it wraps the streams again if something (a test runner) replaced them.
+    """
+    global _handler_installed, _stderr_original
+    if not isinstance(sys.stdout, _Router):
+        sys.stdout = _Router(sys.stdout)
+    if not isinstance(sys.stderr, _Router):
+        _stderr_original = sys.stderr
+        sys.stderr = _Router(sys.stderr)
+    if _handler_installed:
         return
-    _installed = True
-    _stderr_original = sys.stderr
-    sys.stdout = _Router(sys.stdout)
-    sys.stderr = _Router(sys.stderr)
+    _handler_installed = True
     handler = _TaskLogHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

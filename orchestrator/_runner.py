@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from orchestrator._aio import unwrap_single
 from orchestrator._bridge import Services
 from orchestrator._clock import Clock, SystemClock, iso
 from orchestrator._context import DagRunInfo
@@ -79,11 +80,12 @@ async def run_dag_once(
             logs_dir=settings.logs_dir,
             on_change=on_change,
         )
-        async with anyio.create_task_group() as tg:
-            await tg.start(scheduler.serve)
-            live = await scheduler.start_run(dag, record)
-            await live.done.wait()
-            tg.cancel_scope.cancel()
+        with unwrap_single():
+            async with anyio.create_task_group() as tg:
+                await tg.start(scheduler.serve)
+                live = await scheduler.start_run(dag, record)
+                await live.done.wait()
+                tg.cancel_scope.cancel()
     return live
 
 

@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from orchestrator._clock import Clock
 from orchestrator._context import DagRunInfo
 from orchestrator._logging import task_log_path
+from orchestrator.alerts import run_callback
 from orchestrator.dag import DAG
 from orchestrator.executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.state import (
@@ -80,6 +81,7 @@ class LiveRun:
     blocked: dict[str, str] = field(default_factory=dict)  # task_id -> why it cannot run
     done: anyio.Event = field(default_factory=anyio.Event)
     errors: dict[str, str] = field(default_factory=dict)
+    last_context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -401,6 +403,7 @@ class Scheduler:
         )
         self._release(live, ti)
         changed, statements = self._finish(live, ti, attempt, result)
+        ended = ti.state  # a retry may reschedule the instance before the callbacks below
         if result.state == "failed":
             bound.warning("task try failed", error=result.error, state=str(ti.state))
         ack = self.store.write_nowait(statements)
@@ -411,7 +414,19 @@ class Scheduler:
         self._notify(live, ti)
         for other in changed:
             self._notify(live, other)
+        live.last_context = result.context
+        await self._task_callbacks(task, ended, result)
         await self._maybe_finish(live)
+
+    async def _task_callbacks(self, task: Any, ended: TaskState, result: TryResult) -> None:
+        callback = {
+            TaskState.SUCCESS: task.on_success_callback,
+            TaskState.FAILED: task.on_failure_callback,
+            TaskState.UP_FOR_RETRY: task.on_retry_callback,
+        }.get(ended)
+        if callback is not None:
+            context = {**result.context, "exception": result.error}
+            await run_callback(callback, context, kind=f"task {ended}")
 
     def _finish(
         self, live: LiveRun, ti: TaskInstanceRecord, attempt: TryRecord, result: TryResult
@@ -551,5 +566,16 @@ class Scheduler:
             log.error("run failed", dag_id=record.dag_id, run_id=record.run_id, reason=reason)
         await self.store.write([self.store.run_statement(record)])
         self._runs.pop(live.key, None)
-        live.done.set()
         self._notify(live, None)
+        dag = live.dag
+        callback = dag.on_success_callback if state == RunState.SUCCESS else dag.on_failure_callback
+        if callback is not None:
+            context = {
+                **live.last_context,
+                "dag": dag,
+                "dag_run": live.info,
+                "run_id": record.run_id,
+                "reason": reason or ("success" if state == RunState.SUCCESS else "task_failure"),
+            }
+            await run_callback(callback, context, kind=f"run {state}")
+        live.done.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 
 from orchestrator._settings import Settings, load_settings
-from orchestrator.store import Store, open_store
 
 PG_URL = os.environ.get("ORCHESTRATOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("ORCHESTRATOR_TEST_REQUIRE_POSTGRES") == "1"
@@ -80,12 +79,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def settings(db_url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("ORCHESTRATOR_DB", db_url)
     return load_settings()
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    async with open_store(db_url) as opened:
-        yield opened
 
 
 @pytest.fixture

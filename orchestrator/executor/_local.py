@@ -83,6 +83,7 @@ class TryResult:
     retryable: bool = True
     pushed: dict[str, str] = field(default_factory=dict)
     skip_task_ids: set[str] = field(default_factory=set)
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class _ThreadHandle:
@@ -120,6 +121,17 @@ class LocalExecutor:
             f"[{request.run.run_id}] {request.task.task_id}: try {request.try_number} of "
             f"{request.max_tries} started ({request.task.task_type})"
         )
+        result = await self._run(request, ti, context, log)
+        result.context = context
+        return result
+
+    async def _run(
+        self,
+        request: TryRequest,
+        ti: RuntimeTaskInstance,
+        context: dict[str, Any],
+        log: TaskLog,
+    ) -> TryResult:
         timeout = request.task.execution_timeout
         handle = _ThreadHandle()
         try:

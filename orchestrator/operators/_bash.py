@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import Process
 
 from orchestrator._baseoperator import BaseOperator
+from orchestrator._logging import current_task_log
 from orchestrator.errors import DagDefinitionError, SkipTask
 
 __all__ = ["BashOperator"]
@@ -83,6 +84,8 @@ class BashOperator(BaseOperator):
             start_new_session=True,
         )
         last_line = ""
+        log = current_task_log()
+        emit = log.line if log is not None else print
         try:
             assert process.stdout is not None
             buffer = b""
@@ -91,10 +94,10 @@ class BashOperator(BaseOperator):
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
                     last_line = raw.decode(errors="replace")
-                    print(last_line)
+                    emit(last_line)
             if buffer:
                 last_line = buffer.decode(errors="replace")
-                print(last_line)
+                emit(last_line)
             code = await process.wait()
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso, parse_iso
 from orchestrator.errors import NotFound, StoreError
 from orchestrator.state import RunState, TaskState
@@ -553,12 +554,13 @@ async def open_store(
         store = Store(backend, GroupCommitWriter(backend), clock or SystemClock())
         if migrate:
             await store.migrate()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.writer.run)
-            try:
-                yield store
-            finally:
-                store.writer.close()
+        with unwrap_single():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.writer.run)
+                try:
+                    yield store
+                finally:
+                    store.writer.close()
     finally:
         with anyio.CancelScope(shield=True):
             await backend.close()

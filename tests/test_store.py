@@ -1,0 +1,192 @@
+"""The metadata store, on SQLite and PostgreSQL: migrations, idempotent writes, group commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.errors import StoreError
+from orchestrator.state import RunState, TaskState
+from orchestrator.store import (
+    MIGRATIONS,
+    ConnectionRecord,
+    RunRecord,
+    Statement,
+    TaskInstanceRecord,
+    TryRecord,
+    open_store,
+    plan_groups,
+)
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def run(run_id: str = "r1", dag_id: str = "d") -> RunRecord:
+    return RunRecord(dag_id, run_id, RunState.QUEUED, "manual", NOW, NOW, conf={"k": [1, 2]})
+
+
+async def test_fresh_database_is_migrated_and_migrating_again_is_a_no_op(db_url: str) -> None:
+    """open_store migrates a fresh database; a second migrate applies nothing."""
+    async with open_store(db_url) as store:
+        assert await store.migrate() == []
+        rows = await store.backend.fetch("SELECT version FROM schema_migrations")
+        assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
+
+
+async def test_create_run_is_idempotent(db_url: str) -> None:
+    """Creating the same (dag_id, run_id) twice stores it once and says so."""
+    async with open_store(db_url) as store:
+        tis = [TaskInstanceRecord("d", "r1", "a"), TaskInstanceRecord("d", "r1", "b")]
+        assert await store.create_run(run(), tis)
+        assert not await store.create_run(run(), tis)
+        assert [r.run_id for r in await store.list_runs()] == ["r1"]
+        assert [t.task_id for t in await store.task_instances("d", "r1")] == ["a", "b"]
+
+
+async def test_run_round_trips(db_url: str) -> None:
+    """A run's fields, times and conf come back as written."""
+    async with open_store(db_url) as store:
+        await store.create_run(run(), [])
+        got = await store.get_run("d", "r1")
+        assert got.logical_date == NOW
+        assert got.conf == {"k": [1, 2]}
+        assert got.to_json()["logical_date"] == "2024-05-01T12:00:00.000000+00:00"
+
+
+async def test_task_instance_and_tries_round_trip(db_url: str) -> None:
+    """Upserting a task instance twice keeps the last; each try is its own row."""
+    async with open_store(db_url) as store:
+        ti = TaskInstanceRecord("d", "r1", "a", state=TaskState.RUNNING, try_number=1)
+        first = TryRecord("d", "r1", "a", 1, TaskState.FAILED, error="boom")
+        await store.write([store.ti_statement(ti), store.try_statement(first)])
+        ti.state, ti.try_number = TaskState.SUCCESS, 2
+        second = TryRecord("d", "r1", "a", 2, TaskState.SUCCESS)
+        await store.write([store.ti_statement(ti), store.try_statement(second)])
+        (stored,) = await store.task_instances("d", "r1")
+        assert (stored.state, stored.try_number) == (TaskState.SUCCESS, 2)
+        tries = await store.tries("d", "r1", "a")
+        assert [(t.try_number, t.state, t.error) for t in tries] == [
+            (1, TaskState.FAILED, "boom"),
+            (2, TaskState.SUCCESS, None),
+        ]
+
+
+async def test_concurrent_writes_share_transactions(db_url: str) -> None:
+    """Many writers at once are committed in fewer transactions than units."""
+    async with open_store(db_url) as store:
+        before = store.writer.batches
+
+        async def one(i: int) -> None:
+            await store.write([store.ti_statement(TaskInstanceRecord("d", "r1", f"t{i}"))])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, i)
+        assert len(await store.task_instances("d", "r1")) == 200
+        assert store.writer.batches - before < 50
+
+
+async def test_a_failing_unit_does_not_fail_its_batch(db_url: str) -> None:
+    """A unit that violates the schema fails alone; the others in its batch commit."""
+    async with open_store(db_url) as store:
+        bad = Statement("dag_run", "INSERT INTO dag_run (dag_id) VALUES (?)", ("x",))
+        results: dict[str, BaseException | None] = {}
+
+        async def submit(name: str, statements: list[Statement]) -> None:
+            try:
+                await store.write(statements)
+                results[name] = None
+            except StoreError as exc:
+                results[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "good1", [store.ti_statement(TaskInstanceRecord("d", "r", "a"))])
+            tg.start_soon(submit, "bad", [bad])
+            tg.start_soon(submit, "good2", [store.ti_statement(TaskInstanceRecord("d", "r", "b"))])
+        assert results["good1"] is None
+        assert results["good2"] is None
+        assert isinstance(results["bad"], StoreError)
+        assert len(await store.task_instances("d", "r")) == 2
+
+
+async def test_a_failing_unit_is_not_half_written(db_url: str) -> None:
+    """A unit whose second statement fails leaves nothing of its first."""
+    async with open_store(db_url) as store:
+        bad = Statement("dag_run", "INSERT INTO dag_run (dag_id) VALUES (?)", ("x",))
+        with pytest.raises(StoreError):
+            await store.write([store.ti_statement(TaskInstanceRecord("d", "r", "a")), bad])
+        assert await store.task_instances("d", "r") == []
+
+
+async def test_acknowledged_writes_survive_reopening(db_url: str) -> None:
+    """What write() acknowledged is there after the store is closed and opened again."""
+    async with open_store(db_url) as store:
+        await store.create_run(run(), [TaskInstanceRecord("d", "r1", "a")])
+    async with open_store(db_url) as store:
+        assert (await store.get_run("d", "r1")).run_id == "r1"
+
+
+async def test_variables_connections_pools(db_url: str) -> None:
+    """Variables, connections and pools can be set, read, listed and deleted."""
+    async with open_store(db_url) as store:
+        await store.set_variable("k", "v")
+        assert await store.get_variable("k") == ("v", False)
+        assert await store.delete_variable("k")
+        assert not await store.delete_variable("k")
+        await store.set_connection(ConnectionRecord("c", "http", host="h", port=80))
+        conn = await store.get_connection("c")
+        assert conn is not None
+        assert (conn.host, conn.port) == ("h", 80)
+        assert await store.delete_connection("c")
+        await store.set_pool("small", 2)
+        assert (await store.get_pools())["small"] == 2
+        assert (await store.get_pools())["default_pool"] == 128
+        with pytest.raises(StoreError, match="default_pool"):
+            await store.delete_pool("default_pool")
+
+
+async def test_runs_with_the_same_id_in_two_dags(db_url: str) -> None:
+    """runs_with_id finds every DAG that uses a run id."""
+    async with open_store(db_url) as store:
+        await store.create_run(run("same", "a"), [])
+        await store.create_run(run("same", "b"), [])
+        assert [r.dag_id for r in await store.runs_with_id("same")] == ["a", "b"]
+
+
+async def test_unsupported_url_is_a_clear_error() -> None:
+    """An unknown database URL scheme says which ones work."""
+    with pytest.raises(StoreError, match="sqlite:///PATH or postgresql://"):
+        async with open_store("mysql://x/y"):
+            pass
+
+
+statements = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["s1", "s2"]), st.integers(0, 9)),
+    max_size=30,
+)
+
+
+@given(statements)
+def test_plan_groups_keeps_per_table_order(items: list[tuple[str, str, int]]) -> None:
+    """Grouped execution leaves every table with the statements in their original order."""
+    stmts = [Statement(table, f"{table}:{sql}", (value,)) for table, sql, value in items]
+
+    def per_table(seq: list[tuple[str, str, tuple[int, ...]]]) -> dict[str, list[object]]:
+        out: dict[str, list[object]] = {}
+        for table, sql, params in seq:
+            out.setdefault(table, []).append((sql, params))
+        return out
+
+    grouped = [(g.table, g.sql, row) for g in plan_groups(stmts) for row in g.rows]
+    assert per_table(grouped) == per_table([(s.table, s.sql, s.params) for s in stmts])
+    assert len(grouped) == len(stmts)
+
+
+def test_plan_groups_merges_interleaved_tables() -> None:
+    """Alternating writes to two tables become two executemany groups."""
+    stmts = [Statement(t, f"{t}-sql", (i,)) for i in range(5) for t in ("ti", "try")]
+    assert [(g.table, len(g.rows)) for g in plan_groups(stmts)] == [("ti", 5), ("try", 5)]
