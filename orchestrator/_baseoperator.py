@@ -83,6 +83,11 @@ def _seconds(value: Any, owner: str, field: str, *, allow_none: bool) -> timedel
 
 
 def _accepted_args(cls: type) -> frozenset[str]:
+    return _accepted_args_by_name(cls)
+
+
+@functools.cache
+def _accepted_args_by_name(cls: Any) -> frozenset[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")

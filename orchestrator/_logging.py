@@ -16,6 +16,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,27 +103,55 @@ def task_log_path(logs_dir: Path, dag_id: str, run_id: str, task_id: str, try_nu
 
 
 class TaskLog:
-    """The log file of one try; opened on first write, safe to write from any thread."""
+    """The log of one try, safe to write from any thread.
+
+    Text is buffered in memory and written out when 64 KiB have gathered, when a
+    write comes a second or more after the last flush (so a long task's log can be
+    followed), and at close. Closing from a worker thread keeps the file I/O off
+    the event loop.
+    """
+
+    FLUSH_BYTES = 64 * 1024
+    FLUSH_SECONDS = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._parts: list[str] = []
+        self._size = 0
         self._file: io.TextIOWrapper | None = None
+        self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
         if not text:
             return
         with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            self._file.write(mask(text))
+            self._parts.append(mask(text))
+            self._size += len(text)
+            if (
+                self._size >= self.FLUSH_BYTES
+                or time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS
+            ):
+                self._flush()
 
     def line(self, message: str) -> None:
         self.write(message.rstrip("\n") + "\n")
 
+    def _flush(self) -> None:
+        self._flushed_at = time.monotonic()
+        if not self._parts:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file.write("".join(self._parts))
+        self._file.flush()
+        self._parts.clear()
+        self._size = 0
+
     def close(self) -> None:
         with self._lock:
+            self._flush()
             if self._file is not None:
                 self._file.close()
                 self._file = None

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import anyio
 
+from orchestrator._clock import iso
 from orchestrator._connections import Connection
 from orchestrator._logging import configure_logging
 from orchestrator._secrets import cipher_for
@@ -288,7 +289,13 @@ def cmd_tasks_logs(settings: Settings, args: argparse.Namespace) -> int:
         if not tries:
             _fail(f"task {args.task_id!r} has no try {args.try_number}")
     for attempt in tries:
-        print(f"*** try {attempt.try_number}: {attempt.state} ({attempt.log_path})")
+        took = f", {attempt.duration:.3f}s" if attempt.duration is not None else ""
+        print(
+            f"*** try {attempt.try_number}: {attempt.state} "
+            f"(started {iso(attempt.start_date)}{took}; {attempt.log_path})"
+        )
+        if attempt.error:
+            print(f"*** error: {attempt.error}")
         path = Path(attempt.log_path)
         if path.exists():
             sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))

@@ -9,8 +9,10 @@ Rules:
 3. Event-driven: a finished try wakes its downstream at once. Each task keeps counts
    of its upstream states, so finishing a task costs O(its downstream), not O(DAG).
 4. Limits: ``parallelism`` (running tries in this process), the DAG's
-   ``max_active_tasks`` and pool slots. Ready work waits in a heap ordered by
-   ``priority_weight`` (higher first), then by when it became ready.
+   ``max_active_tasks`` and pool slots. Ready work waits in lanes, one heap per
+   (DAG, pool), each ordered by ``priority_weight`` (higher first) then by when it
+   became ready. Dispatch takes the best head among lanes that are not at a limit,
+   so a full DAG or pool costs nothing however much work waits behind it.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class Scheduler:
         self.on_change = on_change
         self.pools: dict[str, int] = {}
         self._runs: dict[tuple[str, str], LiveRun] = {}
-        self._ready: list[tuple[int, int, tuple[str, str], str]] = []
+        self._lanes: dict[tuple[str, str], list[tuple[int, int, tuple[str, str], str]]] = {}
         self._seq = itertools.count()
         self._timers: list[tuple[datetime, int, tuple[str, str], str]] = []
         self._timer_wake = anyio.Event()
@@ -261,9 +263,7 @@ class Scheduler:
             key = (live.dag.dag_id, live.record.run_id, task_id)
             if verdict is Verdict.RUN:
                 ti.state = apply(ti.state, TaskEvent.SCHEDULE, key)
-                heapq.heappush(
-                    self._ready, (-ti.priority_weight, next(self._seq), live.key, task_id)
-                )
+                self._make_ready(live, ti)
                 changed.append(ti)
             elif verdict is not Verdict.WAIT:
                 event = (
@@ -291,8 +291,7 @@ class Scheduler:
             ti = live.tis.get(task_id)
             if ti is None or ti.state not in _WAITING:
                 continue
-            if ti.state == TaskState.SCHEDULED:
-                self._unready(live, task_id)
+            # A skipped instance still in a ready lane is dropped when dispatch reaches it.
             ti.state = apply(
                 ti.state, TaskEvent.SKIP, (live.dag.dag_id, live.record.run_id, task_id)
             )
@@ -302,39 +301,58 @@ class Scheduler:
             downstream.extend(live.dag.task_dict[task_id].downstream_task_ids)
         return changed + self._evaluate(live, sorted(set(downstream)))
 
-    def _unready(self, live: LiveRun, task_id: str) -> None:
-        self._ready = [item for item in self._ready if (item[2], item[3]) != (live.key, task_id)]
-        heapq.heapify(self._ready)
+    def _make_ready(self, live: LiveRun, ti: TaskInstanceRecord) -> None:
+        lane = self._lanes.setdefault((live.dag.dag_id, ti.pool), [])
+        heapq.heappush(lane, (-ti.priority_weight, next(self._seq), live.key, ti.task_id))
 
-    def _can_start(self, live: LiveRun, ti: TaskInstanceRecord) -> bool:
-        dag = live.dag
-        task = dag.task_dict[ti.task_id]
-        if self._per_dag.get(dag.dag_id, 0) >= dag.max_active_tasks:
+    def _head(self, lane: list[tuple[int, int, tuple[str, str], str]]) -> TaskInstanceRecord | None:
+        """The lane's first instance still waiting to start, dropping stale entries."""
+        while lane:
+            _, _, run_key, task_id = lane[0]
+            live = self._runs.get(run_key)
+            if live is not None and live.tis[task_id].state == TaskState.SCHEDULED:
+                return live.tis[task_id]
+            heapq.heappop(lane)
+        return None
+
+    def _lane_open(self, dag_id: str, pool: str, ti: TaskInstanceRecord) -> bool:
+        live = self._runs[(ti.dag_id, ti.run_id)]
+        if self._per_dag.get(dag_id, 0) >= live.dag.max_active_tasks:
             return False
-        slots = self.pools.get(task.pool, 0)
-        return self._per_pool.get(task.pool, 0) + task.pool_slots <= slots
+        if pool not in self.pools:
+            return True  # dispatched only to be failed with the reason
+        slots = live.dag.task_dict[ti.task_id].pool_slots
+        return self._per_pool.get(pool, 0) + slots <= self.pools[pool]
+
+    def _next_ready(self) -> tuple[LiveRun, TaskInstanceRecord] | None:
+        best: tuple[int, int] | None = None
+        best_lane: list[tuple[int, int, tuple[str, str], str]] | None = None
+        for (dag_id, pool), lane in self._lanes.items():
+            head = self._head(lane)
+            if head is None or not self._lane_open(dag_id, pool, head):
+                continue
+            if best is None or lane[0][:2] < best:
+                best, best_lane = lane[0][:2], lane
+        if best_lane is None:
+            return None
+        _, _, run_key, task_id = heapq.heappop(best_lane)
+        live = self._runs[run_key]
+        return live, live.tis[task_id]
 
     def _dispatch(self) -> None:
         """Start ready instances while limits allow, highest priority first."""
         assert self._tg is not None
-        deferred = []
         queued: list[Statement] = []
-        while self._ready and self._running < self.parallelism:
-            item = heapq.heappop(self._ready)
-            live = self._runs.get(item[2])
-            if live is None:
-                continue
-            ti = live.tis[item[3]]
-            if ti.state != TaskState.SCHEDULED:
-                continue
+        while self._running < self.parallelism:
+            picked = self._next_ready()
+            if picked is None:
+                break
+            live, ti = picked
             task = live.dag.task_dict[ti.task_id]
             if task.pool not in self.pools:
                 self._tg.start_soon(
                     self._fail_without_try, live, ti, f"pool {task.pool!r} does not exist"
                 )
-                continue
-            if not self._can_start(live, ti):
-                deferred.append(item)
                 continue
             ti.state = apply(
                 ti.state, TaskEvent.QUEUE, (live.dag.dag_id, live.record.run_id, ti.task_id)
@@ -345,8 +363,6 @@ class Scheduler:
             self._per_dag[live.dag.dag_id] = self._per_dag.get(live.dag.dag_id, 0) + 1
             self._per_pool[task.pool] = self._per_pool.get(task.pool, 0) + task.pool_slots
             self._tg.start_soon(self._run_try, live, ti)
-        for item in deferred:
-            heapq.heappush(self._ready, item)
         if queued:
             self.store.write_nowait(queued)
 
@@ -514,9 +530,7 @@ class Scheduler:
                         (live.dag.dag_id, live.record.run_id, ti.task_id),
                     )
                     statements.append(self.store.ti_statement(ti))
-                    heapq.heappush(
-                        self._ready, (-ti.priority_weight, next(self._seq), live.key, ti.task_id)
-                    )
+                    self._make_ready(live, ti)
                 await self.store.write(statements)
                 for live, ti in due:
                     self._notify(live, ti)

@@ -117,49 +117,96 @@ class LocalExecutor:
             log_path=request.log_path,
         )
         context = build_context(request.dag, ti)
-        log.line(
-            f"[{request.run.run_id}] {request.task.task_id}: try {request.try_number} of "
-            f"{request.max_tries} started ({request.task.task_type})"
-        )
-        result = await self._run(request, ti, context, log)
+        # The try's start, end and state live in the store; the file holds only what the
+        # try itself wrote (and its error), so a silent try costs no file at all.
+        timeout = request.task.execution_timeout
+        handle = _ThreadHandle()
+        task = request.task
+        in_thread = task.isolation != "process" and not task.runs_on_loop()
+        with self._scoped(log, context):
+            with anyio.move_on_after(timeout.total_seconds() if timeout else None) as scope:
+                if in_thread:
+                    result = await anyio.to_thread.run_sync(
+                        worker_thread(self._attempt_in_thread),
+                        request,
+                        ti,
+                        context,
+                        log,
+                        handle,
+                        limiter=self._threads,
+                        abandon_on_cancel=True,
+                    )
+                else:
+                    result = await self._attempt_async(request, ti, context, log)
+            if scope.cancelled_caught:
+                handle.interrupt()
+                message = f"timed out after {timeout} (execution_timeout)"
+                log.line(f"ERROR: {message}")
+                result = TryResult("failed", message)
+                await anyio.to_thread.run_sync(log.close)
         result.context = context
         return result
 
-    async def _run(
+    def _attempt_in_thread(
         self,
         request: TryRequest,
         ti: RuntimeTaskInstance,
         context: dict[str, Any],
         log: TaskLog,
+        handle: _ThreadHandle,
     ) -> TryResult:
-        timeout = request.task.execution_timeout
-        handle = _ThreadHandle()
+        """A sync try, start to end, in its worker thread: rendering, work, XCom, log."""
+        handle.ident = threading.get_ident()
         try:
-            with self._scoped(log, context):
-                try:
-                    seconds = timeout.total_seconds() if timeout is not None else None
-                    with anyio.move_on_after(seconds) as scope:
-                        value = await self._execute(request, context, handle)
-                    if scope.cancelled_caught:
-                        handle.interrupt()
-                        message = f"timed out after {timeout} (execution_timeout)"
-                        log.line(f"ERROR: {message}")
-                        return TryResult("failed", message)
-                    if request.task.do_xcom_push and value is not None:
-                        ti.xcom_push(RETURN_VALUE, value)
-                except SkipTask as exc:
-                    log.line(f"skipped: {exc}")
-                    return TryResult("skipped", pushed=ti.pushed)
-                except FailTask as exc:
-                    log.line(f"ERROR (no retry): {exc}")
-                    return TryResult("failed", str(exc) or "FailTask", retryable=False)
-                except Exception as exc:
-                    log.write(traceback.format_exc())
-                    return TryResult("failed", f"{type(exc).__name__}: {exc}")
-            log.line("finished: success")
-            return TryResult("success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids)
+            try:
+                task = request.task
+                rendered = render_task(task, context) if task_needs_render(task) else task
+                value, error = rendered.execute(context), None
+            except Exception as exc:
+                value, error = None, exc
+            return self._outcome(request, ti, log, value, error)
         finally:
+            handle.ident = None
             log.close()
+
+    async def _attempt_async(
+        self, request: TryRequest, ti: RuntimeTaskInstance, context: dict[str, Any], log: TaskLog
+    ) -> TryResult:
+        """A try on the loop (async work) or in a child process."""
+        try:
+            try:
+                value, error = await self._execute_async(request, context), None
+            except Exception as exc:
+                value, error = None, exc
+            return self._outcome(request, ti, log, value, error)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(log.close)
+
+    def _outcome(
+        self,
+        request: TryRequest,
+        ti: RuntimeTaskInstance,
+        log: TaskLog,
+        value: Any,
+        error: Exception | None,
+    ) -> TryResult:
+        """How the try ended, from its return value or its exception; logged."""
+        if error is None and request.task.do_xcom_push and value is not None:
+            try:
+                ti.xcom_push(RETURN_VALUE, value)
+            except Exception as exc:
+                error = exc
+        if error is None:
+            return TryResult("success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids)
+        if isinstance(error, SkipTask):
+            log.line(f"skipped: {error}")
+            return TryResult("skipped", pushed=ti.pushed)
+        if isinstance(error, FailTask):
+            log.line(f"ERROR (no retry): {error}")
+            return TryResult("failed", str(error) or "FailTask", retryable=False)
+        log.write("".join(traceback.format_exception(error)))
+        return TryResult("failed", f"{type(error).__name__}: {error}")
 
     @contextmanager
     def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:
@@ -170,31 +217,15 @@ class LocalExecutor:
         finally:
             _current_context.reset(token)
 
-    async def _execute(
-        self, request: TryRequest, context: dict[str, Any], handle: _ThreadHandle
-    ) -> Any:
+    async def _execute_async(self, request: TryRequest, context: dict[str, Any]) -> Any:
         task = request.task
         if task.isolation == "process":
             return await self._execute_in_process(request, context)
-        needs_render = task_needs_render(task)
-        if task.runs_on_loop():
-            if needs_render:
-                task = await anyio.to_thread.run_sync(
-                    worker_thread(render_task), task, context, limiter=self._threads
-                )
-            return await task.execute_async(context)
-
-        def work() -> Any:
-            handle.ident = threading.get_ident()
-            try:
-                rendered = render_task(task, context) if needs_render else task
-                return rendered.execute(context)
-            finally:
-                handle.ident = None
-
-        return await anyio.to_thread.run_sync(
-            worker_thread(work), limiter=self._threads, abandon_on_cancel=True
-        )
+        if task_needs_render(task):
+            task = await anyio.to_thread.run_sync(
+                worker_thread(render_task), task, context, limiter=self._threads
+            )
+        return await task.execute_async(context)
 
     async def _execute_in_process(self, request: TryRequest, context: dict[str, Any]) -> Any:
         ti: RuntimeTaskInstance = context["ti"]

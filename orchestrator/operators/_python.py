@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -46,8 +47,7 @@ class PythonOperator(BaseOperator):
         return inspect.iscoroutinefunction(self.python_callable)
 
     def _arguments(self, context: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        signature = inspect.signature(self.python_callable)
-        params = signature.parameters
+        params = _parameters(self.python_callable)
         extra = {**context, "templates_dict": self.templates_dict}
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs = {**extra, **self.op_kwargs}
@@ -117,6 +117,11 @@ class ShortCircuitOperator(PythonOperator):
         else:
             context["ti"].skip_task_ids |= set(self.downstream_task_ids)
         return result
+
+
+@functools.lru_cache(maxsize=4096)
+def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(fn).parameters
 
 
 def _task_ids(result: Any, where: str) -> list[str]:

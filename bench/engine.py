@@ -1,0 +1,191 @@
+"""Core engine benchmarks: W1 fan-out and W2 chain, through `orchestrator dags test`.
+
+    python bench/engine.py [--backend sqlite|postgresql|both] [--repeat N]
+
+W1: start -> 1,000 no-op Python tasks -> join, one run.
+W2: 100 no-op Python tasks in a strict chain.
+
+For each it prints: trigger-to-finish (the run's queued_at to its end_date, as
+stored), the whole `dags test` process wall time, the process's peak RSS and, for
+W2, the hop latency (one task's end_date to the next one's start_date, as stored).
+Every state change of every task is committed to the store before the next step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+W1 = """
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+def noop():
+    pass
+
+with DAG("w1_fanout"):
+    start = PythonOperator(task_id="start", python_callable=noop)
+    join = PythonOperator(task_id="join", python_callable=noop)
+    for i in range(1000):
+        start >> PythonOperator(task_id=f"t{i:04d}", python_callable=noop) >> join
+"""
+
+W2 = """
+from orchestrator import DAG, chain
+from orchestrator.operators import PythonOperator
+
+def noop():
+    pass
+
+with DAG("w2_chain"):
+    chain(*[PythonOperator(task_id=f"t{i:03d}", python_callable=noop) for i in range(100)])
+"""
+
+PG_URL = os.environ.get("ORCHESTRATOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _rows_sqlite(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _rows_pg(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import anyio
+    import asyncpg
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return anyio.run(fetch)
+
+
+def _pg_schema(sql: str) -> None:
+    import anyio
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    anyio.run(run)
+
+
+def run_once(workload: str, source: str, dag_id: str, backend: str) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"bench_{dag_id}_"))
+    (work / "dags").mkdir()
+    (work / "dags" / f"{dag_id}.py").write_text(source)
+    env = {
+        **os.environ,
+        "ORCHESTRATOR_HOME": str(work / "home"),
+        "ORCHESTRATOR_DAGS": str(work / "dags"),
+    }
+    schema = None
+    if backend == "postgresql":
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        _pg_schema(f"CREATE SCHEMA {schema}")
+        env["ORCHESTRATOR_DB"] = f"{PG_URL}?search_path={schema}"
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "dags", "test", dag_id],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"{workload} failed: {proc.stderr}")
+        run_sql = "SELECT queued_at, start_date, end_date, state FROM dag_run"
+        ti_sql = "SELECT task_id, start_date, end_date, state FROM task_instance ORDER BY task_id"
+        if backend == "postgresql":
+            rows = _rows_pg(env["ORCHESTRATOR_DB"], run_sql)
+            tis = _rows_pg(env["ORCHESTRATOR_DB"], ti_sql)
+        else:
+            db = work / "home" / "orchestrator.db"
+            rows = _rows_sqlite(db, run_sql)
+            tis = _rows_sqlite(db, ti_sql)
+    finally:
+        if schema is not None:
+            _pg_schema(f"DROP SCHEMA {schema} CASCADE")
+    ((queued_at, _start, end, state),) = rows
+    assert state == "success", state
+    assert all(t[3] == "success" for t in tis), "every task must have succeeded"
+    result: dict[str, Any] = {
+        "workload": workload,
+        "backend": backend,
+        "tasks": len(tis),
+        "trigger_to_finish_s": (
+            datetime.fromisoformat(end) - datetime.fromisoformat(queued_at)
+        ).total_seconds(),
+        "process_wall_s": wall,
+        # ru_maxrss of RUSAGE_CHILDREN is the largest child so far (KiB on Linux).
+        "peak_rss_mb": max(after.ru_maxrss, before.ru_maxrss) / 1024,
+    }
+    if workload == "W2":
+        hops = [
+            (datetime.fromisoformat(b[1]) - datetime.fromisoformat(a[2])).total_seconds() * 1000
+            for a, b in itertools.pairwise(tis)
+        ]
+        result["hop_ms_p50"] = statistics.median(hops)
+        result["hop_ms_p99"] = sorted(hops)[int(len(hops) * 0.99) - 1]
+        result["hop_ms_max"] = max(hops)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    results = []
+    for backend in backends:
+        for workload, source, dag_id in (("W1", W1, "w1_fanout"), ("W2", W2, "w2_chain")):
+            runs = [run_once(workload, source, dag_id, backend) for _ in range(args.repeat)]
+            best = min(runs, key=lambda r: r["trigger_to_finish_s"])
+            best["runs"] = [round(r["trigger_to_finish_s"], 3) for r in runs]
+            results.append(best)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        line = (
+            f"{r['workload']} {r['backend']:<10} tasks={r['tasks']:<5} "
+            f"trigger-to-finish={r['trigger_to_finish_s']:.3f}s "
+            f"process={r['process_wall_s']:.2f}s peak_rss={r['peak_rss_mb']:.0f}MB"
+        )
+        if r["workload"] == "W2":
+            line += (
+                f" hop p50={r['hop_ms_p50']:.2f}ms p99={r['hop_ms_p99']:.2f}ms"
+                f" max={r['hop_ms_max']:.2f}ms"
+            )
+        print(line + f" (all runs: {r['runs']})")
+
+
+if __name__ == "__main__":
+    main()
