@@ -1,0 +1,48 @@
+"""The local executor under cancellation: nothing outlives a cancelled try."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from orchestrator import DAG
+from orchestrator._bridge import Services
+from orchestrator._context import DagRunInfo
+from orchestrator._settings import Settings
+from orchestrator.executor import LocalExecutor, TryRequest
+from orchestrator.operators import BashOperator
+from orchestrator.store import open_store
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_cancelling_a_bash_try_kills_its_process_group(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Cancelling a running Bash try kills the command and its children."""
+    pidfile = tmp_path / "pid"
+    with DAG("cancel") as dag:
+        task = BashOperator(task_id="b", bash_command=f"sleep 60 & echo $! > {pidfile}; wait")
+    now = datetime.now(UTC)
+    run = DagRunInfo("cancel", "r", "manual", now, now, now)
+    async with open_store(settings.db_url) as store:
+        executor = LocalExecutor(Services(settings, store), thread_slots=2)
+        request = TryRequest(dag, task, run, 1, 1, {}, tmp_path / "log")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(executor.run, request)
+            with anyio.fail_after(10):
+                # The pid comes from a file the shell writes: there is no event to await.
+                while not pidfile.exists() or not pidfile.read_text().strip():  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            child = int(pidfile.read_text())
+            assert _alive(child)
+            tg.cancel_scope.cancel()
+    assert not _alive(child)

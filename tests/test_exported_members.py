@@ -1,0 +1,89 @@
+"""The supported names of each package are pinned: changing them is a decision."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "orchestrator": {
+        "DAG",
+        "BaseOperator",
+        "Connection",
+        "Cron",
+        "Dataset",
+        "DatasetAndTime",
+        "DatasetOrTime",
+        "FailTask",
+        "RunState",
+        "SkipTask",
+        "TaskState",
+        "TriggerRule",
+        "Variable",
+        "XComArg",
+        "chain",
+        "cross_downstream",
+        "dag",
+        "get_current_context",
+        "task",
+    },
+    "orchestrator.operators": {
+        "BaseOperator",
+        "BashOperator",
+        "BranchPythonOperator",
+        "EmailOperator",
+        "EmptyOperator",
+        "PythonOperator",
+        "ShortCircuitOperator",
+        "TriggerDagRunOperator",
+    },
+    "orchestrator.errors": {
+        "ConfigError",
+        "CycleError",
+        "DagDefinitionError",
+        "DagImportError",
+        "DuplicateTaskError",
+        "FailTask",
+        "IllegalTransition",
+        "NotFound",
+        "OrchestratorError",
+        "SkipTask",
+        "StoreError",
+        "TaskSignal",
+        "TaskTimeout",
+        "TemplateError",
+        "XComError",
+    },
+    "triggers": {
+        "PRESETS",
+        "Cron",
+        "Dataset",
+        "DatasetAll",
+        "DatasetAndTime",
+        "DatasetAny",
+        "DatasetCondition",
+        "DatasetOrTime",
+        "Schedule",
+        "parse_schedule",
+    },
+    "sensors": set(),
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_all_is_pinned(module: str) -> None:
+    """__all__ lists exactly the supported names, and each of them exists."""
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == EXPECTED[module]
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
+
+
+def test_triggers_names_are_the_same_objects_in_orchestrator() -> None:
+    """Cron, Dataset and the combinators import from triggers and from orchestrator alike."""
+    import orchestrator
+    import triggers
+
+    for name in ("Cron", "Dataset", "DatasetOrTime", "DatasetAndTime"):
+        assert getattr(orchestrator, name) is getattr(triggers, name)

@@ -1,0 +1,85 @@
+"""Logs: structlog lines bound to the task, JSON or console, secrets masked; per-try files."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import structlog
+from structlog.testing import capture_logs
+
+from orchestrator import DAG
+from orchestrator._logging import TaskLog, configure_logging, register_secret
+from orchestrator._runner import run_dag_once
+from orchestrator._settings import Settings
+from orchestrator.operators import PythonOperator
+
+
+def test_json_lines_carry_bound_fields_and_mask_secrets() -> None:
+    """JSON output has one object per line with the bound context; secrets become ***."""
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    try:
+        register_secret("very-secret-value")
+        structlog.get_logger("t").bind(dag_id="d", run_id="r", task_id="t", try_number=2).info(
+            "hello", detail="contains very-secret-value", password="plain"
+        )
+    finally:
+        configure_logging("console", "info")
+    line = json.loads(stream.getvalue().strip())
+    assert (line["dag_id"], line["run_id"], line["task_id"], line["try_number"]) == (
+        "d",
+        "r",
+        "t",
+        2,
+    )
+    assert line["event"] == "hello"
+    assert line["detail"] == "contains ***"
+    assert line["password"] == "***"
+
+
+def test_console_format_is_one_readable_line() -> None:
+    """Console output is a single human-readable line with the fields."""
+    stream = io.StringIO()
+    configure_logging("console", "info", stream=stream)
+    structlog.get_logger("t").warning("careful", dag_id="d")
+    configure_logging("console", "info")
+    text = stream.getvalue()
+    assert "careful" in text
+    assert "dag_id=d" in text
+    assert text.count("\n") == 1
+
+
+async def test_failed_try_is_logged_bound_to_the_task(settings: Settings) -> None:
+    """The scheduler's line about a failed try names the DAG, run, task and try."""
+
+    def boom() -> None:
+        raise RuntimeError("nope")
+
+    with DAG("logged") as dag:
+        PythonOperator(task_id="t", python_callable=boom)
+    with capture_logs() as logs:
+        live = await run_dag_once(settings, dag)
+    (entry,) = [e for e in logs if e["event"] == "task try failed"]
+    assert entry["dag_id"] == "logged"
+    assert entry["run_id"] == live.record.run_id
+    assert (entry["task_id"], entry["try_number"], entry["error"]) == ("t", 1, "RuntimeError: nope")
+
+
+def test_task_log_creates_no_file_for_a_silent_try(tmp_path: Path) -> None:
+    """A try that writes nothing leaves no file behind."""
+    log = TaskLog(tmp_path / "a" / "attempt=1.log")
+    log.close()
+    assert not (tmp_path / "a").exists()
+
+
+def test_task_log_flushes_large_output_before_close(tmp_path: Path) -> None:
+    """Output past the buffer size reaches the file while the try still runs."""
+    path = tmp_path / "attempt=1.log"
+    log = TaskLog(path)
+    log.write("x" * (TaskLog.FLUSH_BYTES + 1))
+    assert path.stat().st_size == TaskLog.FLUSH_BYTES + 1
+    log.line("tail")
+    log.close()
+    assert path.read_text().endswith("tail\n")
