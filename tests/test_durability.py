@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
+from helpers import drive
 
 from orchestrator import DAG
 from orchestrator._runner import run_dag_once
@@ -68,10 +68,6 @@ async def test_a_task_gone_from_the_dag_is_marked_removed(settings: Settings) ->
         EmptyOperator(task_id="dropped")
     live = await run_dag_once(settings, dag)
     del dag.task_dict["dropped"]
-    from orchestrator._bridge import Services
-    from orchestrator._clock import SystemClock
-    from orchestrator.executor import LocalExecutor
-    from orchestrator.scheduler import Scheduler
     from orchestrator.state import RunState, TaskState
 
     async with open_store(settings.db_url) as store:
@@ -81,18 +77,7 @@ async def test_a_task_gone_from_the_dag_is_marked_removed(settings: Settings) ->
             ti.state = TaskState.NONE
         run.state = RunState.QUEUED
         await store.clear_task_instances(run, tis)
-        scheduler = Scheduler(
-            store,
-            LocalExecutor(Services(settings, store), thread_slots=2),
-            SystemClock(),
-            parallelism=2,
-            logs_dir=settings.logs_dir,
-        )
-        async with anyio.create_task_group() as tg:
-            await tg.start(scheduler.serve)
-            again = await scheduler.start_run(dag, run)
-            await again.done.wait()
-            tg.cancel_scope.cancel()
+        again = await drive(settings, store, dag, run)
         states = {t.task_id: t.state for t in await store.task_instances("shrinking", run.run_id)}
     assert states == {"kept": TaskState.SUCCESS, "dropped": TaskState.REMOVED}
     assert again.record.state == RunState.SUCCESS

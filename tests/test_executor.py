@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+from helpers import alive
 
 from orchestrator import DAG
 from orchestrator._bridge import Services
@@ -14,14 +15,6 @@ from orchestrator._settings import Settings
 from orchestrator.executor import LocalExecutor, TryRequest
 from orchestrator.operators import BashOperator
 from orchestrator.store import open_store
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_cancelling_a_bash_try_kills_its_process_group(
@@ -43,6 +36,6 @@ async def test_cancelling_a_bash_try_kills_its_process_group(
                 while not pidfile.exists() or not pidfile.read_text().strip():  # noqa: ASYNC110
                     await anyio.sleep(0.01)
             child = int(pidfile.read_text())
-            assert _alive(child)
+            assert alive(child)
             tg.cancel_scope.cancel()
-    assert not _alive(child)
+    assert not alive(child)

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import alive, drive
 
 from orchestrator import DAG, Connection, FailTask, TriggerRule, Variable, task
 from orchestrator._runner import run_dag_once
@@ -286,15 +287,6 @@ async def test_sync_task_times_out_on_time_and_is_interrupted(settings: Settings
     assert await anyio.to_thread.run_sync(stopped.wait, 5)
 
 
-def _alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie (an orphan's zombie may linger)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 async def test_bash_timeout_kills_the_process_group(settings: Settings, tmp_path: Path) -> None:
     """On timeout, the Bash command's children are killed too."""
     pidfile = tmp_path / "child.pid"
@@ -306,7 +298,7 @@ async def test_bash_timeout_kills_the_process_group(settings: Settings, tmp_path
         )
     live = await go(settings, dag)
     assert live.tis["b"].state == TaskState.FAILED
-    assert not _alive(int(pidfile.read_text()))
+    assert not alive(int(pidfile.read_text()))
 
 
 async def test_bash_operator_features(settings: Settings, tmp_path: Path) -> None:
@@ -699,10 +691,6 @@ async def test_callbacks_get_the_context(settings: Settings) -> None:
 
 async def test_cleared_task_runs_again(settings: Settings) -> None:
     """A cleared task instance runs again, as try 2, when its run is driven again."""
-    from orchestrator._bridge import Services
-    from orchestrator._clock import SystemClock
-    from orchestrator.executor import LocalExecutor
-    from orchestrator.scheduler import Scheduler
     from orchestrator.state import TaskEvent, apply
 
     with DAG("again") as dag:
@@ -715,18 +703,7 @@ async def test_cleared_task_runs_again(settings: Settings) -> None:
             ti.state = apply(ti.state, TaskEvent.CLEAR, "b")
         run.state = RunState.QUEUED
         await store.clear_task_instances(run, tis)
-        scheduler = Scheduler(
-            store,
-            LocalExecutor(Services(settings, store), thread_slots=4),
-            SystemClock(),
-            parallelism=4,
-            logs_dir=settings.logs_dir,
-        )
-        async with anyio.create_task_group() as tg:
-            await tg.start(scheduler.serve)
-            again = await scheduler.start_run(dag, run)
-            await again.done.wait()
-            tg.cancel_scope.cancel()
+        again = await drive(settings, store, dag, run)
         assert (again.tis["a"].try_number, again.tis["b"].try_number) == (1, 2)
         assert again.record.state == RunState.SUCCESS
 

@@ -1,0 +1,41 @@
+"""Helpers shared by several test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from orchestrator._bridge import Services
+from orchestrator._clock import SystemClock
+from orchestrator._settings import Settings
+from orchestrator.dag import DAG
+from orchestrator.executor import LocalExecutor
+from orchestrator.scheduler import LiveRun, Scheduler
+from orchestrator.store import RunRecord, Store
+
+
+def alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie (an orphan's zombie may linger)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def drive(settings: Settings, store: Store, dag: DAG, run: RunRecord) -> LiveRun:
+    """Drive an existing run (e.g. after a clear) to its end with a fresh scheduler."""
+    scheduler = Scheduler(
+        store,
+        LocalExecutor(Services(settings, store), thread_slots=4),
+        SystemClock(),
+        parallelism=4,
+        logs_dir=settings.logs_dir,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.serve)
+        live = await scheduler.start_run(dag, run)
+        await live.done.wait()
+        tg.cancel_scope.cancel()
+    return live
