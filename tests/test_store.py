@@ -21,6 +21,7 @@ from orchestrator.store import (
     open_store,
     plan_groups,
 )
+from orchestrator.store._backend import collapse_upserts, upsert_shape
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -190,3 +191,46 @@ def test_plan_groups_merges_interleaved_tables() -> None:
     """Alternating writes to two tables become two executemany groups."""
     stmts = [Statement(t, f"{t}-sql", (i,)) for i in range(5) for t in ("ti", "try")]
     assert [(g.table, len(g.rows)) for g in plan_groups(stmts)] == [("ti", 5), ("try", 5)]
+
+
+UPSERT = (
+    "INSERT INTO t (k1, k2, v) VALUES (?, ?, ?) ON CONFLICT (k1, k2) DO UPDATE SET v = excluded.v"
+)
+
+
+def test_upsert_shape_needs_every_non_key_column_in_set() -> None:
+    """Only upserts that overwrite every non-key column may be collapsed."""
+    assert upsert_shape(UPSERT) is not None
+    partial = (
+        "INSERT INTO t (k, a, b) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET a = excluded.a"
+    )
+    assert upsert_shape(partial) is None
+    assert upsert_shape("DELETE FROM t WHERE k = ?") is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers()), max_size=30))
+def test_collapsing_upserts_equals_applying_them_in_order(rows: list[tuple[int, int, int]]) -> None:
+    """Keeping the last row per key leaves the table as applying every row would."""
+    shape = upsert_shape(UPSERT)
+    assert shape is not None
+    sequential: dict[tuple[int, int], int] = {}
+    for k1, k2, v in rows:
+        sequential[(k1, k2)] = v
+    collapsed = collapse_upserts(shape, rows)
+    assert {(k1, k2): v for k1, k2, v in collapsed} == sequential
+    assert len(collapsed) == len(sequential)
+
+
+async def test_one_batch_may_write_a_key_twice(db_url: str) -> None:
+    """Two writes of one task instance in one batch leave the later one."""
+    async with open_store(db_url) as store:
+        first = TaskInstanceRecord("d", "r", "a", state=TaskState.QUEUED)
+        second = TaskInstanceRecord("d", "r", "a", state=TaskState.RUNNING, try_number=1)
+        acks = [
+            store.write_nowait([store.ti_statement(first)]),
+            store.write_nowait([store.ti_statement(second)]),
+        ]
+        for ack in acks:
+            await ack.wait()
+        (ti,) = await store.task_instances("d", "r")
+        assert (ti.state, ti.try_number) == (TaskState.RUNNING, 1)

@@ -6,10 +6,20 @@ knows nothing of runs or tasks. SQL is written once with ``?`` placeholders.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Backend", "Group", "Statement", "plan_groups"]
+__all__ = [
+    "Backend",
+    "Group",
+    "Statement",
+    "UpsertShape",
+    "collapse_upserts",
+    "plan_groups",
+    "upsert_shape",
+]
 
 
 class Statement(NamedTuple):
@@ -61,3 +71,48 @@ def plan_groups(statements: Sequence[Statement]) -> list[Group]:
         open_for_sql[st.sql] = index
         last_for_table[st.table] = index
     return groups
+
+
+_UPSERT = re.compile(
+    r"^INSERT INTO (\w+) \(([^)]*)\) VALUES \((\?(?:, \?)*)\) "
+    r"ON CONFLICT \(([^)]*)\) DO UPDATE SET (.*)$",
+    re.DOTALL,
+)
+
+
+class UpsertShape(NamedTuple):
+    head: str  # "INSERT INTO t (a, b) VALUES "
+    values: str  # "(?, ?)"
+    tail: str  # " ON CONFLICT (a) DO UPDATE SET ..."
+    key_positions: tuple[int, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def upsert_shape(sql: str) -> UpsertShape | None:
+    """The parts of a one-row upsert whose SET covers every non-key column, else None.
+
+    Only for such a statement is "apply the rows in order" the same as "apply the
+    last row of each key", which lets a batch become one multi-row statement.
+    """
+    match = _UPSERT.match(sql)
+    if match is None:
+        return None
+    table, columns_text, values, keys_text, sets_text = match.groups()
+    columns = [c.strip() for c in columns_text.split(",")]
+    keys = [k.strip() for k in keys_text.split(",")]
+    sets = {part.split("=")[0].strip() for part in sets_text.split(",")}
+    if sets != set(columns) - set(keys) or not set(keys) <= set(columns):
+        return None
+    head = f"INSERT INTO {table} ({columns_text}) VALUES "
+    tail = sql[sql.index(" ON CONFLICT") :]
+    return UpsertShape(head, f"({values})", tail, tuple(columns.index(k) for k in keys))
+
+
+def collapse_upserts(shape: UpsertShape, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The last row of each key, in the order of those last rows."""
+    last: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        key = tuple(row[i] for i in shape.key_positions)
+        last.pop(key, None)
+        last[key] = row
+    return list(last.values())

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.errors import StoreError
-from orchestrator.store._backend import Group
+from orchestrator.store._backend import Group, collapse_upserts, upsert_shape
 from orchestrator.store._migrations import Migration
 
 __all__ = ["PostgresBackend"]
@@ -34,6 +34,7 @@ class PostgresBackend:
     def __init__(self, writer: Any, pool: Any) -> None:
         self._writer = writer
         self._pool = pool
+        self._types: dict[tuple[str, str], str] = {}
 
     @classmethod
     async def open(cls, url: str) -> PostgresBackend:
@@ -46,15 +47,59 @@ class PostgresBackend:
 
     async def execute_batch(self, groups: Sequence[Group]) -> None:
         try:
+            single = await self._as_one_statement(groups)
+            if single is not None:
+                # One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                await self._writer.execute(single[0], *single[1])
+                return
             async with self._writer.transaction():
                 for group in groups:
-                    sql = _numbered(group.sql)
                     if len(group.rows) == 1:
-                        await self._writer.execute(sql, *group.rows[0])
+                        await self._writer.execute(_numbered(group.sql), *group.rows[0])
                     else:
-                        await self._writer.executemany(sql, group.rows)
+                        await self._writer.executemany(_numbered(group.sql), group.rows)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+
+    async def _as_one_statement(
+        self, groups: Sequence[Group]
+    ) -> tuple[str, list[list[Any]]] | None:
+        """The batch as one statement, when every group is an upsert of its own table.
+
+        Each group becomes ``INSERT ... SELECT * FROM unnest(<one array per column>)``,
+        a data-modifying CTE of one statement: one round trip for the whole batch,
+        one plan per table instead of one per row. A key may appear only once in such
+        an INSERT, hence collapse_upserts, which keeps the last row of each key.
+        """
+        shapes = [upsert_shape(group.sql) for group in groups]
+        tables = [group.table for group in groups]
+        if len(set(tables)) != len(tables) or any(shape is None for shape in shapes):
+            return None
+        parts: list[str] = []
+        args: list[list[Any]] = []
+        for group, shape in zip(groups, shapes, strict=True):
+            assert shape is not None
+            rows = collapse_upserts(shape, group.rows)
+            names = shape.head.split("(", 1)[1].rsplit(")", 1)[0].split(",")
+            arrays = []
+            for index, name in enumerate(names):
+                arrays.append(f"${len(args) + 1}::{await self._type(group.table, name.strip())}[]")
+                args.append([row[index] for row in rows])
+            insert = shape.head.removesuffix(" VALUES ")
+            parts.append(f"{insert} SELECT * FROM unnest({', '.join(arrays)}){shape.tail}")
+        if len(parts) == 1:
+            return parts[0], args
+        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+        return f"WITH {ctes} SELECT 1", args
+
+    async def _type(self, table: str, column: str) -> str:
+        if not self._types:
+            rows = await self._writer.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema()"
+            )
+            self._types = {(r["table_name"], r["column_name"]): r["data_type"] for r in rows}
+        return self._types[(table, column)]
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
