@@ -10,9 +10,15 @@ from pathlib import Path
 
 import anyio
 import asyncpg
+import hypothesis
 import pytest
 
 from orchestrator._settings import Settings, load_settings
+
+# Properties here are about correctness, not speed: a loaded CI machine must not fail
+# an example for taking longer than Hypothesis's default 200 ms deadline.
+hypothesis.settings.register_profile("orchestrator", deadline=None)
+hypothesis.settings.load_profile("orchestrator")
 
 PG_URL = os.environ.get("ORCHESTRATOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("ORCHESTRATOR_TEST_REQUIRE_POSTGRES") == "1"

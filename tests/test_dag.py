@@ -178,7 +178,7 @@ def test_dag_arguments_are_validated() -> None:
     with pytest.raises(DagDefinitionError, match="max_active_runs"):
         DAG("d", max_active_runs=0)
     with pytest.raises(DagDefinitionError, match="catchup"):
-        DAG("d", catchup="yes")
+        DAG("d", catchup="yes")  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(DagDefinitionError, match="dataset_events"):
         DAG("d", dataset_events="some")
 
@@ -239,7 +239,7 @@ def test_taskflow_passing_results_sets_dependencies() -> None:
             return {"rows": 3}
 
         @task
-        async def load(data: dict):
+        async def load(data: dict[str, int]):
             return data
 
         load(extract())
@@ -288,7 +288,7 @@ def test_task_called_outside_a_dag_is_an_error() -> None:
 def test_python_operator_needs_a_callable() -> None:
     """python_callable is checked."""
     with DAG("d"), pytest.raises(DagDefinitionError, match="python_callable"):
-        PythonOperator(task_id="p", python_callable="not callable")
+        PythonOperator(task_id="p", python_callable="not callable")  # type: ignore[arg-type]
 
 
 def test_linking_tasks_of_two_dags_is_an_error() -> None:

@@ -10,13 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import drive
-
 from orchestrator import DAG
 from orchestrator._runner import run_dag_once
 from orchestrator._settings import Settings
 from orchestrator.operators import EmptyOperator
 from orchestrator.store import open_store
+from tests.helpers import drive
 
 BLOCKING = """
 import time

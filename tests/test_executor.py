@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-from helpers import alive
 
 from orchestrator import DAG
 from orchestrator._bridge import Services
@@ -15,6 +14,7 @@ from orchestrator._settings import Settings
 from orchestrator.executor import LocalExecutor, TryRequest
 from orchestrator.operators import BashOperator
 from orchestrator.store import open_store
+from tests.helpers import alive
 
 
 async def test_cancelling_a_bash_try_kills_its_process_group(

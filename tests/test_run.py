@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import alive, drive
 
 from orchestrator import DAG, Connection, FailTask, TriggerRule, Variable, task
 from orchestrator._runner import run_dag_once
@@ -34,6 +33,7 @@ from orchestrator.operators import (
 from orchestrator.scheduler import LiveRun
 from orchestrator.state import RunState, TaskState
 from orchestrator.store import open_store
+from tests.helpers import alive, drive
 
 
 def states(live: LiveRun) -> dict[str, str]:
