@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,9 +21,6 @@ from orchestrator.state import RunState
 from orchestrator.store import RunRecord, Store, open_store
 
 __all__ = ["register_dags", "run_dag_once", "run_task_alone"]
-
-HOSTNAME = socket.gethostname()
-
 
 async def register_dags(store: Store, dags: list[DAG]) -> None:
     await store.upsert_dags(

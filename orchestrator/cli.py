@@ -139,9 +139,6 @@ def cmd_dags_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_STATE_WIDTH = 16
-
-
 def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
     from orchestrator._runner import run_dag_once
     from orchestrator.scheduler import LiveRun

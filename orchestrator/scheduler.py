@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ from orchestrator.store import (
 __all__ = ["LiveRun", "Scheduler"]
 
 log = structlog.get_logger("orchestrator.scheduler")
+_HOSTNAME = socket.gethostname()
 
 _COUNTED = {
     TaskState.SUCCESS: 0,
@@ -396,6 +398,7 @@ class Scheduler:
             try_number=ti.try_number,
             state=TaskState.RUNNING,
             start_date=ti.start_date,
+            hostname=_HOSTNAME,
             log_path=str(path),
         )
         await self.store.write([self.store.ti_statement(ti), self.store.try_statement(attempt)])
