@@ -22,6 +22,7 @@ from orchestrator.store import RunRecord, Store, open_store
 
 __all__ = ["register_dags", "run_dag_once", "run_task_alone"]
 
+
 async def register_dags(store: Store, dags: list[DAG]) -> None:
     await store.upsert_dags(
         [

@@ -8,7 +8,9 @@ bad input (unknown DAG, malformed JSON, broken DAG file, unreachable store).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -148,8 +150,18 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
     dag = _dag(settings, args.dag_id)
     width = max(len(t) for t in dag.task_dict) if dag.task_dict else 10
     last: dict[str, str] = {}
+    reader_gone = False
 
     def on_change(live: LiveRun, ti: TaskInstanceRecord | None) -> None:
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            show(live, ti)
+        except BrokenPipeError:  # `dags test ... | head`: stop printing, keep running
+            reader_gone = True
+
+    def show(live: LiveRun, ti: TaskInstanceRecord | None) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
         if ti is None:
             print(f"[{stamp}] run {live.record.run_id}: {live.record.state}", flush=True)
@@ -171,6 +183,16 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
     live = anyio.run(
         lambda: run_dag_once(settings, dag, conf=conf, logical_date=logical, on_change=on_change)
     )
+    code = 0 if live.record.state == "success" else 1
+    if "<run>" in live.errors:
+        print(f"reason: {live.errors['<run>']}", file=sys.stderr)
+    if not reader_gone:
+        with contextlib.suppress(BrokenPipeError):
+            _summary(dag, live)
+    return code
+
+
+def _summary(dag: DAG, live: Any) -> None:
     print()
     _table(
         ["task_id", "state", "tries", "duration"],
@@ -190,10 +212,7 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
         if record.end_date and record.start_date
         else 0.0
     )
-    print(f"\nrun {record.run_id}: {record.state} in {took:.3f}s")
-    if "<run>" in live.errors:
-        print(f"reason: {live.errors['<run>']}", file=sys.stderr)
-    return 0 if record.state == "success" else 1
+    print(f"\nrun {record.run_id}: {record.state} in {took:.3f}s", flush=True)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -591,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 

@@ -21,7 +21,7 @@ import heapq
 import itertools
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,7 @@ class Scheduler:
                 )
 
     def _notify(self, live: LiveRun, ti: TaskInstanceRecord | None) -> None:
+        """Tell the listener about a state the store has acknowledged."""
         if self.on_change is not None:
             self.on_change(live, ti)
 
@@ -402,6 +403,8 @@ class Scheduler:
             log_path=str(path),
         )
         await self.store.write([self.store.ti_statement(ti), self.store.try_statement(attempt)])
+        # The queued write was submitted before this one, so it is committed too.
+        self._notify(live, replace(ti, state=TaskState.QUEUED))
         self._notify(live, ti)
         bound = log.bind(
             dag_id=dag.dag_id,
@@ -426,13 +429,14 @@ class Scheduler:
         if result.state == "failed":
             bound.warning("task try failed", error=result.error, state=str(ti.state))
         ack = self.store.write_nowait(statements)
+        # What was written, as written: dispatch may move these instances on before the ack.
+        written = [replace(ti), *(replace(other) for other in changed)]
         self._dispatch()
         await ack.wait()
         for pushed_key, value in result.pushed.items():
             live.xcoms[(ti.task_id, pushed_key)] = value
-        self._notify(live, ti)
-        for other in changed:
-            self._notify(live, other)
+        for snapshot in written:
+            self._notify(live, snapshot)
         live.last_context = result.context
         await self._task_callbacks(task, ended, result)
         await self._maybe_finish(live)
@@ -503,9 +507,9 @@ class Scheduler:
         self._count_finished(live, ti)
         changed = self._evaluate(live, sorted(live.dag.task_dict[ti.task_id].downstream_task_ids))
         await self.store.write([self.store.ti_statement(t) for t in (ti, *changed)])
-        self._dispatch()
         for t in (ti, *changed):
             self._notify(live, t)
+        self._dispatch()
         await self._maybe_finish(live)
 
     # -- retries ------------------------------------------------------------------------------

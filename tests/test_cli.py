@@ -54,6 +54,36 @@ def test_dags_test_runs_the_etl_example(examples: Path) -> None:
     assert ": success in " in out
 
 
+def test_progress_follows_each_task_through_its_states(examples: Path) -> None:
+    """Each task's progress lines come in state-machine order, as committed."""
+    out = cli("dags", "test", "my_first_dag").stdout
+    for task_id in ("extract", "load", "report"):
+        states = [
+            line.split(task_id, 1)[1].split()[0]
+            for line in out.splitlines()
+            if line.startswith("[") and f"] {task_id} " in line
+        ]
+        assert states == ["scheduled", "queued", "running", "success"], (task_id, states)
+
+
+def test_a_closed_stdout_does_not_stop_the_run(examples: Path) -> None:
+    """`dags test | head -1`: the reader leaving does not fail or cut short the run."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "dags", "test", "my_first_dag"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read()
+    runs = json.loads(cli("runs", "list", "--json").stdout)
+    assert [r["state"] for r in runs] == ["success"]
+
+
 def test_dags_test_exits_1_when_the_run_fails(dag_file: Callable[[str, str], Path]) -> None:
     """A failed run exits 1 and shows the failed task and its error."""
     dag_file("failing.py", FAILING)
