@@ -234,3 +234,14 @@ async def test_one_batch_may_write_a_key_twice(db_url: str) -> None:
             await ack.wait()
         (ti,) = await store.task_instances("d", "r")
         assert (ti.state, ti.try_number) == (TaskState.RUNNING, 1)
+
+
+async def test_creating_a_run_never_overwrites_one(db_url: str) -> None:
+    """A create that races with another keeps the first run as it was."""
+    async with open_store(db_url) as store:
+        first = run()
+        first.state = RunState.RUNNING
+        await store.write([store.run_statement(first)])
+        late = run()
+        await store.write([store.run_statement(late, create_only=True)])
+        assert (await store.get_run("d", "r1")).state == RunState.RUNNING

@@ -256,12 +256,18 @@ class Store:
         )
 
     @staticmethod
-    def run_statement(run: RunRecord) -> Statement:
+    def run_statement(run: RunRecord, *, create_only: bool = False) -> Statement:
+        """Upsert the run's state and dates; with ``create_only``, insert it if absent."""
+        conflict = (
+            "DO NOTHING"
+            if create_only
+            else "DO UPDATE SET state = excluded.state, start_date = excluded.start_date, "
+            "end_date = excluded.end_date"
+        )
         return Statement(
             "dag_run",
             f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = excluded.state, "
-            "start_date = excluded.start_date, end_date = excluded.end_date",
+            f"ON CONFLICT (dag_id, run_id) {conflict}",
             (
                 run.dag_id,
                 run.run_id,
@@ -287,10 +293,16 @@ class Store:
         return self.writer.submit_nowait(statements)
 
     async def create_run(self, run: RunRecord, tis: Iterable[TaskInstanceRecord]) -> bool:
-        """Insert the run and its task instances; False if (dag_id, run_id) already exists."""
+        """Insert the run and its task instances; False if (dag_id, run_id) already exists.
+
+        The insert itself never overwrites an existing run, even when another process
+        creates the same run between the check and the write.
+        """
         if await self.find_run(run.dag_id, run.run_id) is not None:
             return False
-        await self.write([self.run_statement(run), *(self.ti_statement(ti) for ti in tis)])
+        await self.write(
+            [self.run_statement(run, create_only=True), *(self.ti_statement(ti) for ti in tis)]
+        )
         return True
 
     async def clear_task_instances(self, run: RunRecord, tis: Sequence[TaskInstanceRecord]) -> None:
