@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
@@ -22,6 +23,20 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """True once the process has died, waiting up to ``within`` seconds.
+
+    A signal is delivered asynchronously: the process may still be there for a moment
+    after kill() returned, longer on a loaded machine.
+    """
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 async def drive(settings: Settings, store: Store, dag: DAG, run: RunRecord) -> LiveRun:

@@ -33,7 +33,7 @@ from orchestrator.operators import (
 from orchestrator.scheduler import LiveRun
 from orchestrator.state import RunState, TaskState
 from orchestrator.store import open_store
-from tests.helpers import alive, drive
+from tests.helpers import drive, gone
 
 
 def states(live: LiveRun) -> dict[str, str]:
@@ -298,7 +298,7 @@ async def test_bash_timeout_kills_the_process_group(settings: Settings, tmp_path
         )
     live = await go(settings, dag)
     assert live.tis["b"].state == TaskState.FAILED
-    assert not alive(int(pidfile.read_text()))
+    assert gone(int(pidfile.read_text()))
 
 
 async def test_bash_operator_features(settings: Settings, tmp_path: Path) -> None:

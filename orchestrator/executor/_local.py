@@ -258,14 +258,15 @@ class LocalExecutor:
         # Small local file operations; the child's output is written by the OS, not the loop.
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(request.log_path, "a", encoding="utf-8") as out:  # noqa: ASYNC230
-            process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator._child"],
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=out,
-                env=env,
-                start_new_session=True,
-            )
+            with anyio.CancelScope(shield=True):  # see BashOperator.execute: no unguarded child
+                process = await anyio.open_process(
+                    [sys.executable, "-m", "orchestrator._child"],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=out,
+                    env=env,
+                    start_new_session=True,
+                )
             try:
                 assert process.stdin is not None
                 await process.stdin.send(json.dumps(spec).encode())

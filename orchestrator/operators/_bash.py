@@ -74,15 +74,18 @@ class BashOperator(BaseOperator):
     async def execute(self, context: dict[str, Any]) -> Any:
         if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             raise FileNotFoundError(f"{self._where}: cwd {self.cwd!r} is not a directory")
-        process = await anyio.open_process(
-            ["bash", "-c", self.bash_command],
-            cwd=self.cwd,
-            env=self._environment(context),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # Shielded: a cancel landing after the process started but before open_process
+        # returned would otherwise leave it running, outside the kill-on-cancel block.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                ["bash", "-c", self.bash_command],
+                cwd=self.cwd,
+                env=self._environment(context),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         last_line = ""
         log = current_task_log()
         emit = log.line if log is not None else print
