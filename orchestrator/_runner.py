@@ -20,7 +20,7 @@ from orchestrator.scheduler import ChangeListener, LiveRun, Scheduler
 from orchestrator.state import RunState
 from orchestrator.store import RunRecord, Store, open_store
 
-__all__ = ["register_dags", "run_dag_once", "run_task_alone"]
+__all__ = ["drive_run", "register_dags", "run_dag_once", "run_task_alone"]
 
 
 async def register_dags(store: Store, dags: list[DAG]) -> None:
@@ -68,21 +68,34 @@ async def run_dag_once(
             raise OrchestratorError(f"DAG {dag.dag_id!r} already has a run {record.run_id!r}")
         if on_started is not None:
             on_started(record)
-        executor = LocalExecutor(Services(settings, store), thread_slots=settings.parallelism)
-        scheduler = Scheduler(
-            store,
-            executor,
-            clock,
-            parallelism=settings.parallelism,
-            logs_dir=settings.logs_dir,
-            on_change=on_change,
-        )
-        with unwrap_single():
-            async with anyio.create_task_group() as tg:
-                await tg.start(scheduler.serve)
-                live = await scheduler.start_run(dag, record)
-                await live.done.wait()
-                tg.cancel_scope.cancel()
+        return await drive_run(settings, store, dag, record, clock=clock, on_change=on_change)
+
+
+async def drive_run(
+    settings: Settings,
+    store: Store,
+    dag: DAG,
+    record: RunRecord,
+    *,
+    clock: Clock,
+    on_change: ChangeListener | None = None,
+) -> LiveRun:
+    """Drive a stored run (new, or cleared to run again) to its end with its own scheduler."""
+    executor = LocalExecutor(Services(settings, store), thread_slots=settings.parallelism)
+    scheduler = Scheduler(
+        store,
+        executor,
+        clock,
+        parallelism=settings.parallelism,
+        logs_dir=settings.logs_dir,
+        on_change=on_change,
+    )
+    with unwrap_single():
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.serve)
+            live = await scheduler.start_run(dag, record)
+            await live.done.wait()
+            tg.cancel_scope.cancel()
     return live
 
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import anyio
-
-from orchestrator._bridge import Services
 from orchestrator._clock import SystemClock
+from orchestrator._runner import drive_run
 from orchestrator._settings import Settings
 from orchestrator.dag import DAG
-from orchestrator.executor import LocalExecutor
-from orchestrator.scheduler import LiveRun, Scheduler
+from orchestrator.scheduler import LiveRun
 from orchestrator.store import RunRecord, Store
 
 
@@ -41,16 +38,4 @@ def gone(pid: int, within: float = 10.0) -> bool:
 
 async def drive(settings: Settings, store: Store, dag: DAG, run: RunRecord) -> LiveRun:
     """Drive an existing run (e.g. after a clear) to its end with a fresh scheduler."""
-    scheduler = Scheduler(
-        store,
-        LocalExecutor(Services(settings, store), thread_slots=4),
-        SystemClock(),
-        parallelism=4,
-        logs_dir=settings.logs_dir,
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(scheduler.serve)
-        live = await scheduler.start_run(dag, run)
-        await live.done.wait()
-        tg.cancel_scope.cancel()
-    return live
+    return await drive_run(settings, store, dag, run, clock=SystemClock())
