@@ -403,15 +403,10 @@ class Scheduler:
             log_path=str(path),
         )
         await self.store.write([self.store.ti_statement(ti), self.store.try_statement(attempt)])
-        # The queued write was submitted before this one, so it is committed too.
-        self._notify(live, replace(ti, state=TaskState.QUEUED))
-        self._notify(live, ti)
-        bound = log.bind(
-            dag_id=dag.dag_id,
-            run_id=live.record.run_id,
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-        )
+        if self.on_change is not None:
+            # The queued write was submitted before this one, so it is committed too.
+            self._notify(live, replace(ti, state=TaskState.QUEUED))
+            self._notify(live, ti)
         result = await self.executor.run(
             TryRequest(
                 dag=dag,
@@ -427,10 +422,18 @@ class Scheduler:
         changed, statements = self._finish(live, ti, attempt, result)
         ended = ti.state  # a retry may reschedule the instance before the callbacks below
         if result.state == "failed":
-            bound.warning("task try failed", error=result.error, state=str(ti.state))
+            log.warning(
+                "task try failed",
+                dag_id=dag.dag_id,
+                run_id=live.record.run_id,
+                task_id=ti.task_id,
+                try_number=attempt.try_number,
+                error=result.error,
+                state=str(ti.state),
+            )
         ack = self.store.write_nowait(statements)
         # What was written, as written: dispatch may move these instances on before the ack.
-        written = [replace(ti), *(replace(other) for other in changed)]
+        written = [replace(ti), *map(replace, changed)] if self.on_change is not None else []
         self._dispatch()
         await ack.wait()
         for pushed_key, value in result.pushed.items():
