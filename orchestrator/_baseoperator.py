@@ -82,12 +82,14 @@ def _seconds(value: Any, owner: str, field: str, *, allow_none: bool) -> timedel
     raise DagDefinitionError(f"{owner}: {field} must be a timedelta or seconds, got {value!r}")
 
 
+_accepted_by_class: dict[type, frozenset[str]] = {}
+
+
 def _accepted_args(cls: type) -> frozenset[str]:
-    return _accepted_args_by_name(cls)
-
-
-@functools.cache
-def _accepted_args_by_name(cls: Any) -> frozenset[str]:
+    """The keyword arguments ``cls`` accepts through its __init__ chain (cached per class)."""
+    cached = _accepted_by_class.get(cls)
+    if cached is not None:
+        return cached
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -97,7 +99,8 @@ def _accepted_args_by_name(cls: Any) -> frozenset[str]:
         for param in inspect.signature(init).parameters.values():
             if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
                 names.add(param.name)
-    return frozenset(names)
+    accepted = _accepted_by_class[cls] = frozenset(names)
+    return accepted
 
 
 class BaseOperator(DependencyMixin):

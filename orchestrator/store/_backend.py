@@ -81,8 +81,8 @@ _UPSERT = re.compile(
 
 
 class UpsertShape(NamedTuple):
-    head: str  # "INSERT INTO t (a, b) VALUES "
-    values: str  # "(?, ?)"
+    insert: str  # "INSERT INTO t (a, b)"
+    columns: tuple[str, ...]  # ("a", "b")
     tail: str  # " ON CONFLICT (a) DO UPDATE SET ..."
     key_positions: tuple[int, ...]
 
@@ -92,20 +92,20 @@ def upsert_shape(sql: str) -> UpsertShape | None:
     """The parts of a one-row upsert whose SET covers every non-key column, else None.
 
     Only for such a statement is "apply the rows in order" the same as "apply the
-    last row of each key", which lets a batch become one multi-row statement.
+    last row of each key", which lets a batch become one statement.
     """
     match = _UPSERT.match(sql)
     if match is None:
         return None
-    table, columns_text, values, keys_text, sets_text = match.groups()
-    columns = [c.strip() for c in columns_text.split(",")]
+    table, columns_text, _, keys_text, sets_text = match.groups()
+    columns = tuple(c.strip() for c in columns_text.split(","))
     keys = [k.strip() for k in keys_text.split(",")]
     sets = {part.split("=")[0].strip() for part in sets_text.split(",")}
     if sets != set(columns) - set(keys) or not set(keys) <= set(columns):
         return None
-    head = f"INSERT INTO {table} ({columns_text}) VALUES "
+    insert = f"INSERT INTO {table} ({columns_text})"
     tail = sql[sql.index(" ON CONFLICT") :]
-    return UpsertShape(head, f"({values})", tail, tuple(columns.index(k) for k in keys))
+    return UpsertShape(insert, columns, tail, tuple(columns.index(k) for k in keys))
 
 
 def collapse_upserts(shape: UpsertShape, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

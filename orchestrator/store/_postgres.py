@@ -80,13 +80,11 @@ class PostgresBackend:
         for group, shape in zip(groups, shapes, strict=True):
             assert shape is not None
             rows = collapse_upserts(shape, group.rows)
-            names = shape.head.split("(", 1)[1].rsplit(")", 1)[0].split(",")
             arrays = []
-            for index, name in enumerate(names):
-                arrays.append(f"${len(args) + 1}::{await self._type(group.table, name.strip())}[]")
+            for index, name in enumerate(shape.columns):
+                arrays.append(f"${len(args) + 1}::{await self._type(group.table, name)}[]")
                 args.append([row[index] for row in rows])
-            insert = shape.head.removesuffix(" VALUES ")
-            parts.append(f"{insert} SELECT * FROM unnest({', '.join(arrays)}){shape.tail}")
+            parts.append(f"{shape.insert} SELECT * FROM unnest({', '.join(arrays)}){shape.tail}")
         if len(parts) == 1:
             return parts[0], args
         ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
