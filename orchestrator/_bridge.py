@@ -21,7 +21,7 @@ import anyio.from_thread
 
 if TYPE_CHECKING:
     from orchestrator._settings import Settings
-    from orchestrator.store import Store
+    from orchestrator.store import RunRecord, Store
 
 __all__ = ["Services", "call_store", "current_services", "services_context", "worker_thread"]
 
@@ -32,6 +32,9 @@ T = TypeVar("T")
 class Services:
     settings: Settings
     store: Store
+    # Called with a run a task created (TriggerDagRunOperator), so that the daemon
+    # starts it at once instead of finding it in the store later.
+    on_run_created: Callable[[RunRecord], None] | None = None
 
 
 _services: contextvars.ContextVar[Services | None] = contextvars.ContextVar(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -19,34 +21,69 @@ from orchestrator.executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.scheduler import ChangeListener, LiveRun, Scheduler
 from orchestrator.state import RunState
 from orchestrator.store import RunRecord, Store, open_store
+from triggers._timetable import RunInfo, manual_interval
 
-__all__ = ["drive_run", "register_dags", "run_dag_once", "run_task_alone"]
+__all__ = [
+    "cli_driver",
+    "drive_run",
+    "interval_run",
+    "manual_run",
+    "register_dags",
+    "run_dag_once",
+    "run_task_alone",
+]
 
 
-async def register_dags(store: Store, dags: list[DAG]) -> None:
+async def register_dags(store: Store, dags: list[DAG], *, paused_default: bool = False) -> None:
     await store.upsert_dags(
         [
-            (d.dag_id, d.fileloc, d.schedule.text, d.tags, bool(d.is_paused_upon_creation))
+            (d.dag_id, d.fileloc, d.schedule.text, d.tags, d.paused_on_creation(paused_default))
             for d in dags
         ]
     )
 
 
 def manual_run(
-    dag: DAG, now: datetime, conf: dict[str, Any], logical: datetime | None
+    dag: DAG,
+    now: datetime,
+    conf: dict[str, Any],
+    logical: datetime | None,
+    *,
+    run_id: str | None = None,
 ) -> RunRecord:
+    """A queued manual run; its data interval is what Airflow infers for the schedule."""
     logical = logical or now
+    start, end = manual_interval(dag.timetable, logical)
     return RunRecord(
         dag_id=dag.dag_id,
-        run_id=f"manual__{iso(logical)}",
+        run_id=run_id or f"manual__{iso(logical)}",
         state=RunState.QUEUED,
         run_type="manual",
         logical_date=logical,
         queued_at=now,
-        data_interval_start=logical,
-        data_interval_end=logical,
+        data_interval_start=start,
+        data_interval_end=end,
         conf=conf,
     )
+
+
+def interval_run(dag_id: str, run_type: str, info: RunInfo, now: datetime) -> RunRecord:
+    """A queued run for one schedule interval; its id is ``{run_type}__{logical date}``."""
+    return RunRecord(
+        dag_id=dag_id,
+        run_id=f"{run_type}__{iso(info.logical_date)}",
+        state=RunState.QUEUED,
+        run_type=run_type,
+        logical_date=info.logical_date,
+        queued_at=now,
+        data_interval_start=info.data_interval_start,
+        data_interval_end=info.data_interval_end,
+    )
+
+
+def cli_driver() -> str:
+    """The driver mark of runs this process drives itself (the daemon leaves them alone)."""
+    return f"cli:{socket.gethostname()}:{os.getpid()}"
 
 
 async def run_dag_once(
@@ -62,8 +99,9 @@ async def run_dag_once(
     """Create a manual run of ``dag`` and drive it to its end in this process."""
     clock = clock or SystemClock()
     async with open_store(settings.db_url, clock=clock) as store:
-        await register_dags(store, [dag])
+        await register_dags(store, [dag], paused_default=settings.dags_paused_at_creation)
         record = manual_run(dag, clock.now(), dict(conf or {}), logical_date)
+        record.driver = cli_driver()
         if not await store.create_run(record, []):
             raise OrchestratorError(f"DAG {dag.dag_id!r} already has a run {record.run_id!r}")
         if on_started is not None:

@@ -44,6 +44,9 @@ class Settings:
     log_level: str = "info"
     xcom_max_bytes: int = 1_048_576
     dag_import_timeout: float = 30.0
+    shutdown_grace: float = 30.0
+    reconcile_interval: float = 2.0
+    dags_paused_at_creation: bool = False
 
     @property
     def db_url(self) -> str:

@@ -89,7 +89,7 @@ def _with_store(settings: Settings, op: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def _load(settings: Settings, *, report: bool = True) -> DagBag:
-    bag = load_dags(Path(settings.dags))
+    bag = load_dags(Path(settings.dags), timeout=settings.dag_import_timeout)
     if report:
         for err in bag.import_errors:
             print(f"import error: {err.file}: {err.message}", file=sys.stderr)
@@ -117,15 +117,11 @@ def cmd_dags_list(settings: Settings, args: argparse.Namespace) -> int:
 
     rows = _with_store(settings, paused)
     items: list[dict[str, Any]] = [
-        {
-            "dag_id": d.dag_id,
-            "file": d.fileloc,
-            "schedule": d.schedule.text,
-            "is_paused": bool(rows[d.dag_id]["is_paused"])
+        d.to_json(
+            bool(rows[d.dag_id]["is_paused"])
             if d.dag_id in rows
-            else bool(d.is_paused_upon_creation),
-            "tags": d.tags,
-        }
+            else d.paused_on_creation(settings.dags_paused_at_creation)
+        )
         for d in sorted(bag.dags.values(), key=lambda d: d.dag_id)
     ]
     if args.json:
@@ -219,18 +215,7 @@ def _summary(dag: DAG, live: Any) -> None:
 
 
 async def _resolve_run(store: Store, run_id: str, dag_id: str | None) -> RunRecord:
-    if dag_id is not None:
-        run = await store.find_run(dag_id, run_id)
-        if run is None:
-            _fail(f"DAG {dag_id!r} has no run {run_id!r}")
-        return run
-    runs = await store.runs_with_id(run_id)
-    if not runs:
-        _fail(f"no run with id {run_id!r}")
-    if len(runs) > 1:
-        dags = ", ".join(r.dag_id for r in runs)
-        _fail(f"run id {run_id!r} exists in several DAGs ({dags}); pass --dag")
-    return runs[0]
+    return await store.resolve_run(run_id, dag_id, hint="pass --dag")
 
 
 def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -361,6 +346,7 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
                 cleared.append(ti)
         run.state = RunState.QUEUED
         run.end_date = None
+        run.driver = None  # whoever drove it before, the daemon runs it now
         await store.clear_task_instances(run, cleared)
         return [ti.task_id for ti in cleared]
 
@@ -368,6 +354,93 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
     print(f"cleared {len(cleared)} task instance(s): {', '.join(sorted(cleared)) or '-'}")
     print("the run is queued again; the daemon picks it up")
     return 0
+
+
+# -- the daemon and what changes its work --------------------------------------------------
+
+
+def cmd_daemon(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.daemon import run_daemon
+
+    return run_daemon(settings)
+
+
+def _via_daemon(settings: Settings, method: str, path: str, body: Any = None) -> Any | None:
+    """The API's answer if a daemon is up (a 4xx fails the command), else None."""
+    import httpx
+
+    from orchestrator._client import find_daemon
+
+    client = find_daemon(settings)
+    if client is None:
+        return None
+    try:
+        status, doc = client.request(method, path, body)
+    except httpx.TransportError as exc:
+        print(f"daemon at {client.url} not reachable ({exc}); using the store", file=sys.stderr)
+        return None
+    if status >= 400:
+        _fail(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+    return doc
+
+
+def cmd_dags_trigger(settings: Settings, args: argparse.Namespace) -> int:
+    conf = _json_arg(args.conf, "--conf")
+    logical = _date_arg(args.logical_date, "--logical-date")
+    body: dict[str, Any] = {"conf": conf}
+    if args.run_id is not None:
+        body["run_id"] = args.run_id
+    if logical is not None:
+        body["logical_date"] = logical.isoformat()
+    doc = _via_daemon(settings, "POST", f"/api/v1/dags/{args.dag_id}/runs", body)
+    if doc is None:
+        doc = _trigger_in_store(settings, _dag(settings, args.dag_id), conf, args.run_id, logical)
+        print("no daemon running: the run is queued in the store", file=sys.stderr)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"triggered {doc['dag_id']} run {doc['run_id']} ({doc['state']})")
+    return 0
+
+
+def _trigger_in_store(
+    settings: Settings, dag: DAG, conf: dict[str, Any], run_id: str | None, logical: Any
+) -> dict[str, Any]:
+    from orchestrator._runner import manual_run
+
+    async def body(store: Store) -> dict[str, Any]:
+        record = manual_run(dag, datetime.now(UTC), conf, logical, run_id=run_id)
+        if not await store.create_run(record, []):
+            _fail(f"DAG {dag.dag_id!r} already has a run {record.run_id!r}")
+        return record.to_json()
+
+    return _with_store(settings, body)
+
+
+def cmd_dags_pause(settings: Settings, args: argparse.Namespace) -> int:
+    paused = args.action == "pause"
+    doc = _via_daemon(settings, "PATCH", f"/api/v1/dags/{args.dag_id}", {"is_paused": paused})
+    if doc is None:
+        _dag(settings, args.dag_id)
+        _with_store(settings, lambda store: store.set_paused(args.dag_id, paused))
+    print(f"DAG {args.dag_id} {'paused' if paused else 'unpaused'}")
+    return 0
+
+
+def cmd_dags_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator._backfill import backfill
+
+    start = _date_arg(args.start, "--start")
+    end = _date_arg(args.end, "--end")
+    assert start is not None
+    assert end is not None
+    if end < start:
+        _fail("--end is before --start")
+    dag = _dag(settings, args.dag_id)
+    if dag.timetable is None:
+        _fail(f"DAG {dag.dag_id!r} has no time schedule: there are no intervals to backfill")
+    states = anyio.run(lambda: backfill(settings, dag, start, end, out=sys.stdout))
+    return 0 if all(s == "success" for s in states.values()) else 1
 
 
 # -- variables, connections, pools --------------------------------------------------------
@@ -495,6 +568,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="home folder (ORCHESTRATOR_HOME)")
     parser.add_argument("--log-format", choices=["console", "json"], help="ORCHESTRATOR_LOG_FORMAT")
     groups = parser.add_subparsers(dest="group", required=True)
+    p = groups.add_parser("daemon", help="run the long-lived service")
+    p.set_defaults(func=cmd_daemon)
+    # Also accepted after `daemon` (SPEC's form); SUPPRESS keeps the global value otherwise.
+    p.add_argument("--dags", default=argparse.SUPPRESS, help="DAGs folder")
+    p.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    p.add_argument("--home", default=argparse.SUPPRESS, help="home folder")
+    p.add_argument("--log-format", choices=["console", "json"], default=argparse.SUPPRESS)
+    p.add_argument("--api-host", default=argparse.SUPPRESS, help="ORCHESTRATOR_API_HOST")
+    p.add_argument("--api-port", type=int, default=argparse.SUPPRESS, help="ORCHESTRATOR_API_PORT")
 
     def add(sub: Any, name: str, func: Callable[..., int], **kw: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, **kw)
@@ -506,6 +588,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p = add(dags, "list", cmd_dags_list, help="list DAGs (import errors on stderr)")
     p.add_argument("--json", action="store_true")
+    p = add(dags, "trigger", cmd_dags_trigger, help="queue a manual run (through a running daemon)")
+    p.add_argument("dag_id")
+    p.add_argument("--conf", help="run conf, a JSON object")
+    p.add_argument("--run-id")
+    p.add_argument("--logical-date", help="ISO 8601 (default: now)")
+    p.add_argument("--json", action="store_true")
+    for action in ("pause", "unpause"):
+        p = add(dags, action, cmd_dags_pause, help=f"{action} a DAG's schedule")
+        p.add_argument("dag_id")
+    p = add(dags, "backfill", cmd_dags_backfill, help="run the intervals between two dates")
+    p.add_argument("dag_id")
+    p.add_argument("--start", required=True, help="ISO 8601")
+    p.add_argument("--end", required=True, help="ISO 8601")
     p = add(dags, "test", cmd_dags_test, help="run a DAG once, in this process")
     p.add_argument("dag_id")
     p.add_argument("--conf", help="run conf, a JSON object")
@@ -598,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "db": args.db,
                 "home": args.home,
                 "log_format": args.log_format,
+                "api_host": getattr(args, "api_host", None),
+                "api_port": getattr(args, "api_port", None),
             }
         )
         configure_logging(settings.log_format, settings.log_level)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator._baseoperator import KEY_PATTERN, find_xcom_args
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
-from triggers import Schedule, parse_schedule
+from triggers import Cron, Schedule, parse_schedule
+from triggers._timetable import Timetable, timetable_for
 
 if TYPE_CHECKING:
     from orchestrator._baseoperator import BaseOperator
@@ -105,6 +106,10 @@ class DAG:
         self.dag_id = dag_id
         self.fileloc = ""
         try:
+            zone = _zone(start_date)
+            if isinstance(schedule, str) and zone is not None:
+                # As in Airflow, a plain cron string runs in the start_date's time zone.
+                schedule = _cron_in_zone(schedule, zone)
             self.schedule: Schedule = parse_schedule(schedule)
         except ValueError as exc:
             raise DagDefinitionError(f"{where}: schedule: {exc}") from exc
@@ -148,10 +153,34 @@ class DAG:
         self.dataset_events = dataset_events
         self.doc_md = doc_md
         self.task_dict: dict[str, BaseOperator] = {}
+        self._timetable: Timetable | None = None
         self._token: contextvars.Token[tuple[DAG, ...]] | None = None
         collector = _collector.get()
         if collector is not None:
             collector.append(self)
+
+    def to_json(self, is_paused: bool) -> dict[str, Any]:
+        """The DAG as ``dags list --json`` and ``GET /api/v1/dags`` show it."""
+        return {
+            "dag_id": self.dag_id,
+            "file": self.fileloc,
+            "schedule": self.schedule.text,
+            "is_paused": is_paused,
+            "tags": self.tags,
+        }
+
+    def paused_on_creation(self, default: bool) -> bool:
+        """Whether the DAG starts paused when first seen: its own say, else ``default``."""
+        return default if self.is_paused_upon_creation is None else self.is_paused_upon_creation
+
+    @property
+    def timetable(self) -> Timetable | None:
+        """The time part of the schedule as a timetable (None: no time schedule)."""
+        if self._timetable is None:
+            self._timetable = timetable_for(
+                self.schedule, self.start_date, self.end_date, self.catchup
+            )
+        return self._timetable
 
     # -- context manager -----------------------------------------------------------
 
@@ -246,6 +275,17 @@ class DAG:
 
     def __repr__(self) -> str:
         return f"<DAG: {self.dag_id}>"
+
+
+def _zone(start_date: Any) -> str | None:
+    """The IANA zone name of an aware start_date, if it has one other than UTC."""
+    tz = getattr(start_date, "tzinfo", None)
+    key = getattr(tz, "key", None)
+    return key if isinstance(key, str) and key not in ("UTC", "Etc/UTC") else None
+
+
+def _cron_in_zone(expression: str, zone: str) -> Any:
+    return expression if expression.strip() == "@once" else Cron(expression, zone)
 
 
 def _task_xcom_args(task: BaseOperator) -> list[Any]:

@@ -9,7 +9,8 @@
     ├── DagImportError            a DAG file could not be imported (carries the traceback)
     ├── ConfigError               a setting is missing or malformed
     ├── StoreError                the metadata store failed or refused a write
-    │   └── NotFound              a run, task instance, variable... does not exist
+    │   ├── NotFound              a run, task instance, variable... does not exist
+    │   └── Conflict              a write clashes with what is stored (a run id taken)
     ├── IllegalTransition         a state change the state machine does not allow
     ├── XComError                 a value is not JSON or is over the size limit
     ├── TemplateError             a templated field failed to render
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "CycleError",
     "DagDefinitionError",
     "DagImportError",
@@ -79,6 +81,10 @@ class StoreError(OrchestratorError):
 
 class NotFound(StoreError, LookupError):
     pass
+
+
+class Conflict(StoreError):
+    """A write clashes with what is stored, e.g. a run id that is already taken."""
 
 
 class IllegalTransition(OrchestratorError):

@@ -3,22 +3,36 @@
 Rule: one broken file never hides the others. Each file is imported on its own;
 its import error (syntax, exception, bad DAG definition, cycle) is recorded with
 the file, the message and the traceback, and the other files' DAGs stay usable.
+A file is imported here only after a trial import in a child process (see
+``_parse``) finished in time, so a file that hangs or kills its interpreter costs
+an import error, not the process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import sys
 import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+
+from orchestrator._parse import ParseWorker
 from orchestrator.dag import DAG, collect_dags
 from orchestrator.errors import DagDefinitionError, DagImportError
 
-__all__ = ["DagBag", "ImportErrorRecord", "load_dag_file", "load_dags"]
+__all__ = [
+    "DagBag",
+    "ImportErrorRecord",
+    "import_dag_file",
+    "load_dag_file",
+    "load_dags",
+    "load_dags_async",
+    "load_folder",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +54,19 @@ class DagBag:
     def get(self, dag_id: str) -> DAG | None:
         return self.dags.get(dag_id)
 
+    def add(self, path: Path, dags: list[DAG]) -> None:
+        """Add a file's DAGs; a DAG id another file already defines is an import error."""
+        for dag in dags:
+            owner = self.dags.get(dag.dag_id)
+            if owner is not None:
+                self.import_errors.append(
+                    ImportErrorRecord(
+                        str(path), f"DAG {dag.dag_id!r} is already defined in {owner.fileloc}", ""
+                    )
+                )
+                continue
+            self.dags[dag.dag_id] = dag
+
 
 def _module_name(path: Path) -> str:
     digest = hashlib.sha1(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()[:10]
@@ -47,18 +74,21 @@ def _module_name(path: Path) -> str:
 
 
 def load_dag_file(path: Path) -> list[DAG]:
-    """Import one DAG file and return its DAGs; DagImportError says what went wrong."""
+    """Import one DAG file and return its DAGs; DagImportError says what went wrong.
+
+    The source is compiled afresh on every call (no bytecode cache), so an edit is
+    seen even when it keeps the file's size and modification second.
+    """
     name = _module_name(path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DagImportError(str(path), "not a Python module")
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
     added_path = str(path.parent.resolve())
     sys.path.insert(0, added_path)
     try:
+        code = compile(path.read_bytes(), str(path), "exec")
         with collect_dags() as found:
-            spec.loader.exec_module(module)
+            exec(code, module.__dict__)
         for dag in found:
             dag.fileloc = str(path)
             dag.validate()
@@ -83,6 +113,17 @@ def load_dag_file(path: Path) -> list[DAG]:
     return found
 
 
+async def import_dag_file(path: Path, worker: ParseWorker) -> list[DAG]:
+    """Import ``path`` here once a trial import in ``worker`` succeeded in time.
+
+    The import itself runs in a worker thread: it never blocks the event loop.
+    """
+    probe = await worker.probe(path)
+    if not probe.ok:
+        raise DagImportError(str(path), probe.error, probe.traceback)
+    return await anyio.to_thread.run_sync(load_dag_file, path)
+
+
 def dag_files(folder: Path) -> list[Path]:
     """The ``.py`` files under ``folder``, skipping hidden and ``_``-prefixed names."""
     if folder.is_file():
@@ -94,31 +135,33 @@ def dag_files(folder: Path) -> list[Path]:
     )
 
 
-def load_dags(folder: Path) -> DagBag:
+async def load_dags_async(folder: Path, worker: ParseWorker) -> DagBag:
     """Every DAG under ``folder``; files that fail are listed in ``import_errors``."""
     bag = DagBag(folder)
-    if not folder.exists():
+    if not await anyio.Path(folder).exists():
         bag.import_errors.append(
             ImportErrorRecord(str(folder), "the DAGs folder does not exist", "")
         )
         return bag
-    owners: dict[str, str] = {}
-    for path in dag_files(folder):
+    for path in await anyio.to_thread.run_sync(dag_files, folder):
         try:
-            dags = load_dag_file(path)
+            dags = await import_dag_file(path, worker)
         except DagImportError as exc:
             bag.import_errors.append(ImportErrorRecord(exc.file, exc.message, exc.traceback))
             continue
-        for dag in dags:
-            if dag.dag_id in bag.dags:
-                bag.import_errors.append(
-                    ImportErrorRecord(
-                        str(path),
-                        f"DAG {dag.dag_id!r} is already defined in {owners[dag.dag_id]}",
-                        "",
-                    )
-                )
-                continue
-            bag.dags[dag.dag_id] = dag
-            owners[dag.dag_id] = str(path)
+        bag.add(path, dags)
     return bag
+
+
+async def load_folder(folder: Path, *, import_timeout: float = 30.0) -> DagBag:
+    """:func:`load_dags_async` with a trial child of its own, closed at the end."""
+    worker = ParseWorker(import_timeout)
+    try:
+        return await load_dags_async(folder, worker)
+    finally:
+        await worker.close()
+
+
+def load_dags(folder: Path, *, timeout: float = 30.0) -> DagBag:
+    """:func:`load_folder` for synchronous callers (the CLI)."""
+    return anyio.run(lambda: load_folder(folder, import_timeout=timeout))

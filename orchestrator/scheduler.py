@@ -22,7 +22,7 @@ import itertools
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup
 from orchestrator._clock import Clock
 from orchestrator._context import DagRunInfo
 from orchestrator._logging import task_log_path
+from orchestrator._timers import Timers
 from orchestrator.alerts import run_callback
 from orchestrator.dag import DAG
 from orchestrator.executor import LocalExecutor, TryRequest, TryResult
@@ -86,6 +87,10 @@ class LiveRun:
     done: anyio.Event = field(default_factory=anyio.Event)
     errors: dict[str, str] = field(default_factory=dict)
     last_context: dict[str, Any] = field(default_factory=dict)
+    scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)  # running tries
+    stop_reason: str | None = None  # set when the run is stopped before its end
+    in_callbacks: int = 0  # task callbacks still running; the run ends after them
+    ending: bool = False  # _end_run has begun
 
     @property
     def key(self) -> tuple[str, str]:
@@ -110,6 +115,8 @@ class Scheduler:
         parallelism: int,
         logs_dir: Path,
         on_change: ChangeListener | None = None,
+        timers: Timers | None = None,
+        on_run_end: Callable[[LiveRun], None] | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -117,12 +124,17 @@ class Scheduler:
         self.parallelism = parallelism
         self.logs_dir = logs_dir
         self.on_change = on_change
+        self.on_run_end = on_run_end
         self.pools: dict[str, int] = {}
         self._runs: dict[tuple[str, str], LiveRun] = {}
         self._lanes: dict[tuple[str, str], list[tuple[int, int, tuple[str, str], str]]] = {}
         self._seq = itertools.count()
-        self._timers: list[tuple[datetime, int, tuple[str, str], str]] = []
-        self._timer_wake = anyio.Event()
+        self.timers = timers if timers is not None else Timers(clock)
+        self._owns_timers = timers is None
+        self._due_retries: list[tuple[tuple[str, str], str]] = []
+        self._retry_wake = anyio.Event()
+        self._draining = False
+        self._idle = anyio.Event()
         self._running = 0
         self._per_dag: dict[str, int] = {}
         self._per_pool: dict[str, int] = {}
@@ -135,8 +147,50 @@ class Scheduler:
         self.pools = await self.store.get_pools()
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            if self._owns_timers:
+                await tg.start(self.timers.run)
             task_status.started()
-            await self._timer_loop()
+            await self._retry_pump()
+
+    @property
+    def running(self) -> int:
+        """Tries queued or running in this process."""
+        return self._running
+
+    @property
+    def ready(self) -> int:
+        """Instances waiting in ready lanes (an upper bound: stale entries count until popped)."""
+        return sum(len(lane) for lane in self._lanes.values())
+
+    async def drain(self, grace: float) -> bool:
+        """Start no more tries; wait up to ``grace`` seconds for running ones. True if idle."""
+        self._draining = True
+        if self._running == 0:
+            return True
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        return self._running == 0
+
+    async def stop_run(self, dag_id: str, run_id: str, reason: str) -> None:
+        """Fail a run now (``dagrun_timeout``): waiting tasks are skipped, running tries stopped."""
+        live = self._runs.get((dag_id, run_id))
+        if live is None or live.stop_reason is not None:
+            return
+        live.stop_reason = reason
+        changed = []
+        for ti in live.tis.values():
+            if ti.state in (TaskState.NONE, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY):
+                ti.state = apply(ti.state, TaskEvent.SKIP, (dag_id, run_id, ti.task_id))
+                ti.end_date = self.clock.now()
+                self._count_finished(live, ti)
+                changed.append(ti)
+        if changed:
+            await self.store.write([self.store.ti_statement(ti) for ti in changed])
+            for ti in changed:
+                self._notify(live, ti)
+        for scope in live.scopes.values():
+            scope.cancel()
+        await self._maybe_finish(live)
 
     async def start_run(self, dag: DAG, record: RunRecord) -> LiveRun:
         """Load a run (and its task instances) from the store and start driving it."""
@@ -250,6 +304,8 @@ class Scheduler:
                 changed.append(ti)
             if ti.state == TaskState.UP_FOR_RETRY and ti.next_retry_at is not None:
                 self._add_timer(live, ti)
+            elif ti.state == TaskState.SCHEDULED:
+                self._make_ready(live, ti)
         return changed
 
     def _evaluate(self, live: LiveRun, task_ids: list[str]) -> list[TaskInstanceRecord]:
@@ -345,6 +401,8 @@ class Scheduler:
     def _dispatch(self) -> None:
         """Start ready instances while limits allow, highest priority first."""
         assert self._tg is not None
+        if self._draining:
+            return
         queued: list[Statement] = []
         while self._running < self.parallelism:
             picked = self._next_ready()
@@ -372,6 +430,9 @@ class Scheduler:
     def _release(self, live: LiveRun, ti: TaskInstanceRecord) -> None:
         task = live.dag.task_dict[ti.task_id]
         self._running -= 1
+        if self._running == 0:
+            self._idle.set()
+            self._idle = anyio.Event()
         live.active -= 1
         self._per_dag[live.dag.dag_id] -= 1
         self._per_pool[task.pool] -= task.pool_slots
@@ -407,17 +468,24 @@ class Scheduler:
             # The queued write was submitted before this one, so it is committed too.
             self._notify(live, replace(ti, state=TaskState.QUEUED))
             self._notify(live, ti)
-        result = await self.executor.run(
-            TryRequest(
-                dag=dag,
-                task=task,
-                run=live.info,
-                try_number=ti.try_number,
-                max_tries=task.retries + 1,
-                xcoms=live.xcoms,
-                log_path=path,
-            )
-        )
+        result = TryResult("failed", live.stop_reason, retryable=False)
+        with anyio.CancelScope() as scope:
+            live.scopes[ti.task_id] = scope
+            if live.stop_reason is None:
+                result = await self.executor.run(
+                    TryRequest(
+                        dag=dag,
+                        task=task,
+                        run=live.info,
+                        try_number=ti.try_number,
+                        max_tries=task.retries + 1,
+                        xcoms=live.xcoms,
+                        log_path=path,
+                    )
+                )
+        live.scopes.pop(ti.task_id, None)
+        if scope.cancelled_caught:
+            result = TryResult("failed", live.stop_reason, retryable=False)
         self._release(live, ti)
         changed, statements = self._finish(live, ti, attempt, result)
         ended = ti.state  # a retry may reschedule the instance before the callbacks below
@@ -441,7 +509,11 @@ class Scheduler:
         for snapshot in written:
             self._notify(live, snapshot)
         live.last_context = result.context
-        await self._task_callbacks(task, ended, result)
+        live.in_callbacks += 1
+        try:
+            await self._task_callbacks(task, ended, result)
+        finally:
+            live.in_callbacks -= 1
         await self._maybe_finish(live)
 
     async def _task_callbacks(self, task: Any, ended: TaskState, result: TryResult) -> None:
@@ -519,42 +591,48 @@ class Scheduler:
 
     def _add_timer(self, live: LiveRun, ti: TaskInstanceRecord) -> None:
         assert ti.next_retry_at is not None
-        heapq.heappush(self._timers, (ti.next_retry_at, next(self._seq), live.key, ti.task_id))
-        self._timer_wake.set()
+        key = (live.key, ti.task_id)
+        self.timers.call_at(ti.next_retry_at, lambda: self._retry_due(key))
 
-    async def _timer_loop(self) -> None:
+    def _retry_due(self, key: tuple[tuple[str, str], str]) -> None:
+        self._due_retries.append(key)
+        self._retry_wake.set()
+
+    async def _retry_pump(self) -> None:
+        """Move instances whose retry delay has passed back to scheduled, in batches."""
         while True:
-            now = self.clock.now()
+            await self._retry_wake.wait()
+            self._retry_wake = anyio.Event()
+            batch, self._due_retries = self._due_retries, []
             due: list[tuple[LiveRun, TaskInstanceRecord]] = []
-            while self._timers and self._timers[0][0] <= now:
-                _, _, run_key, task_id = heapq.heappop(self._timers)
+            for run_key, task_id in batch:
                 live = self._runs.get(run_key)
                 if live is not None and live.tis[task_id].state == TaskState.UP_FOR_RETRY:
                     due.append((live, live.tis[task_id]))
-            if due:
-                statements = []
-                for live, ti in due:
-                    ti.state = apply(
-                        ti.state,
-                        TaskEvent.SCHEDULE,
-                        (live.dag.dag_id, live.record.run_id, ti.task_id),
-                    )
-                    statements.append(self.store.ti_statement(ti))
-                    self._make_ready(live, ti)
-                await self.store.write(statements)
-                for live, ti in due:
-                    self._notify(live, ti)
-                self._dispatch()
+            if not due:
                 continue
-            delay = (self._timers[0][0] - now).total_seconds() if self._timers else None
-            self._timer_wake = anyio.Event()
-            with anyio.move_on_after(delay):
-                await self._timer_wake.wait()
+            statements = []
+            for live, ti in due:
+                ti.state = apply(
+                    ti.state,
+                    TaskEvent.SCHEDULE,
+                    (live.dag.dag_id, live.record.run_id, ti.task_id),
+                )
+                statements.append(self.store.ti_statement(ti))
+                self._make_ready(live, ti)
+            await self.store.write(statements)
+            for live, ti in due:
+                self._notify(live, ti)
+            self._dispatch()
 
     # -- the end of a run --------------------------------------------------------------------------
 
     async def _maybe_finish(self, live: LiveRun) -> None:
-        if live.done.is_set():
+        if live.done.is_set() or live.in_callbacks:
+            return  # a try still in its callbacks finishes the run after them
+        if live.stop_reason is not None:
+            if live.active == 0:
+                await self._end_run(live, RunState.FAILED, live.stop_reason)
             return
         if live.unfinished > 0:
             if live.active == 0 and not self._has_pending(live):
@@ -580,8 +658,9 @@ class Scheduler:
         return "no task can make progress; " + ("; ".join(reasons) or ", ".join(waiting))
 
     async def _end_run(self, live: LiveRun, state: RunState, reason: str | None) -> None:
-        if live.done.is_set():
+        if live.ending:
             return
+        live.ending = True
         record = live.record
         record.state = state
         record.end_date = self.clock.now()
@@ -602,4 +681,6 @@ class Scheduler:
                 "reason": reason or ("success" if state == RunState.SUCCESS else "task_failure"),
             }
             await run_callback(callback, context, kind=f"run {state}")
+        if self.on_run_end is not None:
+            self.on_run_end(live)
         live.done.set()

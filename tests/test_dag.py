@@ -299,3 +299,15 @@ def test_linking_tasks_of_two_dags_is_an_error() -> None:
         b = EmptyOperator(task_id="b")
     with pytest.raises(DagDefinitionError, match=r"DAG 'one'.*DAG 'two'"):
         a >> b
+
+
+def test_plain_cron_runs_in_the_start_dates_time_zone() -> None:
+    """``schedule="0 2 * * *"`` with a Paris start_date is Paris 02:00, as in Airflow."""
+    from zoneinfo import ZoneInfo
+
+    from triggers import Cron
+
+    start = datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    dag = DAG("zoned", schedule="0 2 * * *", start_date=start)
+    assert dag.schedule.time == Cron("0 2 * * *", "Europe/Paris")
+    assert dag.start_date == start

@@ -40,6 +40,7 @@ EXPECTED = {
     },
     "orchestrator.errors": {
         "ConfigError",
+        "Conflict",
         "CycleError",
         "DagDefinitionError",
         "DagImportError",

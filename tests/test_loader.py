@@ -120,3 +120,45 @@ def test_missing_folder_is_reported(tmp_path: Path) -> None:
     """A DAGs folder that does not exist is an import error, not a crash."""
     bag = load_dags(tmp_path / "nope")
     assert "does not exist" in bag.import_errors[0].message
+
+
+def test_file_that_hangs_is_stopped_and_reported(
+    dag_file: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """A file whose import never ends is stopped at the timeout; the other files load."""
+    dag_file("hang.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    dag_file("good.py", GOOD)
+    bag = load_dags(tmp_path / "dags", timeout=1.0)
+    assert list(bag.dags) == ["good"]
+    (err,) = bag.import_errors
+    assert err.file.endswith("hang.py")
+    assert "timed out after 1s" in err.message
+
+
+def test_file_that_kills_its_interpreter_is_reported(
+    dag_file: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """``os._exit`` at import ends only the trial process; the file is an import error."""
+    dag_file("a_exit.py", "import os\nos._exit(7)\n")
+    dag_file("good.py", GOOD)
+    bag = load_dags(tmp_path / "dags")
+    assert list(bag.dags) == ["good"]
+    assert "ended the process (exit code 7)" in bag.import_errors[0].message
+
+
+def test_file_that_prints_at_import_loads(
+    dag_file: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """Output printed while a file is imported does not disturb loading."""
+    dag_file("chatty.py", 'print("{not json")\n' + GOOD)
+    assert list(load_dags(tmp_path / "dags").dags) == ["good"]
+
+
+def test_an_edit_within_the_same_second_is_seen(
+    dag_file: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """Loading compiles the source each time: a same-size edit is not hidden by a cache."""
+    path = dag_file("v.py", GOOD.replace('"good"', '"aaaa"'))
+    assert list(load_dags(tmp_path / "dags").dags) == ["aaaa"]
+    path.write_text(path.read_text().replace('"aaaa"', '"bbbb"'))
+    assert list(load_dags(tmp_path / "dags").dags) == ["bbbb"]

@@ -20,7 +20,7 @@ import pytest
 from orchestrator import DAG, Connection, FailTask, TriggerRule, Variable, task
 from orchestrator._runner import run_dag_once
 from orchestrator._settings import Settings
-from orchestrator.loader import load_dags
+from orchestrator.loader import load_folder
 from orchestrator.operators import (
     BashOperator,
     BranchPythonOperator,
@@ -55,7 +55,7 @@ def log_text(live: LiveRun, settings: Settings, task_id: str, try_number: int = 
 
 async def test_etl_example_succeeds(settings: Settings) -> None:
     """The ETL example of SPEC section 1 runs to success with XComs flowing."""
-    bag = load_dags(Path(__file__).parent.parent / "examples" / "dags")
+    bag = await load_folder(Path(__file__).parent.parent / "examples" / "dags")
     live = await go(settings, bag.dags["dag_etl_example"])
     assert live.record.state == RunState.SUCCESS
     assert set(states(live).values()) == {"success"}
@@ -352,7 +352,7 @@ async def test_bash_script_file_is_rendered(
             BashOperator(task_id="s", bash_command="script.sh")
         """,
     )
-    dag = load_dags(Path(settings.dags)).dags["with_script"]
+    dag = (await load_folder(Path(settings.dags))).dags["with_script"]
     live = await go(settings, dag)
     assert "script for 7" in log_text(live, settings, "s")
 
@@ -689,6 +689,31 @@ async def test_callbacks_get_the_context(settings: Settings) -> None:
     assert seen[-1] == ("dag_failure", "task_failure")
 
 
+async def test_run_callback_waits_for_task_callbacks(settings: Settings) -> None:
+    """The DAG's callback comes once, after every task callback of the run has returned."""
+    seen: list[str] = []
+    failed = anyio.Event()
+
+    async def slow_success(context: dict[str, Any]) -> None:
+        await failed.wait()
+        await anyio.sleep(0.1)  # still running while the other task's end is written
+        seen.append("good done")
+
+    async def on_failure(context: dict[str, Any]) -> None:
+        seen.append("bad failed")
+        failed.set()
+
+    def boom() -> None:
+        raise RuntimeError("x")
+
+    with DAG("cb2", on_failure_callback=lambda c: seen.append("dag failed")) as dag:
+        PythonOperator(task_id="bad", python_callable=boom, on_failure_callback=on_failure)
+        PythonOperator(task_id="good", python_callable=lambda: 1, on_success_callback=slow_success)
+    live = await go(settings, dag)
+    assert live.record.state == RunState.FAILED
+    assert seen == ["bad failed", "good done", "dag failed"]
+
+
 async def test_cleared_task_runs_again(settings: Settings) -> None:
     """A cleared task instance runs again, as try 2, when its run is driven again."""
     from orchestrator.state import TaskEvent, apply
@@ -782,7 +807,7 @@ with DAG("isolated"):
 async def test_process_isolation(settings: Settings, dag_file: Callable[[str, str], Path]) -> None:
     """isolation='process': results come back; exit, segfault and timeout fail only that try."""
     dag_file("isolated.py", ISOLATED)
-    dag = load_dags(Path(settings.dags)).dags["isolated"]
+    dag = (await load_folder(Path(settings.dags))).dags["isolated"]
     started = time.monotonic()
     live = await go(settings, dag)
     assert time.monotonic() - started < 20

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import StoreError
+from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.state import RunState, TaskState
 from orchestrator.store import (
     MIGRATIONS,
@@ -46,6 +46,22 @@ async def test_create_run_is_idempotent(db_url: str) -> None:
         assert not await store.create_run(run(), tis)
         assert [r.run_id for r in await store.list_runs()] == ["r1"]
         assert [t.task_id for t in await store.task_instances("d", "r1")] == ["a", "b"]
+
+
+async def test_resolve_run_names_missing_and_ambiguous_run_ids(db_url: str) -> None:
+    """A run id used by one DAG resolves; none is NotFound; several is a Conflict with the hint."""
+    async with open_store(db_url) as store:
+        await store.create_run(run("only", "a"), [])
+        await store.create_run(run("both", "a"), [])
+        await store.create_run(run("both", "b"), [])
+        assert (await store.resolve_run("only", None, hint="h")).dag_id == "a"
+        assert (await store.resolve_run("both", "b", hint="h")).dag_id == "b"
+        with pytest.raises(NotFound, match="no run with id 'none'"):
+            await store.resolve_run("none", None, hint="h")
+        with pytest.raises(NotFound, match="DAG 'b' has no run 'only'"):
+            await store.resolve_run("only", "b", hint="h")
+        with pytest.raises(Conflict, match=r"several DAGs \(a, b\); name it"):
+            await store.resolve_run("both", None, hint="name it")
 
 
 async def test_run_round_trips(db_url: str) -> None:

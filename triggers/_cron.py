@@ -34,6 +34,14 @@ class Cron:
             raise ValueError(f"cron expression must be a non-empty string, got {self.expression!r}")
         if not croniter.is_valid(self.cron):
             raise ValueError(f"invalid cron expression {self.expression!r}")
+        if len(self.cron.split()) != 5:
+            raise ValueError(
+                f"cron expression {self.expression!r} must have 5 fields "
+                "(minute hour day-of-month month day-of-week)"
+            )
+        from triggers._crontimes import check_fires  # imports this module
+
+        check_fires(self.cron)
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:

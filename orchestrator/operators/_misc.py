@@ -134,6 +134,8 @@ class TriggerDagRunOperator(BaseOperator):
             raise OrchestratorError(
                 f"{self._where}: DAG {self.trigger_dag_id!r} already has a run {run_id!r}"
             )
+        if services.on_run_created is not None:
+            services.on_run_created(run)
         print(f"requested run {run_id!r} of DAG {self.trigger_dag_id!r}")
         context["ti"].xcom_push("trigger_run_id", run_id)
         if self.wait_for_completion:

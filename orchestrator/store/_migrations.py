@@ -146,4 +146,14 @@ CREATE TABLE alert_outbox (
 )
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# driver: who drives a queued or running run. NULL is the daemon; "cli:HOST:PID" is a
+# `dags test` or `dags backfill` process, whose runs the daemon leaves alone.
+_V2 = """
+ALTER TABLE dag_run ADD COLUMN driver TEXT;
+CREATE INDEX dag_run_type ON dag_run (dag_id, run_type, data_interval_end)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "run driver", _V2),
+)

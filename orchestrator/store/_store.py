@@ -21,7 +21,7 @@ import anyio
 
 from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso, parse_iso
-from orchestrator.errors import NotFound, StoreError
+from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.state import RunState, TaskState
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._migrations import MIGRATIONS
@@ -51,6 +51,7 @@ class RunRecord:
     end_date: datetime | None = None
     conf: dict[str, Any] = field(default_factory=dict)
     trigger_key: str | None = None
+    driver: str | None = None  # None: the daemon; else the CLI process driving it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,7 +123,7 @@ class ConnectionRecord:
 
 _RUN_COLUMNS = (
     "dag_id, run_id, state, run_type, logical_date, data_interval_start, data_interval_end, "
-    "queued_at, start_date, end_date, conf, trigger_key"
+    "queued_at, start_date, end_date, conf, trigger_key, driver"
 )
 _TI_COLUMNS = (
     "dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration, "
@@ -166,6 +167,7 @@ def _run_from_row(row: dict[str, Any]) -> RunRecord:
         end_date=parse_iso(row["end_date"]),
         conf=json.loads(row["conf"]),
         trigger_key=row["trigger_key"],
+        driver=row["driver"],
     )
 
 
@@ -262,11 +264,11 @@ class Store:
             "DO NOTHING"
             if create_only
             else "DO UPDATE SET state = excluded.state, start_date = excluded.start_date, "
-            "end_date = excluded.end_date"
+            "end_date = excluded.end_date, driver = excluded.driver"
         )
         return Statement(
             "dag_run",
-            f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT (dag_id, run_id) {conflict}",
             (
                 run.dag_id,
@@ -281,6 +283,7 @@ class Store:
                 iso(run.end_date),
                 json.dumps(run.conf),
                 run.trigger_key,
+                run.driver,
             ),
         )
 
@@ -333,6 +336,18 @@ class Store:
                     (dag_id, file, int(paused), schedule, json.dumps(tags), now),
                 )
                 for dag_id, file, schedule, tags, paused in rows
+            ]
+        )
+
+    async def set_paused(self, dag_id: str, paused: bool) -> None:
+        await self.write(
+            [
+                Statement(
+                    "dag",
+                    "INSERT INTO dag (dag_id, is_paused) VALUES (?, ?) "
+                    "ON CONFLICT (dag_id) DO UPDATE SET is_paused = excluded.is_paused",
+                    (dag_id, int(paused)),
+                )
             ]
         )
 
@@ -425,6 +440,22 @@ class Store:
             raise NotFound(f"DAG {dag_id!r} has no run {run_id!r}")
         return run
 
+    async def resolve_run(self, run_id: str, dag_id: str | None, *, hint: str) -> RunRecord:
+        """The run ``run_id`` of ``dag_id``, or of whichever DAG has one by that id.
+
+        NotFound when there is none; Conflict, ending with ``hint`` (how to name the
+        DAG), when several DAGs use the id.
+        """
+        if dag_id is not None:
+            return await self.get_run(dag_id, run_id)
+        runs = await self.runs_with_id(run_id)
+        if not runs:
+            raise NotFound(f"no run with id {run_id!r}")
+        if len(runs) > 1:
+            dags = ", ".join(r.dag_id for r in runs)
+            raise Conflict(f"run id {run_id!r} exists in several DAGs ({dags}); {hint}")
+        return runs[0]
+
     async def runs_with_id(self, run_id: str) -> list[RunRecord]:
         rows = await self.backend.fetch(
             f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE run_id = ? ORDER BY dag_id", (run_id,)
@@ -448,6 +479,45 @@ class Store:
             params,
         )
         return [_run_from_row(row) for row in rows]
+
+    async def existing_runs(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (dag_id, run_id) keys are already stored."""
+        found: set[tuple[str, str]] = set()
+        wanted = set(keys)
+        run_ids = sorted({run_id for _, run_id in wanted})
+        for i in range(0, len(run_ids), 500):
+            chunk = run_ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self.backend.fetch(
+                f"SELECT dag_id, run_id FROM dag_run WHERE run_id IN ({marks})", chunk
+            )
+            found |= {(r["dag_id"], r["run_id"]) for r in rows} & wanted
+        return found
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        """Queued and running runs the daemon drives (no CLI driver), oldest first."""
+        rows = await self.backend.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE state IN ('queued', 'running') "
+            "AND driver IS NULL ORDER BY queued_at, dag_id, run_id"
+        )
+        return [_run_from_row(row) for row in rows]
+
+    async def latest_scheduled(self) -> dict[str, RunRecord]:
+        """Each DAG's scheduled run with the latest data interval (the engine's ``last``)."""
+        rows = await self.backend.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run r WHERE run_type = 'scheduled' AND "
+            "data_interval_end = (SELECT MAX(data_interval_end) FROM dag_run x "
+            "WHERE x.dag_id = r.dag_id AND x.run_type = 'scheduled')"
+        )
+        return {row["dag_id"]: _run_from_row(row) for row in rows}
+
+    async def count_states(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Runs by state and task instances by state, for metrics."""
+        runs = await self.backend.fetch("SELECT state, COUNT(*) AS n FROM dag_run GROUP BY state")
+        tis = await self.backend.fetch(
+            "SELECT state, COUNT(*) AS n FROM task_instance GROUP BY state"
+        )
+        return {r["state"]: r["n"] for r in runs}, {r["state"]: r["n"] for r in tis}
 
     async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
         rows = await self.backend.fetch(

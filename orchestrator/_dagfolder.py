@@ -1,0 +1,226 @@
+"""The live DAGs folder: loaded once, then kept current by watching the files.
+
+Rules:
+1. Only files that changed are imported again (added, modified, deleted), found
+   by watching the folder, never by re-importing everything on a timer.
+2. Each import is a trial import in the parse child under the timeout, then the
+   real one in a worker thread (``loader.import_dag_file``): the loop never blocks
+   and a bad file costs only its own DAGs.
+3. A file's DAGs are replaced as a unit. A file that stops importing keeps no
+   DAGs and gets an import error; fixing it clears the error.
+4. A DAG id is owned by the first file that defined it; another file defining
+   it gets an import error until the owner lets it go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from orchestrator._parse import ParseWorker
+from orchestrator.dag import DAG
+from orchestrator.errors import DagImportError
+from orchestrator.loader import ImportErrorRecord, dag_files, import_dag_file
+
+__all__ = ["DagFolder", "FolderChange"]
+
+log = structlog.get_logger("orchestrator.loader")
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChange:
+    """DAGs defined or redefined, and DAG ids that no file defines any more."""
+
+    upserted: list[DAG]
+    removed: list[str]
+
+
+@dataclass(slots=True)
+class DagFolder:
+    folder: Path
+    worker: ParseWorker
+    dags: dict[str, DAG] = field(default_factory=dict)
+    errors: dict[str, ImportErrorRecord] = field(default_factory=dict)
+    _by_file: dict[str, list[str]] = field(default_factory=dict)
+    _sigs: dict[str, tuple[int, int]] = field(default_factory=dict)  # (mtime_ns, size)
+    # awatch waits in a worker thread that cancellation cannot interrupt; the thread
+    # checks this event every step, so stop() must be called before cancelling watch().
+    _stop: anyio.Event = field(default_factory=anyio.Event)
+
+    def __post_init__(self) -> None:
+        # The watcher reports absolute paths; keys and filelocs must be the same paths.
+        self.folder = self.folder.resolve()
+
+    def stop(self) -> None:
+        """Let the watcher thread return, so that cancelling :meth:`watch` is prompt."""
+        self._stop.set()
+
+    @property
+    def import_errors(self) -> list[ImportErrorRecord]:
+        return [self.errors[k] for k in sorted(self.errors)]
+
+    async def rescan(self) -> FolderChange:
+        """Re-import the files added, changed or deleted since they were last read."""
+        if not await anyio.Path(self.folder).exists():
+            if str(self.folder) not in self.errors:
+                log.error("DAGs folder does not exist", folder=str(self.folder))
+            self.errors[str(self.folder)] = ImportErrorRecord(
+                str(self.folder), "the DAGs folder does not exist", ""
+            )
+            return await self.refresh({Path(p) for p in self._sigs})
+        self.errors.pop(str(self.folder), None)
+        current = await anyio.to_thread.run_sync(_signatures, self.folder)
+        stale = {Path(p) for p in set(current) ^ set(self._sigs)}
+        stale |= {Path(p) for p, sig in current.items() if self._sigs.get(p, sig) != sig}
+        return await self.refresh(stale)
+
+    async def refresh(self, paths: set[Path]) -> FolderChange:
+        """Re-import ``paths`` (each may have been added, changed or deleted)."""
+        upserted: list[DAG] = []
+        removed: set[str] = set()
+        for path in sorted(paths):
+            before = set(self._by_file.pop(str(path), []))
+            self.errors.pop(str(path), None)
+            self._sigs.pop(str(path), None)
+            dags: list[DAG] = []
+            sig = await anyio.to_thread.run_sync(_signature, self.folder, path)
+            if sig is not None:
+                self._sigs[str(path)] = sig
+                dags = await self._import(path)
+            kept = self._adopt(path, dags)
+            upserted.extend(kept)
+            removed |= before - {d.dag_id for d in kept}
+        for dag_id in removed:
+            if not any(dag_id in ids for ids in self._by_file.values()):
+                self.dags.pop(dag_id, None)
+        gone = sorted(d for d in removed if d not in self.dags)
+        return FolderChange(upserted, gone)
+
+    async def _import(self, path: Path) -> list[DAG]:
+        try:
+            dags = await import_dag_file(path, self.worker)
+        except DagImportError as exc:
+            self.errors[str(path)] = ImportErrorRecord(exc.file, exc.message, exc.traceback)
+            log.error(
+                "DAG file failed to import",
+                file=exc.file,
+                error=exc.message,
+                traceback=exc.traceback or None,
+            )
+            return []
+        log.info("DAG file loaded", file=str(path), dags=[d.dag_id for d in dags])
+        return dags
+
+    def _adopt(self, path: Path, dags: list[DAG]) -> list[DAG]:
+        kept = []
+        for dag in dags:
+            current = self.dags.get(dag.dag_id)
+            owner = current.fileloc if current is not None else None
+            if (
+                owner is not None
+                and owner != str(path)
+                and dag.dag_id in self._by_file.get(owner, ())
+            ):
+                message = f"DAG {dag.dag_id!r} is already defined in {owner}"
+                self.errors[str(path)] = ImportErrorRecord(str(path), message, "")
+                log.error("DAG file failed to import", file=str(path), error=message)
+                continue
+            self.dags[dag.dag_id] = dag
+            kept.append(dag)
+        self._by_file[str(path)] = [d.dag_id for d in kept]
+        return kept
+
+    async def watch(
+        self,
+        on_change: Callable[[FolderChange], Awaitable[None]],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Follow the folder until cancelled, reporting each change.
+
+        The watcher is started first and the folder re-scanned after, so a change
+        made between the start-up load and the watcher's start is not missed.
+        """
+        started = False
+        while not self._stop.is_set():
+            if not await anyio.Path(self.folder).is_dir():
+                await self._report(on_change, await self.rescan())
+                if not started:
+                    task_status.started()
+                    started = True
+                await anyio.sleep(1.0)  # nothing to watch until the folder exists
+                continue
+            send, receive = anyio.create_memory_object_stream[set[Path]](64)
+            async with anyio.create_task_group() as tg, receive:
+                tg.start_soon(self._pump, send)
+                # One checkpoint lets the pump set the watcher up (awatch does it before its
+                # first await); the rescan then covers anything changed before that.
+                await anyio.lowlevel.checkpoint()
+                await self._report(on_change, await self.rescan())
+                if not started:
+                    task_status.started()
+                    started = True
+                async for paths in receive:
+                    await self._report(on_change, await self.refresh(paths))
+
+    @staticmethod
+    async def _report(
+        on_change: Callable[[FolderChange], Awaitable[None]], change: FolderChange
+    ) -> None:
+        if change.upserted or change.removed:
+            await on_change(change)
+
+    async def _pump(self, send: anyio.abc.ObjectSendStream[set[Path]]) -> None:
+        from watchfiles import awatch
+
+        async with send:
+            try:
+                async for batch in awatch(
+                    self.folder,
+                    debounce=100,
+                    step=20,
+                    watch_filter=_is_python,
+                    stop_event=self._stop,
+                    rust_timeout=60_000,
+                ):
+                    await send.send({Path(p) for _, p in batch})
+            except FileNotFoundError:
+                return  # the folder went away: watch() waits for it again
+
+
+def _is_python(_change: object, path: str) -> bool:
+    return path.endswith(".py")
+
+
+def _signatures(folder: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for path in dag_files(folder):
+        sig = _signature(folder, path)
+        if sig is not None:
+            found[str(path)] = sig
+    return found
+
+
+def _signature(folder: Path, path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a DAG file, None if it is gone or not a DAG file."""
+    try:
+        if folder.is_file():
+            if path != folder:
+                return None
+        elif not _is_dag_file(folder, path):
+            return None
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _is_dag_file(folder: Path, path: Path) -> bool:
+    if path.suffix != ".py" or not path.is_file():
+        return False
+    return not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)

@@ -1,0 +1,64 @@
+"""Prometheus metrics of one daemon, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Gauge(
+            "orchestrator_dag_runs", "DAG runs in the store by state", ["state"], registry=r
+        )
+        self.tasks = Gauge(
+            "orchestrator_task_instances",
+            "Task instances in the store by state",
+            ["state"],
+            registry=r,
+        )
+        self.queued_runs = Gauge(
+            "orchestrator_queued_runs", "Runs waiting for room under max_active_runs", registry=r
+        )
+        self.ready_tasks = Gauge(
+            "orchestrator_ready_tasks", "Task instances ready and waiting for a slot", registry=r
+        )
+        self.running_tasks = Gauge(
+            "orchestrator_running_tasks", "Task tries queued or running in this daemon", registry=r
+        )
+        self.dags = Gauge("orchestrator_dags", "DAGs loaded from the DAGs folder", registry=r)
+        self.import_errors = Gauge(
+            "orchestrator_import_errors", "DAG files that failed to import", registry=r
+        )
+        self.loop_lag = Histogram(
+            "orchestrator_loop_lag_seconds",
+            "How late the event loop ran a 100 ms heartbeat",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.schedule_lateness = Histogram(
+            "orchestrator_schedule_lateness_seconds",
+            "How long after its due instant a scheduled run started",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.runs_created = Counter(
+            "orchestrator_runs_created", "Runs created by this daemon", ["run_type"], registry=r
+        )
+
+    def set_states(self, runs: dict[str, int], tasks: dict[str, int]) -> None:
+        self.runs.clear()
+        for state, n in runs.items():
+            self.runs.labels(state=state).set(n)
+        self.tasks.clear()
+        for state, n in tasks.items():
+            self.tasks.labels(state=state).set(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

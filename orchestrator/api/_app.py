@@ -1,0 +1,282 @@
+"""The daemon's HTTP API (SPEC section 7) on Starlette.
+
+Rules:
+1. Every response is JSON (``/metrics`` is Prometheus text); every client mistake
+   is a 4xx with ``{"error": ...}`` naming the field or the object. An unexpected
+   failure is logged and answered 500 without details.
+2. With a token configured, every route but ``/api/v1/health`` needs
+   ``Authorization: Bearer <token>`` (compared in constant time).
+3. Handlers validate everything before the first write, so a refused request
+   changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator._clock import iso
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.store import RunRecord
+
+if TYPE_CHECKING:
+    from orchestrator.daemon import Daemon
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("orchestrator.api")
+_OPEN = {"/api/v1/health"}
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    token = daemon.settings.api_token
+
+    async def auth(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if token and request.url.path not in _OPEN:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.encode(), token.encode()
+            ):
+                return _error(401, "missing or wrong bearer token")
+        return await call_next(request)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "dags": len(daemon.folder.dags),
+                "import_errors": len(daemon.folder.errors),
+                "running_tasks": daemon.scheduler.running,
+            }
+        )
+
+    async def list_dags(request: Request) -> Response:
+        dags = sorted(daemon.folder.dags.values(), key=lambda d: d.dag_id)
+        return JSONResponse([d.to_json(daemon.is_paused(d.dag_id)) for d in dags])
+
+    async def get_dag(request: Request) -> Response:
+        dag = daemon.dag(request.path_params["dag_id"])
+        doc = dag.to_json(daemon.is_paused(dag.dag_id))
+        pending = daemon.next_run(dag.dag_id)
+        doc["next_run"] = (
+            None
+            if pending is None
+            else {
+                "logical_date": iso(pending.logical_date),
+                "data_interval_start": iso(pending.data_interval_start),
+                "data_interval_end": iso(pending.data_interval_end),
+            }
+        )
+        doc["tasks"] = dag.task_ids
+        return JSONResponse(doc)
+
+    async def patch_dag(request: Request) -> Response:
+        dag = daemon.dag(request.path_params["dag_id"])
+        body = await _json_object(request)
+        unknown = sorted(set(body) - {"is_paused"})
+        if unknown:
+            raise ClientError(400, f"unknown field(s): {', '.join(unknown)}")
+        paused = body.get("is_paused")
+        if not isinstance(paused, bool):
+            raise ClientError(400, "is_paused: must be true or false")
+        await daemon.set_paused(dag.dag_id, paused)
+        return JSONResponse(dag.to_json(paused))
+
+    async def trigger(request: Request) -> Response:
+        dag = daemon.dag(request.path_params["dag_id"])
+        body = await _json_object(request)
+        unknown = sorted(set(body) - {"conf", "logical_date", "run_id"})
+        if unknown:
+            raise ClientError(400, f"unknown field(s): {', '.join(unknown)}")
+        conf = body.get("conf", {})
+        if conf is None:
+            conf = {}
+        if not isinstance(conf, dict):
+            raise ClientError(400, "conf: must be a JSON object")
+        run_id = body.get("run_id")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ClientError(400, "run_id: must be a non-empty string")
+        logical = _parse_date(body.get("logical_date"), "logical_date")
+        record = await daemon.trigger(dag.dag_id, conf=conf, run_id=run_id, logical_date=logical)
+        return JSONResponse(record.to_json(), status_code=201)
+
+    async def dag_runs(request: Request) -> Response:
+        dag_id = request.path_params["dag_id"]
+        if dag_id not in daemon.folder.dags and not await daemon.store.list_runs(dag_id, limit=1):
+            raise NotFound(f"DAG {dag_id!r} not found")
+        state = request.query_params.get("state")
+        limit = _int_param(request, "limit", 100)
+        runs = await daemon.store.list_runs(dag_id=dag_id, state=state, limit=limit)
+        return JSONResponse([r.to_json() for r in runs])
+
+    async def get_run(request: Request) -> Response:
+        run = await _resolve_run(daemon, request)
+        tis = await daemon.store.task_instances(run.dag_id, run.run_id)
+        return JSONResponse({**run.to_json(), "tasks": [ti.to_json() for ti in tis]})
+
+    async def task_logs(request: Request) -> Response:
+        run = await _resolve_run(daemon, request)
+        task_id = request.path_params["task_id"]
+        tries = await daemon.store.tries(run.dag_id, run.run_id, task_id)
+        wanted = request.query_params.get("try")
+        if wanted is not None:
+            number = _int_param(request, "try", 0)
+            tries = [t for t in tries if t.try_number == number]
+            if not tries:
+                raise NotFound(f"task {task_id!r} of run {run.run_id!r} has no try {number}")
+        out = []
+        for attempt in tries:
+            out.append(
+                {
+                    "try_number": attempt.try_number,
+                    "state": str(attempt.state),
+                    "start_date": iso(attempt.start_date),
+                    "end_date": iso(attempt.end_date),
+                    "error": attempt.error,
+                    "log": await _read_log(attempt.log_path),
+                }
+            )
+        return JSONResponse(
+            {"dag_id": run.dag_id, "run_id": run.run_id, "task_id": task_id, "tries": out}
+        )
+
+    async def import_errors(request: Request) -> Response:
+        return JSONResponse([e.to_json() for e in daemon.folder.import_errors])
+
+    async def metrics(request: Request) -> Response:
+        runs, tasks = await daemon.store.count_states()
+        m = daemon.metrics
+        m.set_states(runs, tasks)
+        m.queued_runs.set(daemon.queued_count())
+        m.ready_tasks.set(daemon.scheduler.ready)
+        m.running_tasks.set(daemon.scheduler.running)
+        m.dags.set(len(daemon.folder.dags))
+        m.import_errors.set(len(daemon.folder.errors))
+        return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    routes = [
+        Route("/api/v1/health", health),
+        Route("/api/v1/dags", list_dags),
+        Route("/api/v1/dags/{dag_id}", get_dag, methods=["GET"]),
+        Route("/api/v1/dags/{dag_id}", patch_dag, methods=["PATCH"]),
+        Route("/api/v1/dags/{dag_id}/runs", dag_runs, methods=["GET"]),
+        Route("/api/v1/dags/{dag_id}/runs", trigger, methods=["POST"]),
+        Route("/api/v1/runs/{run_id}", get_run),
+        Route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", task_logs),
+        Route("/api/v1/import-errors", import_errors),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=auth)],
+        exception_handlers={
+            ClientError: _client_error,
+            NotFound: _not_found,
+            Conflict: _conflict,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClientError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ClientError(400, "the body must be a JSON object")
+    return body
+
+
+def _parse_date(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ClientError(400, f"{field}: must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ClientError(400, f"{field}: not an ISO 8601 date/time: {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ClientError(400, f"{name}: must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ClientError(400, f"{name}: must be >= 0")
+    return value
+
+
+async def _resolve_run(daemon: Daemon, request: Request) -> RunRecord:
+    return await daemon.store.resolve_run(
+        request.path_params["run_id"], request.query_params.get("dag_id"), hint="add ?dag_id="
+    )
+
+
+async def _read_log(path: str) -> str:
+    if not path:
+        return ""
+    try:
+        data = await anyio.Path(Path(path)).read_bytes()
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _client_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientError)
+    return _error(exc.status, exc.message)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, str(exc))
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    return _error(409, str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    return _error(exc.status_code, f"{message}: {request.method} {request.url.path}")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("API request failed", method=request.method, path=request.url.path, exc_info=exc)
+    return _error(500, "internal error (see the daemon's log)")

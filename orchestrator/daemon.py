@@ -1,0 +1,411 @@
+"""The daemon: one process, one root task group, every part wired here.
+
+Task tree (cancellation and shutdown flow down it):
+
+    root ── timers (the one deadline heap) ── signals ── watchdog
+     └── work ── scheduler (every try runs in its task group)
+          └── intake ── DAG folder watch ── trigger loop ── admission ── reconcile ── HTTP API
+
+Rules:
+1. The store is the truth. On start the daemon reads the paused flags, each DAG's
+   latest scheduled run (the trigger engine's memory) and the queued and running
+   runs it drives; everything in memory here is rebuilt from those.
+2. A run is created in the store (queued) before anything acts on it. Admission
+   starts queued runs in order while the DAG is under ``max_active_runs`` and not
+   paused; the trigger engine is told how much room each DAG has, so a catch-up
+   creates runs as earlier ones finish.
+3. Shutdown: the first SIGTERM/SIGINT cancels intake (no new runs, no API), stops
+   dispatching tries, waits ``shutdown_grace`` seconds for running ones, then
+   cancels the rest; the store keeps what a restart needs. A second signal exits
+   at once.
+4. Runs driven by a CLI process (``dags test``, ``dags backfill``) carry a driver
+   and are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from orchestrator._bridge import Services
+from orchestrator._clock import Clock, SystemClock
+from orchestrator._dagfolder import DagFolder, FolderChange
+from orchestrator._metrics import Metrics
+from orchestrator._parse import ParseWorker
+from orchestrator._runner import interval_run, manual_run
+from orchestrator._settings import Settings
+from orchestrator._timers import TimerHandle, Timers
+from orchestrator._watchdog import LoopWatchdog
+from orchestrator.dag import DAG
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.executor import LocalExecutor
+from orchestrator.scheduler import LiveRun, Scheduler
+from orchestrator.state import RunState
+from orchestrator.store import RunRecord, Store, open_store
+from triggers._engine import Firing, TriggerEngine
+from triggers._timetable import RunInfo
+
+__all__ = ["Daemon", "daemon_file", "run_daemon"]
+
+log = structlog.get_logger("orchestrator.daemon")
+
+
+def daemon_file(settings: Settings) -> Path:
+    """Where a running daemon says how to reach it (pid, API address, database)."""
+    return settings.home / "daemon.json"
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.engine = TriggerEngine()
+        self.ready = anyio.Event()
+        self.api_url = ""
+        self.folder = DagFolder(Path(settings.dags), ParseWorker(settings.dag_import_timeout))
+        self._paused: dict[str, bool] = {}
+        self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
+        self._queued: dict[str, list[RunRecord]] = {}  # per DAG, waiting for room
+        self._active: dict[str, set[str]] = {}  # per DAG, runs in the scheduler
+        self._dirty: set[str] = set()  # DAGs whose queue admission should look at
+        self._admit_wake = anyio.Event()
+        self._trigger_wake = anyio.Event()
+        self._engine_timer: TimerHandle | None = None
+        self._stop = anyio.Event()
+        self._signals = 0
+        self._store: Store | None = None
+        self._scheduler: Scheduler | None = None
+        self._work: TaskGroup | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the daemon is not running"
+        return self._store
+
+    @property
+    def scheduler(self) -> Scheduler:
+        assert self._scheduler is not None, "the daemon is not running"
+        return self._scheduler
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what the first SIGTERM/SIGINT does)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until asked to stop; returns after the graceful shutdown."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        timers = Timers(self.clock)
+        async with open_store(self.settings.db_url, clock=self.clock) as store:
+            self._store = store
+            services = Services(self.settings, store, on_run_created=self._enqueue)
+            executor = LocalExecutor(services, thread_slots=self.settings.parallelism)
+            self._scheduler = Scheduler(
+                store,
+                executor,
+                self.clock,
+                parallelism=self.settings.parallelism,
+                logs_dir=self.settings.logs_dir,
+                timers=timers,
+                on_run_end=self._on_run_end,
+            )
+            watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
+            async with anyio.create_task_group() as root:
+                await root.start(timers.run)
+                root.start_soon(self._handle_signals)
+                await root.start(watchdog.run)
+                async with anyio.create_task_group() as work:
+                    self._work = work
+                    await work.start(self.scheduler.serve)
+                    await self._serve()
+                    idle = await self.scheduler.drain(self.settings.shutdown_grace)
+                    log.info(
+                        "shutdown: tries finished" if idle else "shutdown: grace period over",
+                        still_running=self.scheduler.running,
+                    )
+                    work.cancel_scope.cancel()
+                root.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await self.folder.worker.close()
+        with contextlib.suppress(FileNotFoundError):
+            daemon_file(self.settings).unlink()
+        log.info("daemon stopped")
+
+    async def _serve(self) -> None:
+        from orchestrator.api import serve_api
+
+        await self._load_state()
+        async with anyio.create_task_group() as intake:
+            await intake.start(self.folder.watch, self._on_folder_change)
+            intake.start_soon(self._trigger_loop)
+            intake.start_soon(self._admission_loop)
+            intake.start_soon(self._reconcile_loop)
+            self.api_url = await intake.start(serve_api, self)
+            self._write_daemon_file()
+            self.ready.set()
+            log.info(
+                "daemon ready",
+                api=self.api_url,
+                dags=len(self.folder.dags),
+                import_errors=len(self.folder.errors),
+                db=self.store.dialect,
+            )
+            await self._stop.wait()
+            log.info("shutdown: no new work", grace_s=self.settings.shutdown_grace)
+            self.folder.stop()
+            intake.cancel_scope.cancel()
+
+    async def _handle_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self._signals += 1
+                if self._signals > 1:
+                    log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+                    os._exit(128 + signum)
+                log.info("signal received: shutting down", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    def _write_daemon_file(self) -> None:
+        path = daemon_file(self.settings)
+        info = {"pid": os.getpid(), "api_url": self.api_url, "db": self.settings.db_url}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+    # -- state from the store ----------------------------------------------------------------
+
+    async def _load_state(self) -> None:
+        rows = await self.store.dag_rows()
+        self._paused = {dag_id: bool(row["is_paused"]) for dag_id, row in rows.items()}
+        for dag_id, run in (await self.store.latest_scheduled()).items():
+            if run.logical_date and run.data_interval_start and run.data_interval_end:
+                self._last[dag_id] = RunInfo(
+                    run.logical_date, run.data_interval_start, run.data_interval_end
+                )
+        for run in await self.store.unfinished_runs():
+            self._queued.setdefault(run.dag_id, []).append(run)
+            self._dirty.add(run.dag_id)
+
+    async def _reconcile_loop(self) -> None:
+        """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
+        while True:
+            await anyio.sleep(self.settings.reconcile_interval)
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        known = {(d, r.run_id) for d, runs in self._queued.items() for r in runs}
+        known |= {(d, r) for d, runs in self._active.items() for r in runs}
+        for run in await self.store.unfinished_runs():
+            if (run.dag_id, run.run_id) not in known:
+                log.info("run found in the store", dag_id=run.dag_id, run_id=run.run_id)
+                self._enqueue(run)
+        for dag_id, row in (await self.store.dag_rows()).items():
+            paused = bool(row["is_paused"])
+            if self._paused.get(dag_id) != paused and dag_id in self.folder.dags:
+                self._apply_paused(dag_id, paused)
+
+    # -- DAGs -----------------------------------------------------------------------------
+
+    async def _on_folder_change(self, change: FolderChange) -> None:
+        default = self.settings.dags_paused_at_creation
+        for dag in change.upserted:
+            if dag.dag_id not in self._paused:
+                self._paused[dag.dag_id] = dag.paused_on_creation(default)
+        await self.store.upsert_dags(
+            [
+                (d.dag_id, d.fileloc, d.schedule.text, d.tags, self._paused[d.dag_id])
+                for d in change.upserted
+            ]
+        )
+        for dag in change.upserted:
+            self._register(dag)
+            self._dirty.add(dag.dag_id)
+        for dag_id in change.removed:
+            self.engine.remove(dag_id)
+            log.info("DAG removed", dag_id=dag_id)
+        self._admit_wake.set()
+        self._trigger_wake.set()
+
+    def _register(self, dag: DAG) -> None:
+        """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused."""
+        timetable = dag.timetable
+        if timetable is None or self._paused.get(dag.dag_id, False):
+            self.engine.remove(dag.dag_id)
+            return
+        self.engine.set_timetable(
+            dag.dag_id,
+            timetable,
+            last=self._last.get(dag.dag_id),
+            now=self.clock.now(),
+            free=self._room(dag),
+        )
+
+    def _room(self, dag: DAG) -> int:
+        busy = len(self._active.get(dag.dag_id, ())) + len(self._queued.get(dag.dag_id, ()))
+        return max(0, dag.max_active_runs - busy)
+
+    def dag(self, dag_id: str) -> DAG:
+        dag = self.folder.dags.get(dag_id)
+        if dag is None:
+            raise NotFound(f"DAG {dag_id!r} not found")
+        return dag
+
+    def is_paused(self, dag_id: str) -> bool:
+        return self._paused.get(dag_id, False)
+
+    async def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.dag(dag_id)
+        await self.store.set_paused(dag_id, paused)
+        self._apply_paused(dag_id, paused)
+
+    def _apply_paused(self, dag_id: str, paused: bool) -> None:
+        self._paused[dag_id] = paused
+        log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
+        dag = self.folder.dags.get(dag_id)
+        if dag is not None:
+            self._register(dag)
+        self._dirty.add(dag_id)
+        self._admit_wake.set()
+        self._trigger_wake.set()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: datetime | None = None,
+    ) -> RunRecord:
+        """Create a manual run (queued); it starts as soon as the DAG has room."""
+        dag = self.dag(dag_id)
+        record = manual_run(dag, self.clock.now(), dict(conf or {}), logical_date, run_id=run_id)
+        if not await self.store.create_run(record, []):
+            raise Conflict(f"DAG {dag_id!r} already has a run {record.run_id!r}")
+        self.metrics.runs_created.labels(run_type="manual").inc()
+        log.info("run triggered", dag_id=dag_id, run_id=record.run_id)
+        self._enqueue(record)
+        return record
+
+    def _enqueue(self, record: RunRecord) -> None:
+        self._queued.setdefault(record.dag_id, []).append(record)
+        dag = self.folder.dags.get(record.dag_id)
+        if dag is not None:
+            self.engine.set_free(record.dag_id, self._room(dag))
+        self._dirty.add(record.dag_id)
+        self._admit_wake.set()
+
+    async def _trigger_loop(self) -> None:
+        """Ask the engine for due firings whenever its deadline passes or a DAG changes."""
+        while True:
+            await self._trigger_wake.wait()
+            self._trigger_wake = anyio.Event()
+            firings = self.engine.due(self.clock.now())
+            if firings:
+                await self._create_scheduled(firings)
+            deadline = self.engine.next_deadline()
+            if self._engine_timer is not None:
+                self._engine_timer.cancel()
+                self._engine_timer = None
+            if deadline is not None:
+                self._engine_timer = self.scheduler.timers.call_at(deadline, self._trigger_wake.set)
+
+    async def _create_scheduled(self, firings: list[Firing]) -> None:
+        """Create the runs of due firings: one read and one write for the whole batch."""
+        now = self.clock.now()
+        records = [interval_run(f.key, "scheduled", f.run, now) for f in firings]
+        for firing in firings:
+            self._last[firing.key] = firing.run
+        taken = await self.store.existing_runs([(r.dag_id, r.run_id) for r in records])
+        fresh = [r for r in records if (r.dag_id, r.run_id) not in taken]
+        await self.store.write([self.store.run_statement(r, create_only=True) for r in fresh])
+        for record in fresh:
+            assert record.data_interval_end is not None
+            self.metrics.runs_created.labels(run_type="scheduled").inc()
+            log.info(
+                "scheduled run created",
+                dag_id=record.dag_id,
+                run_id=record.run_id,
+                late_ms=round((now - record.data_interval_end).total_seconds() * 1000, 1),
+            )
+            self._enqueue(record)
+
+    async def _admission_loop(self) -> None:
+        """Start queued runs, oldest first, while their DAG has room and is not paused."""
+        while True:
+            await self._admit_wake.wait()
+            self._admit_wake = anyio.Event()
+            dirty, self._dirty = self._dirty, set()
+            for dag_id in sorted(dirty):
+                await self._admit(dag_id)
+
+    async def _admit(self, dag_id: str) -> None:
+        dag = self.folder.dags.get(dag_id)
+        queue = self._queued.get(dag_id, [])
+        if dag is None or not queue or self._paused.get(dag_id, False):
+            return
+        queue.sort(key=lambda r: (r.state != RunState.RUNNING, r.logical_date or r.queued_at))
+        active = self._active.setdefault(dag_id, set())
+        while queue and (len(active) < dag.max_active_runs or queue[0].state == RunState.RUNNING):
+            record = queue.pop(0)
+            active.add(record.run_id)
+            try:
+                live = await self.scheduler.start_run(dag, record)
+            except Exception:
+                active.discard(record.run_id)
+                log.exception("run could not start", dag_id=dag_id, run_id=record.run_id)
+                continue
+            if record.run_type == "scheduled" and record.data_interval_end is not None:
+                late = (live.record.start_date or self.clock.now()) - record.data_interval_end
+                self.metrics.schedule_lateness.observe(max(0.0, late.total_seconds()))
+            if dag.dagrun_timeout is not None and not live.done.is_set():
+                self._arm_timeout(live, dag.dagrun_timeout)
+
+    def _arm_timeout(self, live: LiveRun, timeout: timedelta) -> None:
+        started = live.record.start_date or self.clock.now()
+        key = live.key
+        reason = f"dagrun_timeout: the run took longer than {timeout}"
+
+        def expire() -> None:
+            if self._work is not None and key[1] in self._active.get(key[0], ()):
+                log.warning("run timed out", dag_id=key[0], run_id=key[1], timeout=str(timeout))
+                self._work.start_soon(self.scheduler.stop_run, key[0], key[1], reason)
+
+        self.scheduler.timers.call_at(started + timeout, expire)
+
+    def _on_run_end(self, live: LiveRun) -> None:
+        dag_id, run_id = live.key
+        self._active.get(dag_id, set()).discard(run_id)
+        log.info("run ended", dag_id=dag_id, run_id=run_id, state=str(live.record.state))
+        dag = self.folder.dags.get(dag_id)
+        if dag is not None:
+            self.engine.set_free(dag_id, self._room(dag))
+        self._dirty.add(dag_id)
+        self._admit_wake.set()
+        self._trigger_wake.set()
+
+    # -- views for the API ---------------------------------------------------------------
+
+    def queued_count(self) -> int:
+        return sum(len(q) for q in self._queued.values())
+
+    def next_run(self, dag_id: str) -> RunInfo | None:
+        return self.engine.pending(dag_id)
+
+
+def run_daemon(settings: Settings) -> int:
+    """Run the daemon in this process until it is stopped; the exit code."""
+    anyio.run(Daemon(settings).run)
+    return 0

@@ -1,0 +1,593 @@
+"""The daemon end to end: a real subprocess on a free port, killed for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_proc import DaemonProc
+
+pytestmark = pytest.mark.timeout(120)
+
+DagFile = Callable[[str, str], Path]
+
+SIMPLE = """
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+    EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
+"""
+
+
+@pytest.fixture
+def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
+    started: list[DaemonProc] = []
+
+    def start(**env: str) -> DaemonProc:
+        proc = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, **env}).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def finished(d: DaemonProc, dag_id: str, run_id: str) -> str | None:
+    state = d.run_state(dag_id, run_id)
+    return state if state in ("success", "failed") else None
+
+
+def tasks(d: DaemonProc, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+    doc = d.api("GET", f"/api/v1/runs/{run_id}", params={"dag_id": dag_id}).json()
+    return {t["task_id"]: t for t in doc["tasks"]}
+
+
+# -- starting ------------------------------------------------------------------------------
+
+
+def test_starts_with_nothing_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No settings at all: ./.orchestrator with SQLite, ./dags, serving within seconds."""
+    monkeypatch.delenv("ORCHESTRATOR_HOME")
+    monkeypatch.delenv("ORCHESTRATOR_DAGS")
+    (tmp_path / "dags" / "one.py").write_text(SIMPLE.format(dag_id="one"))
+    proc = DaemonProc(tmp_path / ".orchestrator").start()
+    try:
+        assert proc.ready_after < 10  # the README's figure comes from the benchmark
+        assert (tmp_path / ".orchestrator" / "orchestrator.db").exists()
+        health = proc.api("GET", "/api/v1/health").json()
+        assert health["status"] == "ok"
+        assert health["dags"] == 1
+    finally:
+        proc.stop()
+
+
+def test_quickstart_examples_run_on_schedule_and_on_trigger(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled examples load; a trigger through the API runs the ETL example to success."""
+    examples = Path(__file__).parent.parent / "examples" / "dags"
+    proc = DaemonProc(home, {"ORCHESTRATOR_DAGS": str(examples)}).start()
+    try:
+        assert len(proc.api("GET", "/api/v1/dags").json()) >= 2
+        run = proc.api("POST", "/api/v1/dags/dag_etl_example/runs", json={}).json()
+        assert proc.wait_for(lambda: finished(proc, "dag_etl_example", run["run_id"])) == "success"
+    finally:
+        proc.stop()
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def test_bad_requests_get_4xx_json_and_change_nothing(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """Unknown DAG 404, malformed JSON 400, conf not an object 400, taken run id 409."""
+    dag_file("d.py", SIMPLE.format(dag_id="d"))
+    d = daemon()
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("POST", "/api/v1/dags/nope/runs", {"json": {}}, 404, "'nope' not found"),
+        ("POST", "/api/v1/dags/d/runs", {"content": b"{not json"}, 400, "malformed JSON"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"conf": [1]}}, 400, "conf: must be a JSON"),
+        ("POST", "/api/v1/dags/d/runs", {"json": [1]}, 400, "must be a JSON object"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"logical_date": "x"}}, 400, "logical_date"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"colour": 1}}, 400, "unknown field(s): colour"),
+        ("PATCH", "/api/v1/dags/d", {"json": {"is_paused": "yes"}}, 400, "is_paused"),
+        ("GET", "/api/v1/runs/none", {}, 404, "no run with id 'none'"),
+        ("GET", "/api/v1/nowhere", {}, 404, "no such route"),
+        ("DELETE", "/api/v1/dags/d", {}, 405, "method not allowed"),
+        ("GET", "/api/v1/dags/d/runs?limit=x", {}, 400, "limit"),
+    ]
+    for method, path, kw, status, message in cases:
+        response = d.api(method, path, **kw)
+        assert response.status_code == status, (method, path, response.text)
+        assert message in response.json()["error"], (method, path)
+    assert d.runs("d") == []
+    first = d.api("POST", "/api/v1/dags/d/runs", json={"run_id": "r1"})
+    assert first.status_code == 201
+    again = d.api("POST", "/api/v1/dags/d/runs", json={"run_id": "r1"})
+    assert again.status_code == 409
+    assert "already has a run 'r1'" in again.json()["error"]
+
+
+def test_token_guards_every_route_but_health(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """With ORCHESTRATOR_API_TOKEN set, a request without the bearer token gets 401."""
+    dag_file("d.py", SIMPLE.format(dag_id="d"))
+    d = daemon(ORCHESTRATOR_API_TOKEN="s3cret")
+    assert d.api("GET", "/api/v1/health").status_code == 200
+    assert d.api("GET", "/api/v1/dags").status_code == 401
+    assert d.api("GET", "/metrics").status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert d.api("GET", "/api/v1/dags", headers=bad).status_code == 401
+    good = {"Authorization": "Bearer s3cret"}
+    assert d.api("GET", "/api/v1/dags", headers=good).json()[0]["dag_id"] == "d"
+
+
+def test_run_views_and_task_logs(daemon: Callable[..., DaemonProc], dag_file: DagFile) -> None:
+    """A run's tasks, states and tries, and a task's log, as the CLI shows them."""
+    dag_file(
+        "p.py",
+        """
+        from orchestrator import DAG
+        from orchestrator.operators import PythonOperator
+        with DAG("p"):
+            PythonOperator(task_id="say", python_callable=lambda: print("hello from say"))
+        """,
+    )
+    d = daemon()
+    run = d.api("POST", "/api/v1/dags/p/runs", json={"conf": {"k": 1}}).json()
+    assert d.wait_for(lambda: finished(d, "p", run["run_id"])) == "success"
+    doc = d.api("GET", f"/api/v1/runs/{run['run_id']}").json()
+    assert doc["conf"] == {"k": 1}
+    assert doc["tasks"][0]["task_id"] == "say"
+    assert doc["tasks"][0]["try_number"] == 1
+    logs = d.api("GET", f"/api/v1/runs/{run['run_id']}/tasks/say/logs").json()
+    assert "hello from say" in logs["tries"][0]["log"]
+    metrics = d.api("GET", "/metrics").text
+    assert 'orchestrator_dag_runs{state="success"} 1.0' in metrics
+    assert "orchestrator_loop_lag_seconds_bucket" in metrics
+    assert "orchestrator_schedule_lateness_seconds_bucket" in metrics
+
+
+# -- triggers, pause ---------------------------------------------------------------------------
+
+
+def test_cli_trigger_reaches_the_running_daemon_at_once(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """`dags trigger` goes through the daemon's API: the run is queued and starts at once."""
+    dag_file("d.py", SIMPLE.format(dag_id="d"))
+    d = daemon()
+    done = cli(
+        "dags",
+        "trigger",
+        "d",
+        "--conf",
+        '{"k": 2}',
+        "--run-id",
+        "r",
+        "--json",
+        env={"ORCHESTRATOR_DB": db_url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_id"] == "r"
+    assert "no daemon" not in done.stderr
+    started = time.monotonic()
+    assert d.wait_for(lambda: finished(d, "d", "r")) == "success"
+    assert time.monotonic() - started < 5
+    bad = cli("dags", "trigger", "d", "--run-id", "r", env={"ORCHESTRATOR_DB": db_url})
+    assert bad.returncode == 2
+    assert "already has a run 'r'" in bad.stderr
+
+
+def test_paused_dag_keeps_its_runs_queued_until_unpaused(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """`dags pause` holds new runs in the queue; `dags unpause` lets them run."""
+    dag_file("d.py", SIMPLE.format(dag_id="d"))
+    d = daemon()
+    assert cli("dags", "pause", "d", env={"ORCHESTRATOR_DB": db_url}).returncode == 0
+    assert d.api("GET", "/api/v1/dags/d").json()["is_paused"] is True
+    d.api("POST", "/api/v1/dags/d/runs", json={"run_id": "held"})
+    time.sleep(0.5)
+    assert d.run_state("d", "held") == "queued"
+    assert d.api("PATCH", "/api/v1/dags/d", json={"is_paused": False}).status_code == 200
+    assert d.wait_for(lambda: finished(d, "d", "held")) == "success"
+
+
+def test_trigger_without_a_daemon_queues_in_the_store_and_the_daemon_runs_it(
+    home: Path, dag_file: DagFile, db_url: str, daemon: Callable[..., DaemonProc]
+) -> None:
+    """With no daemon up, `dags trigger` writes the run; a daemon started later runs it."""
+    dag_file("d.py", SIMPLE.format(dag_id="d"))
+    done = cli("dags", "trigger", "d", "--run-id", "later", env={"ORCHESTRATOR_DB": db_url})
+    assert done.returncode == 0, done.stderr
+    assert "queued in the store" in done.stderr
+    d = daemon()
+    assert d.wait_for(lambda: finished(d, "d", "later")) == "success"
+
+
+def test_trigger_dag_run_operator_waits_for_the_triggered_run(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """TriggerDagRunOperator(wait_for_completion=True) passes conf and waits for the run."""
+    dag_file(
+        "pair.py",
+        """
+        from orchestrator import DAG
+        from orchestrator.operators import PythonOperator, TriggerDagRunOperator
+        with DAG("child"):
+            PythonOperator(task_id="echo", python_callable=lambda **c: c["dag_run"].conf["n"])
+        with DAG("parent"):
+            TriggerDagRunOperator(
+                task_id="go", trigger_dag_id="child", conf={"n": 7},
+                wait_for_completion=True, poke_interval=0.05,
+            )
+        """,
+    )
+    d = daemon()
+    run = d.api("POST", "/api/v1/dags/parent/runs", json={}).json()
+    assert d.wait_for(lambda: finished(d, "parent", run["run_id"]), 20) == "success"
+    [child] = d.runs("child")
+    assert child["state"] == "success"
+    assert child["conf"] == {"n": 7}
+
+
+# -- time schedules -----------------------------------------------------------------------------
+
+
+def test_interval_schedule_creates_contiguous_runs_on_time(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """A 1-second timedelta schedule: runs are created as each interval ends, back to back."""
+    dag_file(
+        "tick.py",
+        """
+        from datetime import datetime, timedelta
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator
+        with DAG("tick", schedule=timedelta(seconds=1), start_date=datetime(2026, 1, 1)):
+            EmptyOperator(task_id="a")
+        """,
+    )
+    d = daemon()
+    runs = d.wait_for(lambda: [r for r in d.runs("tick") if r["state"] == "success"][2:], 15)
+    scheduled = sorted(
+        (r for r in d.runs("tick") if r["run_type"] == "scheduled"), key=lambda r: r["logical_date"]
+    )
+    assert len(runs) >= 1
+    assert len(scheduled) >= 3
+    dates = [r["logical_date"] for r in scheduled]
+    assert len(set(dates)) == len(dates)
+    metrics = d.api("GET", "/metrics").text
+    assert "orchestrator_schedule_lateness_seconds_count" in metrics
+
+
+def test_dagrun_timeout_fails_the_run_and_stops_its_task(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """A run past dagrun_timeout is failed; its running task is stopped, not waited for."""
+    dag_file(
+        "slow.py",
+        """
+        import anyio
+        from datetime import timedelta
+        from orchestrator import DAG
+        from orchestrator.operators import PythonOperator
+        async def nap():
+            await anyio.sleep(60)
+        with DAG("slow", dagrun_timeout=timedelta(seconds=1)):
+            PythonOperator(task_id="nap", python_callable=nap) >> PythonOperator(
+                task_id="after", python_callable=lambda: None
+            )
+        """,
+    )
+    d = daemon()
+    run = d.api("POST", "/api/v1/dags/slow/runs", json={}).json()
+    started = time.monotonic()
+    assert d.wait_for(lambda: finished(d, "slow", run["run_id"]), 20) == "failed"
+    assert time.monotonic() - started < 15
+    states = {t: v["state"] for t, v in tasks(d, "slow", run["run_id"]).items()}
+    assert states == {"nap": "failed", "after": "skipped"}
+
+
+# -- the live folder ----------------------------------------------------------------------------
+
+
+def test_new_changed_and_deleted_files_take_effect_without_restart(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """Add a file: its DAG appears; edit it: the new tasks; delete it: the DAG is gone.
+
+    The folder is given relative to the working directory, as in the Quickstart.
+    """
+    d = daemon(ORCHESTRATOR_DAGS="dags")
+    path = dag_file("live.py", SIMPLE.format(dag_id="live"))
+    d.wait_for(lambda: d.api("GET", "/api/v1/dags/live").status_code == 200, 5, "new DAG")
+    path.write_text(path.read_text().replace('task_id="b"', 'task_id="c"'))
+    d.wait_for(lambda: "c" in d.api("GET", "/api/v1/dags/live").json().get("tasks", []), 5, "edit")
+    path.unlink()
+    d.wait_for(lambda: d.api("GET", "/api/v1/dags/live").status_code == 404, 5, "deletion")
+
+
+def test_import_errors_are_reported_and_do_not_stop_other_dags(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """A broken file is listed with its traceback; a hanging one is stopped; others run."""
+    dag_file("good.py", SIMPLE.format(dag_id="good"))
+    d = daemon(ORCHESTRATOR_DAG_IMPORT_TIMEOUT="1")
+    dag_file("broken.py", "import no_such_module_anywhere\n")
+    dag_file("hang.py", "while True:\n    pass\n")
+    errors = d.wait_for(
+        lambda: (
+            len(d.api("GET", "/api/v1/import-errors").json()) == 2
+            and d.api("GET", "/api/v1/import-errors").json()
+        ),
+        10,
+        "import errors",
+    )
+    by_file = {Path(e["file"]).name: e for e in errors}
+    assert "ModuleNotFoundError" in by_file["broken.py"]["error"]
+    assert "no_such_module_anywhere" in by_file["broken.py"]["traceback"]
+    assert "timed out after 1s" in by_file["hang.py"]["error"]
+    assert "DAG file failed to import" in d.output()
+    run = d.api("POST", "/api/v1/dags/good/runs", json={}).json()
+    assert d.wait_for(lambda: finished(d, "good", run["run_id"])) == "success"
+    listed = cli(
+        "dags", "list", env={"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_DAG_IMPORT_TIMEOUT": "1"}
+    )
+    assert "broken.py" in listed.stderr
+    assert "good" in listed.stdout
+
+
+def test_a_file_that_exits_on_import_is_reported(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """sys.exit and os._exit in a DAG file are import errors; the daemon keeps serving."""
+    dag_file("a.py", "import sys\nsys.exit(4)\n")
+    dag_file("b.py", "import os\nos._exit(5)\n")
+    d = daemon()
+    errors = {
+        Path(e["file"]).name: e["error"] for e in d.api("GET", "/api/v1/import-errors").json()
+    }
+    assert "sys.exit(4)" in errors["a.py"]
+    assert "exit code 5" in errors["b.py"]
+    assert d.api("GET", "/api/v1/health").status_code == 200
+
+
+# -- shutdown and recovery ----------------------------------------------------------------------
+
+LONG = """
+import time
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+def slow(ti=None, **_):
+    print("try", ti.try_number, flush=True)
+    if ti.try_number == 1:
+        time.sleep({seconds})
+    return ti.try_number
+
+with DAG("long"):
+    first = PythonOperator(task_id="first", python_callable=lambda: "done")
+    first >> PythonOperator(task_id="slow", python_callable=slow, retries={retries})
+    first >> PythonOperator(task_id="once", python_callable=slow, retries=0)
+"""
+
+
+def running(d: DaemonProc, run_id: str, *task_ids: str) -> bool:
+    states = tasks(d, "long", run_id)
+    return all(states.get(t, {}).get("state") == "running" for t in task_ids)
+
+
+def long_run_going(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, *, seconds: float, retries: int
+) -> DaemonProc:
+    """A daemon whose run "r" of LONG has its two slow tries running."""
+    dag_file("long.py", LONG.format(seconds=seconds, retries=retries))
+    d = daemon()
+    d.api("POST", "/api/v1/dags/long/runs", json={"run_id": "r"})
+    d.wait_for(lambda: running(d, "r", "slow", "once"), 10, "running")
+    return d
+
+
+def test_sigterm_lets_running_tasks_finish_then_exits_0(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """SIGTERM: the running tries finish within the grace period, then exit code 0."""
+    d = long_run_going(daemon, dag_file, seconds=1.5, retries=0)
+    d.signal(signal.SIGTERM)
+    assert d.wait(30) == 0
+    out = d.output()
+    assert "shutdown: tries finished" in out
+    again = daemon()
+    states = {t: v["state"] for t, v in tasks(again, "long", "r").items()}
+    assert states["slow"] == "success"
+    assert states["once"] == "success"
+    assert all(v["try_number"] == 1 for v in tasks(again, "long", "r").values())
+
+
+def test_second_signal_exits_at_once(daemon: Callable[..., DaemonProc], dag_file: DagFile) -> None:
+    """A second SIGTERM during the grace period exits immediately."""
+    d = long_run_going(daemon, dag_file, seconds=60, retries=0)
+    d.signal(signal.SIGTERM)
+    d.wait_for(lambda: "shutdown: no new work" in d.output(), 10, "shutdown")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+
+
+def test_after_kill_9_lost_tries_are_retried_or_failed_never_succeeded(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """kill -9 mid-try: on restart the lost try counts; retries=1 runs again, retries=0 fails."""
+    d = long_run_going(daemon, dag_file, seconds=60, retries=1)
+    d.kill9()
+    again = daemon()
+    assert again.wait_for(lambda: finished(again, "long", "r"), 30) == "failed"
+    states = tasks(again, "long", "r")
+    assert states["first"]["state"] == "success"
+    assert states["first"]["try_number"] == 1
+    assert states["slow"]["state"] == "success"
+    assert states["slow"]["try_number"] == 2
+    assert states["once"]["state"] == "failed"
+    assert states["once"]["try_number"] == 1
+
+
+def test_after_kill_9_queued_runs_proceed(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """Runs waiting under max_active_runs when the daemon died run after the restart."""
+    dag_file(
+        "one.py",
+        """
+        import time
+        from orchestrator import DAG
+        from orchestrator.operators import PythonOperator
+        with DAG("one", max_active_runs=1):
+            PythonOperator(task_id="t", python_callable=lambda: time.sleep(30), retries=0)
+        """,
+    )
+    d = daemon()
+    d.api("POST", "/api/v1/dags/one/runs", json={"run_id": "first"})
+    d.api("POST", "/api/v1/dags/one/runs", json={"run_id": "second"})
+    d.wait_for(lambda: d.run_state("one", "first") == "running", 10, "first running")
+    assert d.run_state("one", "second") == "queued"
+    d.kill9()
+    again = daemon()
+    assert again.wait_for(lambda: finished(again, "one", "first"), 20) == "failed"
+    again.wait_for(lambda: again.run_state("one", "second") == "running", 20, "second running")
+
+
+def test_blocked_event_loop_is_logged_with_the_culprit(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """An async task that blocks the loop for 0.6 s is named in an 'event loop blocked' log."""
+    dag_file(
+        "blocker.py",
+        """
+        import time
+        from orchestrator import DAG
+        from orchestrator.operators import PythonOperator
+        async def hog():
+            time.sleep(0.6)
+        with DAG("blocker"):
+            PythonOperator(task_id="hog", python_callable=hog)
+        """,
+    )
+    d = daemon(ORCHESTRATOR_LOG_FORMAT="json")
+    run = d.api("POST", "/api/v1/dags/blocker/runs", json={}).json()
+    d.wait_for(lambda: finished(d, "blocker", run["run_id"]))
+    lines = [json.loads(line) for line in d.output().splitlines() if line.startswith("{")]
+    blocked = [line for line in lines if line["event"] == "event loop blocked"]
+    assert blocked
+    assert "hog" in blocked[0]["where"]
+    ended = [line for line in lines if line["event"] == "run ended"]
+    assert ended[0]["dag_id"] == "blocker"
+    assert ended[0]["run_id"] == run["run_id"]
+
+
+def test_backfill_runs_each_interval_with_progress(
+    home: Path, dag_file: DagFile, db_url: str
+) -> None:
+    """`dags backfill` runs every interval between the dates and prints progress."""
+    dag_file(
+        "daily.py",
+        """
+        from datetime import datetime
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator
+        with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
+            EmptyOperator(task_id="a")
+        """,
+    )
+    env = {"ORCHESTRATOR_DB": db_url}
+    done = cli("dags", "backfill", "daily", "--start", "2026-02-01", "--end", "2026-02-03", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "3/3" in done.stdout
+    assert "3 succeeded, 0 failed" in done.stdout
+    listed = json.loads(cli("runs", "list", "--dag", "daily", "--json", env=env).stdout)
+    assert sorted(r["logical_date"][:10] for r in listed) == [
+        "2026-02-01",
+        "2026-02-02",
+        "2026-02-03",
+    ]
+    assert {r["run_type"] for r in listed} == {"backfill"}
+    again = cli(
+        "dags", "backfill", "daily", "--start", "2026-02-01", "--end", "2026-02-03", env=env
+    )
+    assert again.returncode == 0
+    assert "success (already)" in again.stdout
+
+
+def test_dag_paused_upon_creation_does_not_fire_until_unpaused(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """is_paused_upon_creation=True: listed as paused, no scheduled run; unpause starts it."""
+    dag_file(
+        "held.py",
+        """
+        from datetime import datetime, timedelta
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator
+        with DAG("held", schedule=timedelta(seconds=1), start_date=datetime(2026, 1, 1),
+                 is_paused_upon_creation=True):
+            EmptyOperator(task_id="a")
+        """,
+    )
+    d = daemon()
+    assert d.api("GET", "/api/v1/dags/held").json()["is_paused"] is True
+    time.sleep(1.5)
+    assert d.runs("held") == []
+    d.api("PATCH", "/api/v1/dags/held", json={"is_paused": False})
+    d.wait_for(lambda: d.runs("held"), 10, "a scheduled run")
+
+
+def test_cleared_backfill_run_is_run_by_the_daemon(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """`tasks clear` on a backfill run hands it to the daemon, which runs it again."""
+    dag_file(
+        "daily.py",
+        """
+        from datetime import datetime
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator
+        with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
+            EmptyOperator(task_id="a")
+        """,
+    )
+    env = {"ORCHESTRATOR_DB": db_url}
+    done = cli("dags", "backfill", "daily", "--start", "2026-02-01", "--end", "2026-02-01", env=env)
+    assert done.returncode == 0, done.stderr
+    d = daemon(ORCHESTRATOR_RECONCILE_INTERVAL="0.2")
+    d.api("PATCH", "/api/v1/dags/daily", json={"is_paused": True})  # no scheduled runs
+    run_id = "backfill__2026-02-01T00:00:00.000000+00:00"
+    cleared = cli("tasks", "clear", "daily", run_id, env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    d.api("PATCH", "/api/v1/dags/daily", json={"is_paused": False})
+    assert d.wait_for(lambda: finished(d, "daily", run_id), 10) == "success"
+    assert tasks(d, "daily", run_id)["a"]["try_number"] == 2
