@@ -1,6 +1,6 @@
 """Daemon benchmarks: start-up, an idle daemon with 500 cron DAGs, cron lateness, triggers.
 
-    python bench/daemon.py [--dags 500] [--fires 2] [--triggers 50]
+    python bench/daemon.py [--backend sqlite|postgresql] [--dags 500] [--fires 2] [--triggers 50]
 
 D0 (start-up): the daemon on the bundled examples with a fresh home, from process
 start to ready (API up, daemon.json written), best and worst of three.
@@ -18,9 +18,9 @@ running (the task records time.time()), p50 and p95 over ``--triggers`` runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from _stores import Rows, pg_schema
 
 CRON_DAG = """
 from datetime import datetime
@@ -74,10 +75,9 @@ def wait_for(check, within: float, what: str):  # type: ignore[no-untyped-def]
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def idle_store(db: sqlite3.Connection) -> bool:
+def idle_store(db: Rows) -> bool:
     """No run is queued or running."""
-    sql = "SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')"
-    return bool(db.execute(sql).fetchone()[0] == 0)
+    return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -110,8 +110,16 @@ def main() -> None:
     parser.add_argument("--dags", type=int, default=500)
     parser.add_argument("--fires", type=int, default=2)
     parser.add_argument("--triggers", type=int, default=50)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     startup()
+    with contextlib.ExitStack() as stack:
+        db_url = stack.enter_context(pg_schema("bench_d")) if args.backend == "postgresql" else ""
+        loaded(args, db_url)
+
+
+def loaded(args: argparse.Namespace, db_url: str) -> None:
+    """D1 to D3 on one daemon with ``args.dags`` cron DAGs, on the store at ``db_url``."""
     root = Path(tempfile.mkdtemp(prefix="orch-bench-daemon-"))
     dags = root / "dags"
     dags.mkdir()
@@ -125,6 +133,10 @@ def main() -> None:
         "ORCHESTRATOR_DAGS": str(dags),
         "ORCHESTRATOR_API_PORT": "0",
     }
+    if db_url:
+        env["ORCHESTRATOR_DB"] = db_url
+    home.mkdir()
+    db = Rows(db_url or home / "orchestrator.db")
     started = time.monotonic()
     log = (root / "daemon.log").open("w")
     proc = subprocess.Popen(
@@ -140,7 +152,6 @@ def main() -> None:
             f"D1 load: {health['dags']} DAGs ready in {ready:.2f}s "
             f"({health['import_errors']} import errors)"
         )
-        db = sqlite3.connect(home / "orchestrator.db")
         # The start-up runs (each DAG's latest interval) finish first.
         wait_for(lambda: idle_store(db), 120, "start-up runs")
         first_due = datetime.now(UTC).replace(second=0, microsecond=0).timestamp() + 60
@@ -161,11 +172,10 @@ def main() -> None:
             rows = wait_for(
                 lambda iso_due=iso_due: (
                     (
-                        r := db.execute(
+                        r := db(
                             "SELECT queued_at FROM dag_run WHERE run_type='scheduled' "
-                            "AND data_interval_end = ?",
-                            (iso_due,),
-                        ).fetchall()
+                            f"AND data_interval_end = '{iso_due}'"
+                        )
                     )
                     and len(r) >= args.dags
                     and r
@@ -192,13 +202,13 @@ def main() -> None:
                     "/api/v1/dags/triggered/runs", json={"run_id": f"t{i}"}
                 ).json()["run_id"]
                 ran = wait_for(
-                    lambda run_id=run_id: db.execute(
-                        "SELECT value FROM xcom WHERE dag_id='triggered' AND run_id=?", (run_id,)
-                    ).fetchone(),
+                    lambda run_id=run_id: db(
+                        f"SELECT value FROM xcom WHERE dag_id='triggered' AND run_id='{run_id}'"
+                    ),
                     30,
                     "the triggered task",
                 )
-                latencies.append(json.loads(ran[0]) - sent)
+                latencies.append(json.loads(ran[0][0]) - sent)
         print(
             f"D3 trigger to first task: p50 {statistics.median(latencies) * 1000:.1f} ms, "
             f"p95 {pct(latencies, 0.95) * 1000:.1f} ms over {len(latencies)} runs"
@@ -207,6 +217,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
         log.close()
+        db.close()
 
 
 if __name__ == "__main__":

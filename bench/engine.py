@@ -16,20 +16,21 @@ Every state change of every task is committed to the store before the next step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import resource
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _stores import Rows, pg_schema
 
 W1 = """
 from orchestrator import DAG
@@ -57,41 +58,6 @@ with DAG("w2_chain"):
     chain(*[PythonOperator(task_id=f"t{i:03d}", python_callable=noop) for i in range(100)])
 """
 
-PG_URL = os.environ.get("ORCHESTRATOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _rows_sqlite(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def _rows_pg(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import anyio
-    import asyncpg
-
-    async def fetch() -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(url)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    return anyio.run(fetch)
-
-
-def _pg_schema(sql: str) -> None:
-    import anyio
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    anyio.run(run)
-
 
 def run_once(workload: str, source: str, dag_id: str, backend: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"bench_{dag_id}_"))
@@ -102,12 +68,9 @@ def run_once(workload: str, source: str, dag_id: str, backend: str) -> dict[str,
         "ORCHESTRATOR_HOME": str(work / "home"),
         "ORCHESTRATOR_DAGS": str(work / "dags"),
     }
-    schema = None
-    if backend == "postgresql":
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        _pg_schema(f"CREATE SCHEMA {schema}")
-        env["ORCHESTRATOR_DB"] = f"{PG_URL}?search_path={schema}"
-    try:
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            env["ORCHESTRATOR_DB"] = stack.enter_context(pg_schema("bench"))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run(
@@ -122,21 +85,13 @@ def run_once(workload: str, source: str, dag_id: str, backend: str) -> dict[str,
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f"{workload} failed: {proc.stderr}")
-        run_sql = "SELECT queued_at, start_date, end_date, state FROM dag_run"
-        ti_sql = "SELECT task_id, start_date, end_date, state FROM task_instance ORDER BY task_id"
-        xcom_sql = "SELECT task_id, value FROM xcom ORDER BY task_id"
-        if backend == "postgresql":
-            rows = _rows_pg(env["ORCHESTRATOR_DB"], run_sql)
-            tis = _rows_pg(env["ORCHESTRATOR_DB"], ti_sql)
-            xcoms = _rows_pg(env["ORCHESTRATOR_DB"], xcom_sql)
-        else:
-            db = work / "home" / "orchestrator.db"
-            rows = _rows_sqlite(db, run_sql)
-            tis = _rows_sqlite(db, ti_sql)
-            xcoms = _rows_sqlite(db, xcom_sql)
-    finally:
-        if schema is not None:
-            _pg_schema(f"DROP SCHEMA {schema} CASCADE")
+        store = Rows(env.get("ORCHESTRATOR_DB") or work / "home" / "orchestrator.db")
+        stack.callback(store.close)
+        rows = store("SELECT queued_at, start_date, end_date, state FROM dag_run")
+        tis = store(
+            "SELECT task_id, start_date, end_date, state FROM task_instance ORDER BY task_id"
+        )
+        xcoms = store("SELECT task_id, value FROM xcom ORDER BY task_id")
     ((queued_at, _start, end, state),) = rows
     assert state == "success", state
     assert all(t[3] == "success" for t in tis), "every task must have succeeded"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +285,58 @@ def test_interval_schedule_creates_contiguous_runs_on_time(
     assert len(set(dates)) == len(dates)
     metrics = d.api("GET", "/metrics").text
     assert "orchestrator_schedule_lateness_seconds_count" in metrics
+
+
+def scheduled_dates(d: DaemonProc, dag_id: str) -> list[datetime]:
+    return sorted(
+        datetime.fromisoformat(r["logical_date"])
+        for r in d.runs(dag_id)
+        if r["run_type"] == "scheduled"
+    )
+
+
+def test_after_kill_9_missed_instants_follow_catchup(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """Instants missed while down: catchup=True runs each of them, catchup=False the latest."""
+    start = datetime.now(UTC).replace(microsecond=0)
+    for dag_id, catchup in (("caught", True), ("latest", False)):
+        dag_file(
+            f"{dag_id}.py",
+            f"""
+            from datetime import datetime, timedelta
+            from orchestrator import DAG
+            from orchestrator.operators import EmptyOperator
+            with DAG("{dag_id}", schedule=timedelta(seconds=1), catchup={catchup},
+                     start_date=datetime.fromisoformat("{start.isoformat()}")):
+                EmptyOperator(task_id="a")
+            """,
+        )
+    d = daemon()
+    d.wait_for(lambda: len(scheduled_dates(d, "caught")) >= 2, 15, "two runs before the kill")
+    d.wait_for(lambda: len(scheduled_dates(d, "latest")) >= 2, 15, "two runs before the kill")
+    before = {dag_id: scheduled_dates(d, dag_id)[-1] for dag_id in ("caught", "latest")}
+    d.kill9()
+    down = time.monotonic()
+    while time.monotonic() - down < 4:  # the instants to be missed have to pass for real
+        time.sleep(0.1)
+    again = daemon()
+    restart = datetime.now(UTC)
+
+    def covered(dag_id: str) -> bool:
+        dates = scheduled_dates(again, dag_id)
+        return bool(dates) and dates[-1] >= restart - timedelta(seconds=2)
+
+    again.wait_for(lambda: covered("caught") and covered("latest"), 15, "runs up to the restart")
+    caught = scheduled_dates(again, "caught")
+    assert caught[0] == start
+    steps = [b - a for a, b in pairwise(caught)]
+    assert set(steps) == {timedelta(seconds=1)}, caught
+    latest = scheduled_dates(again, "latest")
+    skipped = [(a, b) for a, b in pairwise(latest) if b - a != timedelta(seconds=1)]
+    assert len(skipped) == 1, latest
+    assert skipped[0][0] >= before["latest"]  # one more may be created before the kill lands
+    assert skipped[0][1] - skipped[0][0] >= timedelta(seconds=3), latest
 
 
 def test_dagrun_timeout_fails_the_run_and_stops_its_task(
