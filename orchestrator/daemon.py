@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ class Daemon:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         timers = Timers(self.clock)
         async with open_store(self.settings.db_url, clock=self.clock) as store:
+            await store.lock_for_daemon(
+                f"orchestrator daemon pid {os.getpid()} on {socket.gethostname()}"
+            )
             self._store = store
             services = Services(self.settings, store, on_run_created=self._enqueue)
             executor = LocalExecutor(services, thread_slots=self.settings.parallelism)

@@ -84,6 +84,28 @@ def test_starts_with_nothing_configured(tmp_path: Path, monkeypatch: pytest.Monk
         proc.stop()
 
 
+def test_a_second_daemon_on_the_same_store_refuses_to_start(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, home: Path, db_url: str
+) -> None:
+    """A second daemon on a store in use exits 2 naming the first; the first runs on unharmed."""
+    dag_file("one.py", SIMPLE.format(dag_id="one"))
+    first = daemon()
+    info = (home / "daemon.json").read_text()
+    second = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "daemon", "--api-port", "0"],
+        env={**os.environ, "ORCHESTRATOR_DB": db_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert "another daemon is running on this store" in second.stderr
+    assert f"pid {first.proc.pid}" in second.stderr  # type: ignore[union-attr]
+    assert (home / "daemon.json").read_text() == info
+    run = first.api("POST", "/api/v1/dags/one/runs", json={}).json()
+    assert first.wait_for(lambda: finished(first, "one", run["run_id"])) == "success"
+
+
 def test_quickstart_examples_run_on_schedule_and_on_trigger(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

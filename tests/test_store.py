@@ -38,6 +38,20 @@ async def test_fresh_database_is_migrated_and_migrating_again_is_a_no_op(db_url:
         assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
 
 
+async def test_one_daemon_lock_per_store_released_on_close(db_url: str) -> None:
+    """A second claim on a store fails and names the holder; once the holder closes, it succeeds."""
+    async with open_store(db_url) as first:
+        await first.lock_for_daemon("daemon one")
+        await first.lock_for_daemon("daemon one")  # the holder may ask again
+        async with open_store(db_url) as second:
+            with pytest.raises(
+                StoreError, match=r"another daemon is running on this store \(daemon one\)"
+            ):
+                await second.lock_for_daemon("daemon two")
+    async with open_store(db_url) as third:
+        await third.lock_for_daemon("daemon three")
+
+
 async def test_create_run_is_idempotent(db_url: str) -> None:
     """Creating the same (dag_id, run_id) twice stores it once and says so."""
     async with open_store(db_url) as store:

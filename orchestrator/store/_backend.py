@@ -48,6 +48,9 @@ class Backend(Protocol):
 
     async def migrate(self, migrations: Sequence[Any], applied_at: str) -> list[int]: ...
 
+    async def lock_for_daemon(self, holder: str) -> str | None:
+        """Claim the store for one daemon until close; None, or who holds it already."""
+
     async def close(self) -> None: ...
 
 

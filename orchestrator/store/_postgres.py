@@ -2,6 +2,8 @@
 
 SQL arrives with ``?`` placeholders and is rewritten to ``$n`` once per text.
 Migrations hold an advisory lock, so several daemons can start at once.
+The daemon's claim on a store is a session advisory lock on the writer
+connection, keyed by the schema; the server drops it when that session ends.
 """
 
 from __future__ import annotations
@@ -132,6 +134,25 @@ class PostgresBackend:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreError(f"PostgreSQL migration failed: {exc}") from exc
         return applied
+
+    async def lock_for_daemon(self, holder: str) -> str | None:
+        try:
+            key = await self._writer.fetchval(
+                "SELECT hashtextextended('orchestrator.daemon:' || current_schema(), 0)"
+            )
+            await self._writer.execute("SELECT set_config('application_name', $1, false)", holder)
+            if await self._writer.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return None
+            other = await self._writer.fetchval(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
+                (key >> 32) & 0xFFFFFFFF,
+                key & 0xFFFFFFFF,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"PostgreSQL lock failed: {exc}") from exc
+        return other or "another session"
 
     async def close(self) -> None:
         await self._pool.close()

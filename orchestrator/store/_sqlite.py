@@ -2,10 +2,17 @@
 
 ``synchronous=FULL`` makes each commit durable across power loss, not only across
 a crash of the process; group commit keeps that affordable.
+
+The daemon's claim on a store is an exclusive ``flock`` on ``<db>-daemon.lock``,
+held while the backend is open; the kernel drops it when the process dies, even
+by ``kill -9``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +36,13 @@ _PRAGMAS = (
 class SqliteBackend:
     dialect = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection
+    ) -> None:
+        self._path = path
         self._writer = writer
         self._reader = reader
+        self._lock_fd: int | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteBackend:
@@ -45,7 +56,7 @@ class SqliteBackend:
             reader.row_factory = aiosqlite.Row
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
-        return cls(writer, reader)
+        return cls(path, writer, reader)
 
     async def execute_batch(self, groups: Sequence[Group]) -> None:
         # The whole transaction is one call on aiosqlite's connection thread, not one
@@ -109,9 +120,33 @@ class SqliteBackend:
             raise StoreError(f"SQLite migration failed: {exc}") from exc
         return applied
 
+    async def lock_for_daemon(self, holder: str) -> str | None:
+        if self._lock_fd is not None:
+            return None
+        lock = self._path.with_name(self._path.name + "-daemon.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise StoreError(f"cannot open the daemon lock {lock}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 512, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return other or "another process"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._lock_fd = fd
+        return None
+
     async def close(self) -> None:
         await self._reader.close()
         await self._writer.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _split(script: str) -> list[str]:

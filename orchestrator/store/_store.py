@@ -204,6 +204,19 @@ class Store:
     async def migrate(self) -> list[int]:
         return await self.backend.migrate(MIGRATIONS, iso(self.clock.now()) or "")
 
+    async def lock_for_daemon(self, holder: str) -> None:
+        """Claim the store for this daemon while it is open; before any write.
+
+        One daemon per store: a second one would take the first one's running tries
+        for lost ones and run every task twice.
+        """
+        other = await self.backend.lock_for_daemon(holder)
+        if other is not None:
+            raise StoreError(
+                f"another daemon is running on this store ({other}); "
+                "stop it first, or give this one a store of its own with --db"
+            )
+
     # -- statement builders: compose them into one atomic unit ------------------------
 
     @staticmethod
