@@ -442,32 +442,8 @@ class Scheduler:
     async def _run_try(self, live: LiveRun, ti: TaskInstanceRecord) -> None:
         dag = live.dag
         task = dag.task_dict[ti.task_id]
-        key = (dag.dag_id, live.record.run_id, ti.task_id)
-        ti.state = apply(ti.state, TaskEvent.START, key)
-        ti.try_number += 1
-        ti.max_tries = task.retries
-        ti.start_date = self.clock.now()
-        ti.end_date = None
-        ti.duration = None
-        ti.next_retry_at = None
-        path = task_log_path(
-            self.logs_dir, dag.dag_id, live.record.run_id, ti.task_id, ti.try_number
-        )
-        attempt = TryRecord(
-            dag_id=dag.dag_id,
-            run_id=live.record.run_id,
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-            state=TaskState.RUNNING,
-            start_date=ti.start_date,
-            hostname=_HOSTNAME,
-            log_path=str(path),
-        )
-        await self.store.write([self.store.ti_statement(ti), self.store.try_statement(attempt)])
-        if self.on_change is not None:
-            # The queued write was submitted before this one, so it is committed too.
-            self._notify(live, replace(ti, state=TaskState.QUEUED))
-            self._notify(live, ti)
+        attempt = await self._start_try(live, ti)
+        path = Path(attempt.log_path)
         result = TryResult("failed", live.stop_reason, retryable=False)
         with anyio.CancelScope() as scope:
             live.scopes[ti.task_id] = scope
@@ -515,6 +491,38 @@ class Scheduler:
         finally:
             live.in_callbacks -= 1
         await self._maybe_finish(live)
+
+    async def _start_try(self, live: LiveRun, ti: TaskInstanceRecord) -> TryRecord:
+        """Mark the instance running, as a new try, in the store; the try's record."""
+        dag = live.dag
+        task = dag.task_dict[ti.task_id]
+        key = (dag.dag_id, live.record.run_id, ti.task_id)
+        ti.state = apply(ti.state, TaskEvent.START, key)
+        ti.try_number += 1
+        ti.max_tries = task.retries
+        ti.start_date = self.clock.now()
+        ti.end_date = None
+        ti.duration = None
+        ti.next_retry_at = None
+        path = task_log_path(
+            self.logs_dir, dag.dag_id, live.record.run_id, ti.task_id, ti.try_number
+        )
+        attempt = TryRecord(
+            dag_id=dag.dag_id,
+            run_id=live.record.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            state=TaskState.RUNNING,
+            start_date=ti.start_date,
+            hostname=_HOSTNAME,
+            log_path=str(path),
+        )
+        await self.store.write([self.store.ti_statement(ti), self.store.try_statement(attempt)])
+        if self.on_change is not None:
+            # The queued write was submitted before this one, so it is committed too.
+            self._notify(live, replace(ti, state=TaskState.QUEUED))
+            self._notify(live, ti)
+        return attempt
 
     async def _task_callbacks(self, task: Any, ended: TaskState, result: TryResult) -> None:
         callback = {

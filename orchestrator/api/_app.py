@@ -48,37 +48,41 @@ class ClientError(Exception):
         self.message = message
 
 
-def create_app(daemon: Daemon) -> Starlette:
-    token = daemon.settings.api_token
+class _Handlers:
+    """The routes' handlers, on one daemon."""
 
-    async def auth(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if token and request.url.path not in _OPEN:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.token = daemon.settings.api_token
+
+    async def auth(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.token and request.url.path not in _OPEN:
             header = request.headers.get("authorization", "")
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.encode(), token.encode()
+                given.encode(), self.token.encode()
             ):
                 return _error(401, "missing or wrong bearer token")
         return await call_next(request)
 
-    async def health(request: Request) -> Response:
+    async def health(self, request: Request) -> Response:
         return JSONResponse(
             {
                 "status": "ok",
-                "dags": len(daemon.folder.dags),
-                "import_errors": len(daemon.folder.errors),
-                "running_tasks": daemon.scheduler.running,
+                "dags": len(self.daemon.folder.dags),
+                "import_errors": len(self.daemon.folder.errors),
+                "running_tasks": self.daemon.scheduler.running,
             }
         )
 
-    async def list_dags(request: Request) -> Response:
-        dags = sorted(daemon.folder.dags.values(), key=lambda d: d.dag_id)
-        return JSONResponse([d.to_json(daemon.is_paused(d.dag_id)) for d in dags])
+    async def list_dags(self, request: Request) -> Response:
+        dags = sorted(self.daemon.folder.dags.values(), key=lambda d: d.dag_id)
+        return JSONResponse([d.to_json(self.daemon.is_paused(d.dag_id)) for d in dags])
 
-    async def get_dag(request: Request) -> Response:
-        dag = daemon.dag(request.path_params["dag_id"])
-        doc = dag.to_json(daemon.is_paused(dag.dag_id))
-        pending = daemon.next_run(dag.dag_id)
+    async def get_dag(self, request: Request) -> Response:
+        dag = self.daemon.dag(request.path_params["dag_id"])
+        doc = dag.to_json(self.daemon.is_paused(dag.dag_id))
+        pending = self.daemon.next_run(dag.dag_id)
         doc["next_run"] = (
             None
             if pending is None
@@ -91,24 +95,18 @@ def create_app(daemon: Daemon) -> Starlette:
         doc["tasks"] = dag.task_ids
         return JSONResponse(doc)
 
-    async def patch_dag(request: Request) -> Response:
-        dag = daemon.dag(request.path_params["dag_id"])
-        body = await _json_object(request)
-        unknown = sorted(set(body) - {"is_paused"})
-        if unknown:
-            raise ClientError(400, f"unknown field(s): {', '.join(unknown)}")
+    async def patch_dag(self, request: Request) -> Response:
+        dag = self.daemon.dag(request.path_params["dag_id"])
+        body = await _json_object(request, allowed={"is_paused"})
         paused = body.get("is_paused")
         if not isinstance(paused, bool):
             raise ClientError(400, "is_paused: must be true or false")
-        await daemon.set_paused(dag.dag_id, paused)
+        await self.daemon.set_paused(dag.dag_id, paused)
         return JSONResponse(dag.to_json(paused))
 
-    async def trigger(request: Request) -> Response:
-        dag = daemon.dag(request.path_params["dag_id"])
-        body = await _json_object(request)
-        unknown = sorted(set(body) - {"conf", "logical_date", "run_id"})
-        if unknown:
-            raise ClientError(400, f"unknown field(s): {', '.join(unknown)}")
+    async def trigger(self, request: Request) -> Response:
+        dag = self.daemon.dag(request.path_params["dag_id"])
+        body = await _json_object(request, allowed={"conf", "logical_date", "run_id"})
         conf = body.get("conf", {})
         if conf is None:
             conf = {}
@@ -118,27 +116,31 @@ def create_app(daemon: Daemon) -> Starlette:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ClientError(400, "run_id: must be a non-empty string")
         logical = _parse_date(body.get("logical_date"), "logical_date")
-        record = await daemon.trigger(dag.dag_id, conf=conf, run_id=run_id, logical_date=logical)
+        record = await self.daemon.trigger(
+            dag.dag_id, conf=conf, run_id=run_id, logical_date=logical
+        )
         return JSONResponse(record.to_json(), status_code=201)
 
-    async def dag_runs(request: Request) -> Response:
+    async def dag_runs(self, request: Request) -> Response:
         dag_id = request.path_params["dag_id"]
-        if dag_id not in daemon.folder.dags and not await daemon.store.list_runs(dag_id, limit=1):
+        if dag_id not in self.daemon.folder.dags and not await self.daemon.store.list_runs(
+            dag_id, limit=1
+        ):
             raise NotFound(f"DAG {dag_id!r} not found")
         state = request.query_params.get("state")
         limit = _int_param(request, "limit", 100)
-        runs = await daemon.store.list_runs(dag_id=dag_id, state=state, limit=limit)
+        runs = await self.daemon.store.list_runs(dag_id=dag_id, state=state, limit=limit)
         return JSONResponse([r.to_json() for r in runs])
 
-    async def get_run(request: Request) -> Response:
-        run = await _resolve_run(daemon, request)
-        tis = await daemon.store.task_instances(run.dag_id, run.run_id)
+    async def get_run(self, request: Request) -> Response:
+        run = await _resolve_run(self.daemon, request)
+        tis = await self.daemon.store.task_instances(run.dag_id, run.run_id)
         return JSONResponse({**run.to_json(), "tasks": [ti.to_json() for ti in tis]})
 
-    async def task_logs(request: Request) -> Response:
-        run = await _resolve_run(daemon, request)
+    async def task_logs(self, request: Request) -> Response:
+        run = await _resolve_run(self.daemon, request)
         task_id = request.path_params["task_id"]
-        tries = await daemon.store.tries(run.dag_id, run.run_id, task_id)
+        tries = await self.daemon.store.tries(run.dag_id, run.run_id, task_id)
         wanted = request.query_params.get("try")
         if wanted is not None:
             number = _int_param(request, "try", 0)
@@ -161,35 +163,38 @@ def create_app(daemon: Daemon) -> Starlette:
             {"dag_id": run.dag_id, "run_id": run.run_id, "task_id": task_id, "tries": out}
         )
 
-    async def import_errors(request: Request) -> Response:
-        return JSONResponse([e.to_json() for e in daemon.folder.import_errors])
+    async def import_errors(self, request: Request) -> Response:
+        return JSONResponse([e.to_json() for e in self.daemon.folder.import_errors])
 
-    async def metrics(request: Request) -> Response:
-        runs, tasks = await daemon.store.count_states()
-        m = daemon.metrics
+    async def metrics(self, request: Request) -> Response:
+        runs, tasks = await self.daemon.store.count_states()
+        m = self.daemon.metrics
         m.set_states(runs, tasks)
-        m.queued_runs.set(daemon.queued_count())
-        m.ready_tasks.set(daemon.scheduler.ready)
-        m.running_tasks.set(daemon.scheduler.running)
-        m.dags.set(len(daemon.folder.dags))
-        m.import_errors.set(len(daemon.folder.errors))
+        m.queued_runs.set(self.daemon.queued_count())
+        m.ready_tasks.set(self.daemon.scheduler.ready)
+        m.running_tasks.set(self.daemon.scheduler.running)
+        m.dags.set(len(self.daemon.folder.dags))
+        m.import_errors.set(len(self.daemon.folder.errors))
         return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+
+def create_app(daemon: Daemon) -> Starlette:
+    api = _Handlers(daemon)
     routes = [
-        Route("/api/v1/health", health),
-        Route("/api/v1/dags", list_dags),
-        Route("/api/v1/dags/{dag_id}", get_dag, methods=["GET"]),
-        Route("/api/v1/dags/{dag_id}", patch_dag, methods=["PATCH"]),
-        Route("/api/v1/dags/{dag_id}/runs", dag_runs, methods=["GET"]),
-        Route("/api/v1/dags/{dag_id}/runs", trigger, methods=["POST"]),
-        Route("/api/v1/runs/{run_id}", get_run),
-        Route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", task_logs),
-        Route("/api/v1/import-errors", import_errors),
-        Route("/metrics", metrics),
+        Route("/api/v1/health", api.health),
+        Route("/api/v1/dags", api.list_dags),
+        Route("/api/v1/dags/{dag_id}", api.get_dag, methods=["GET"]),
+        Route("/api/v1/dags/{dag_id}", api.patch_dag, methods=["PATCH"]),
+        Route("/api/v1/dags/{dag_id}/runs", api.dag_runs, methods=["GET"]),
+        Route("/api/v1/dags/{dag_id}/runs", api.trigger, methods=["POST"]),
+        Route("/api/v1/runs/{run_id}", api.get_run),
+        Route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", api.task_logs),
+        Route("/api/v1/import-errors", api.import_errors),
+        Route("/metrics", api.metrics),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=auth)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=api.auth)],
         exception_handlers={
             ClientError: _client_error,
             NotFound: _not_found,
@@ -200,7 +205,8 @@ def create_app(daemon: Daemon) -> Starlette:
     )
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object with no field outside ``allowed`` (an empty body is {})."""
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -210,6 +216,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
         raise ClientError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ClientError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ClientError(400, f"unknown field(s): {', '.join(unknown)}")
     return body
 
 
