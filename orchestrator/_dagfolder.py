@@ -158,15 +158,21 @@ class DagFolder:
             send, receive = anyio.create_memory_object_stream[set[Path]](64)
             async with anyio.create_task_group() as tg, receive:
                 tg.start_soon(self._pump, send)
-                # One checkpoint lets the pump set the watcher up (awatch does it before its
-                # first await); the rescan then covers anything changed before that.
-                await anyio.lowlevel.checkpoint()
-                await self._report(on_change, await self.rescan())
-                if not started:
-                    task_status.started()
-                    started = True
-                async for paths in receive:
-                    await self._report(on_change, await self.refresh(paths))
+                try:
+                    # One checkpoint lets the pump set the watcher up (awatch does it before
+                    # its first await); the rescan then covers anything changed before that.
+                    await anyio.lowlevel.checkpoint()
+                    await self._report(on_change, await self.rescan())
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for paths in receive:
+                        await self._report(on_change, await self.refresh(paths))
+                except BaseException:
+                    # The pump's watcher thread cannot be cancelled, only told to stop;
+                    # without this it would hold the task group for up to rust_timeout.
+                    self.stop()
+                    raise
 
     @staticmethod
     async def _report(

@@ -47,7 +47,7 @@ from orchestrator._settings import Settings
 from orchestrator._timers import TimerHandle, Timers
 from orchestrator._watchdog import LoopWatchdog
 from orchestrator.dag import DAG
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, NotFound, StoreUnavailable
 from orchestrator.executor import LocalExecutor
 from orchestrator.scheduler import LiveRun, Scheduler
 from orchestrator.state import RunState
@@ -205,7 +205,10 @@ class Daemon:
         """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
         while True:
             await anyio.sleep(self.settings.reconcile_interval)
-            await self._reconcile()
+            try:
+                await self._reconcile()
+            except StoreUnavailable as exc:
+                log.warning("store unavailable: reconcile skipped", error=str(exc))
 
     async def _reconcile(self) -> None:
         known = {(d, r.run_id) for d, runs in self._queued.items() for r in runs}
@@ -332,7 +335,15 @@ class Daemon:
         records = [interval_run(f.key, "scheduled", f.run, now) for f in firings]
         for firing in firings:
             self._last[firing.key] = firing.run
-        taken = await self.store.existing_runs([(r.dag_id, r.run_id) for r in records])
+        keys = [(r.dag_id, r.run_id) for r in records]
+        while True:  # the firings are taken from the engine: they wait for the store
+            try:
+                taken = await self.store.existing_runs(keys)
+                break
+            except StoreUnavailable as exc:
+                log.warning(
+                    "store unavailable: scheduled runs wait", runs=len(keys), error=str(exc)
+                )
         fresh = [r for r in records if (r.dag_id, r.run_id) not in taken]
         await self.store.write([self.store.run_statement(r, create_only=True) for r in fresh])
         for record in fresh:

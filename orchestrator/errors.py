@@ -10,7 +10,8 @@
     ├── ConfigError               a setting is missing or malformed
     ├── StoreError                the metadata store failed or refused a write
     │   ├── NotFound              a run, task instance, variable... does not exist
-    │   └── Conflict              a write clashes with what is stored (a run id taken)
+    │   ├── Conflict              a write clashes with what is stored (a run id taken)
+    │   └── StoreUnavailable      the store cannot be reached now; trying again may work
     ├── IllegalTransition         a state change the state machine does not allow
     ├── XComError                 a value is not JSON or is over the size limit
     ├── TemplateError             a templated field failed to render
@@ -38,6 +39,7 @@ __all__ = [
     "OrchestratorError",
     "SkipTask",
     "StoreError",
+    "StoreUnavailable",
     "TaskSignal",
     "TaskTimeout",
     "TemplateError",
@@ -81,6 +83,10 @@ class StoreError(OrchestratorError):
 
 class NotFound(StoreError, LookupError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The connection to the store was lost or cannot be made (a server restart)."""
 
 
 class Conflict(StoreError):

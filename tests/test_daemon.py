@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,8 +15,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import anyio
+import asyncpg
 import pytest
 
+from tests.conftest import PG_URL
 from tests.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.timeout(120)
@@ -556,6 +560,99 @@ def test_after_kill_9_queued_runs_proceed(
     again = daemon()
     assert again.wait_for(lambda: finished(again, "one", "first"), 20) == "failed"
     again.wait_for(lambda: again.run_state("one", "second") == "running", 20, "second running")
+
+
+def postgres_client_ports(pid: int) -> list[int]:
+    """The local ports of process ``pid``'s TCP connections to port 5432, from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == 5432:
+            ports.append(int(local.split(":")[1], 16))
+    return ports
+
+
+def terminate_sessions(pid: int) -> int:
+    """Kill every PostgreSQL session of process ``pid``, as a server restart would."""
+
+    async def kill() -> int:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE client_port = ANY($1::int[])",
+                    postgres_client_ports(pid),
+                )
+            )
+        finally:
+            await conn.close()
+
+    return anyio.run(kill)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_lost_postgresql_sessions_are_made_again_and_nothing_is_lost(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """Every session killed mid-run: the running task's end, a new trigger and the claim survive."""
+    dag_file(
+        "slow.py",
+        """
+        import time
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator, PythonOperator
+        with DAG("slow"):
+            PythonOperator(task_id="nap", python_callable=lambda: time.sleep(1.5)) >> (
+                EmptyOperator(task_id="after")
+            )
+        """,
+    )
+    d = daemon()
+    assert d.proc is not None
+    d.api("POST", "/api/v1/dags/slow/runs", json={"run_id": "before"})
+    d.wait_for(lambda: tasks(d, "slow", "before")["nap"]["state"] == "running", 10, "nap")
+    assert terminate_sessions(d.proc.pid) >= 2  # the writer and the read pool
+    response = d.api("POST", "/api/v1/dags/slow/runs", json={"run_id": "after"})
+    assert response.status_code == 201, response.text
+    assert d.wait_for(lambda: finished(d, "slow", "before"), 20) == "success"
+    assert d.wait_for(lambda: finished(d, "slow", "after"), 20) == "success"
+    second = cli("daemon", "--api-port", "0", env={"ORCHESTRATOR_DB": db_url})
+    assert second.returncode == 2
+    assert f"pid {d.proc.pid}" in second.stderr  # the claim was taken again
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_daemon_whose_claim_was_taken_while_disconnected_stops(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """Sessions lost and the claim taken meanwhile: the next write stops the daemon, exit 2."""
+    dag_file("one.py", SIMPLE.format(dag_id="one"))
+    d = daemon()
+    assert d.proc is not None
+
+    async def hold_claim_and_trigger() -> None:
+        other = await asyncpg.connect(db_url)
+        try:
+            await other.execute("SELECT set_config('application_name', 'the other daemon', false)")
+            pid = d.proc.pid  # type: ignore[union-attr]
+            assert await anyio.to_thread.run_sync(terminate_sessions, pid) >= 1
+            key = "hashtextextended('orchestrator.daemon:' || current_schema(), 0)"
+            assert await other.fetchval(f"SELECT pg_try_advisory_lock({key})")
+            await anyio.to_thread.run_sync(lambda: d.api("POST", "/api/v1/dags/one/runs", json={}))
+            assert await anyio.to_thread.run_sync(d.wait, 20) == 2
+        finally:
+            await other.close()
+
+    anyio.run(hold_claim_and_trigger)
+    assert "the store was claimed by the other daemon" in d.output()
 
 
 def test_blocked_event_loop_is_logged_with_the_culprit(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator._dagfolder import DagFolder
+import anyio
+
+from orchestrator._dagfolder import DagFolder, FolderChange
 from orchestrator._parse import ParseWorker
 
 DAG_SOURCE = """
@@ -49,3 +51,24 @@ async def test_a_dag_id_belongs_to_the_first_file_until_it_lets_go(
         await folder.worker.close()
     assert folder.dags["same"].task_ids == ["two"]
     assert folder.errors == {}
+
+
+async def test_cancelling_the_watch_ends_it_at_once(
+    dag_file: Callable[[str, str], Path],
+) -> None:
+    """A cancelled watch (the daemon failing) stops its watcher thread, not after its timeout."""
+    dag_file("a.py", DAG_SOURCE.format(dag_id="a", task_id="one"))
+    folder = DagFolder(Path("dags"), ParseWorker(30))
+    changes: list[FolderChange] = []
+
+    async def record(change: FolderChange) -> None:
+        changes.append(change)
+
+    try:
+        with anyio.fail_after(10):  # the watcher thread's own timeout is 60 s
+            async with anyio.create_task_group() as tg:
+                await tg.start(folder.watch, record)
+                tg.cancel_scope.cancel()
+    finally:
+        await folder.worker.close()
+    assert [d.dag_id for c in changes for d in c.upserted] == ["a"]

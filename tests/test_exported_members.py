@@ -51,6 +51,7 @@ EXPECTED = {
         "OrchestratorError",
         "SkipTask",
         "StoreError",
+        "StoreUnavailable",
         "TaskSignal",
         "TaskTimeout",
         "TemplateError",

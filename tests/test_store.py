@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import Conflict, NotFound, StoreError
+from orchestrator.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from orchestrator.state import RunState, TaskState
 from orchestrator.store import (
     MIGRATIONS,
@@ -21,7 +23,8 @@ from orchestrator.store import (
     open_store,
     plan_groups,
 )
-from orchestrator.store._backend import collapse_upserts, upsert_shape
+from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
+from orchestrator.store._writer import GroupCommitWriter
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -275,3 +278,66 @@ async def test_creating_a_run_never_overwrites_one(db_url: str) -> None:
         late = run()
         await store.write([store.run_statement(late, create_only=True)])
         assert (await store.get_run("d", "r1")).state == RunState.RUNNING
+
+
+class FlakyBackend:
+    """A backend whose connection is down for the first ``down`` batches (writer tests)."""
+
+    dialect = "fake"
+
+    def __init__(self, down: int, claim_lost: bool = False) -> None:
+        self.down = down
+        self.claim_lost = claim_lost
+        self.committed: list[Any] = []
+
+    async def execute_batch(self, groups: Sequence[Group]) -> None:
+        if self.claim_lost:
+            raise ClaimLost("the store was claimed by another daemon")
+        if self.down:
+            self.down -= 1
+            raise StoreUnavailable("connection lost")
+        self.committed += [row for g in groups for row in g.rows]
+
+
+def unit(n: int) -> list[Statement]:
+    return [Statement("t", "INSERT INTO t VALUES (?)", (n,))]
+
+
+async def test_writes_wait_out_an_unavailable_store_in_order() -> None:
+    """Units submitted while the store is unreachable commit, in order, once it is back."""
+    backend = FlakyBackend(down=3)
+    writer = GroupCommitWriter(backend)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        acks = [writer.submit_nowait(unit(n)) for n in range(5)]
+        for ack in acks:
+            await ack.wait()
+        writer.close()
+    assert backend.committed == [(n,) for n in range(5)]
+
+
+async def test_writes_fail_after_close_when_the_store_stays_away() -> None:
+    """After close, an unreachable store fails the waiting units within drain_for."""
+    backend = FlakyBackend(down=10**6)
+    writer = GroupCommitWriter(backend, drain_for=0.3)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        ack = writer.submit_nowait(unit(1))
+        writer.close()
+        with anyio.fail_after(5), pytest.raises(StoreUnavailable):
+            await ack.wait()
+    assert backend.committed == []
+
+
+async def test_a_lost_claim_stops_the_writer_and_fails_every_waiting_unit() -> None:
+    """ClaimLost ends the writer with that error; no submitted unit is left waiting."""
+    backend = FlakyBackend(down=0, claim_lost=True)
+    writer = GroupCommitWriter(backend)  # type: ignore[arg-type]
+    acks = [writer.submit_nowait(unit(n)) for n in range(3)]
+    with pytest.raises(ClaimLost):
+        await writer.run()
+    for ack in acks:
+        with pytest.raises(StoreError, match="writer stopped"):
+            await ack.wait()
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit_nowait(unit(9))

@@ -12,8 +12,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator._clock import iso
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, NotFound, StoreUnavailable
 from orchestrator.store import RunRecord
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ __all__ = ["create_app"]
 
 log = structlog.get_logger("orchestrator.api")
 _OPEN = {"/api/v1/health"}
+_STORE_WAIT = 10.0  # seconds a write request waits for an unavailable store
 
 
 class ClientError(Exception):
@@ -101,7 +104,8 @@ class _Handlers:
         paused = body.get("is_paused")
         if not isinstance(paused, bool):
             raise ClientError(400, "is_paused: must be true or false")
-        await self.daemon.set_paused(dag.dag_id, paused)
+        with _store_wait():
+            await self.daemon.set_paused(dag.dag_id, paused)
         return JSONResponse(dag.to_json(paused))
 
     async def trigger(self, request: Request) -> Response:
@@ -116,9 +120,10 @@ class _Handlers:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ClientError(400, "run_id: must be a non-empty string")
         logical = _parse_date(body.get("logical_date"), "logical_date")
-        record = await self.daemon.trigger(
-            dag.dag_id, conf=conf, run_id=run_id, logical_date=logical
-        )
+        with _store_wait():
+            record = await self.daemon.trigger(
+                dag.dag_id, conf=conf, run_id=run_id, logical_date=logical
+            )
         return JSONResponse(record.to_json(), status_code=201)
 
     async def dag_runs(self, request: Request) -> Response:
@@ -199,6 +204,7 @@ def create_app(daemon: Daemon) -> Starlette:
             ClientError: _client_error,
             NotFound: _not_found,
             Conflict: _conflict,
+            StoreUnavailable: _unavailable,
             HTTPException: _http_error,
             Exception: _server_error,
         },
@@ -263,6 +269,18 @@ async def _read_log(path: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+@contextlib.contextmanager
+def _store_wait() -> Iterator[None]:
+    """Bound a write's wait for an unavailable store; the write itself stays queued."""
+    with anyio.move_on_after(_STORE_WAIT) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise StoreUnavailable(
+            f"the store did not answer within {_STORE_WAIT:.0f} s; the change is queued "
+            "and is applied when the store is back"
+        )
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -278,6 +296,10 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _conflict(request: Request, exc: Exception) -> Response:
     return _error(409, str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return _error(503, f"{exc}; try again")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -11,8 +11,11 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
+from orchestrator.errors import StoreError
+
 __all__ = [
     "Backend",
+    "ClaimLost",
     "Group",
     "Statement",
     "UpsertShape",
@@ -20,6 +23,10 @@ __all__ = [
     "plan_groups",
     "upsert_shape",
 ]
+
+
+class ClaimLost(StoreError):
+    """Another daemon took the store while this one's connection was down: it must stop."""
 
 
 class Statement(NamedTuple):

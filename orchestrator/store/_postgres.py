@@ -4,24 +4,41 @@ SQL arrives with ``?`` placeholders and is rewritten to ``$n`` once per text.
 Migrations hold an advisory lock, so several daemons can start at once.
 The daemon's claim on a store is a session advisory lock on the writer
 connection, keyed by the schema; the server drops it when that session ends.
+
+A lost connection (a server restart, a failover, a terminated session) is
+``StoreUnavailable``: the writer connection is made again before the next batch
+(taking the daemon's claim again), and reads are tried again for a few seconds
+on the pool, which replaces its dead connections itself.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio
 import asyncpg
 
-from orchestrator.errors import StoreError
-from orchestrator.store._backend import Group, collapse_upserts, upsert_shape
+from orchestrator.errors import StoreError, StoreUnavailable
+from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
 from orchestrator.store._migrations import Migration
 
 __all__ = ["PostgresBackend"]
 
 _MIGRATION_LOCK = 0x6F7263  # an arbitrary, fixed advisory lock id
+_READ_RETRY_FOR = 10.0  # seconds a read keeps trying a lost connection
+_CLOSE_WITHIN = 5.0  # seconds for a polite close before connections are dropped
+_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down or the session was killed
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: the server is starting
+)
 
 
 @functools.lru_cache(maxsize=512)
@@ -33,21 +50,36 @@ def _numbered(sql: str) -> str:
 class PostgresBackend:
     dialect = "postgresql"
 
-    def __init__(self, writer: Any, pool: Any) -> None:
+    def __init__(self, url: str, writer: Any, pool: Any) -> None:
+        self._url = url
         self._writer = writer
         self._pool = pool
         self._types: dict[tuple[str, str], str] = {}
+        self._holder: str | None = None  # the daemon's claim, taken again on reconnect
 
     @classmethod
     async def open(cls, url: str) -> PostgresBackend:
         try:
-            writer = await asyncpg.connect(url)
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+            writer = await asyncpg.connect(url, server_settings=_SESSION)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, server_settings=_SESSION)
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {_safe(url)}: {exc}") from exc
-        return cls(writer, pool)
+        return cls(url, writer, pool)
+
+    async def _connected_writer(self) -> Any:
+        """The writer connection, made again if it was lost (and the claim with it)."""
+        if not self._writer.is_closed():
+            return self._writer
+        try:
+            self._writer = await asyncpg.connect(self._url, server_settings=_SESSION)
+        except (*_LOST, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unreachable at {_safe(self._url)}: {exc}") from exc
+        if self._holder is not None and (other := await self.lock_for_daemon(self._holder)):
+            raise ClaimLost(f"the store was claimed by {other} while the connection was down")
+        return self._writer
 
     async def execute_batch(self, groups: Sequence[Group]) -> None:
+        writer = await self._connected_writer()
         try:
             single = await self._as_one_statement(groups)
             if single is not None:
@@ -61,7 +93,7 @@ class PostgresBackend:
                     else:
                         await self._writer.executemany(_numbered(group.sql), group.rows)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+            raise _writer_error(writer, "write", exc) from exc
 
     async def _as_one_statement(
         self, groups: Sequence[Group]
@@ -102,10 +134,7 @@ class PostgresBackend:
         return self._types[(table, column)]
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        try:
-            rows = await self._pool.fetch(_numbered(sql), *params)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL query failed: {exc}") from exc
+        rows = await _retrying_read(lambda: self._pool.fetch(_numbered(sql), *params))
         return [dict(row) for row in rows]
 
     async def migrate(self, migrations: Sequence[Migration], applied_at: str) -> list[int]:
@@ -142,6 +171,7 @@ class PostgresBackend:
             )
             await self._writer.execute("SELECT set_config('application_name', $1, false)", holder)
             if await self._writer.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                self._holder = holder
                 return None
             other = await self._writer.fetchval(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
@@ -151,12 +181,44 @@ class PostgresBackend:
                 key & 0xFFFFFFFF,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL lock failed: {exc}") from exc
+            raise _writer_error(self._writer, "lock", exc) from exc
         return other or "another session"
 
     async def close(self) -> None:
-        await self._pool.close()
-        await self._writer.close()
+        # A polite close waits for the server; a lost one must not hold up the exit.
+        with anyio.move_on_after(_CLOSE_WITHIN) as scope:
+            await self._pool.close()
+            await self._writer.close()
+        if scope.cancelled_caught:
+            self._pool.terminate()
+            self._writer.terminate()
+
+
+_SESSION = {"application_name": f"orchestrator pid {os.getpid()} on {socket.gethostname()}"}
+
+
+def _writer_error(writer: Any, doing: str, exc: BaseException) -> StoreError:
+    """StoreUnavailable when the writer's session is gone (it is then dropped), else StoreError."""
+    if isinstance(exc, _LOST) or writer.is_closed():
+        writer.terminate()  # a half-broken session is never used again
+        return StoreUnavailable(f"PostgreSQL connection lost during a {doing}: {exc}")
+    return StoreError(f"PostgreSQL {doing} failed: {exc}")
+
+
+async def _retrying_read(read: Callable[[], Awaitable[Any]]) -> Any:
+    """``read()``, tried again with backoff for a while when the connection is lost."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return await read()
+        except (*_LOST, asyncpg.InterfaceError) as exc:  # the pool replaces a dead connection
+            if waited >= _READ_RETRY_FOR:
+                raise StoreUnavailable(f"PostgreSQL unreachable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL query failed: {exc}") from exc
+        await anyio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 1.0)
 
 
 def _safe(url: str) -> str:
