@@ -20,6 +20,9 @@ from orchestrator.daemon import daemon_file
 
 __all__ = ["DaemonClient", "find_daemon"]
 
+# Longer than the API's own wait for an unavailable store (10 s), so its 503 arrives.
+_TIMEOUT = 30.0
+
 
 class DaemonClient:
     def __init__(self, url: str, token: str) -> None:
@@ -29,7 +32,7 @@ class DaemonClient:
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(status, decoded JSON body); raises httpx.TransportError if unreachable."""
         response = httpx.request(
-            method, self.url + path, json=body, headers=self.headers, timeout=10.0
+            method, self.url + path, json=body, headers=self.headers, timeout=_TIMEOUT
         )
         try:
             return response.status_code, response.json()

@@ -376,9 +376,16 @@ def _via_daemon(settings: Settings, method: str, path: str, body: Any = None) ->
         return None
     try:
         status, doc = client.request(method, path, body)
-    except httpx.TransportError as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # the request was never sent
         print(f"daemon at {client.url} not reachable ({exc}); using the store", file=sys.stderr)
         return None
+    except httpx.TransportError as exc:
+        # Sent but unanswered: the daemon may still apply it, so writing to the store as
+        # well could make a second run.
+        _fail(
+            f"daemon at {client.url} did not answer ({exc!r}); the change may still be "
+            "applied: check with `orchestrator runs list`"
+        )
     if status >= 400:
         _fail(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
     return doc

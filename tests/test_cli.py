@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -206,6 +207,42 @@ def test_tasks_clear_resets_instances(examples: Path) -> None:
         "load": "none",
         "report": "none",
     }
+
+
+def test_trigger_through_an_unanswering_daemon_fails_without_writing(
+    home: Path,
+    dag_file: Callable[[str, str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A daemon that takes the request but never answers: exit 2, no second run in the store."""
+    from orchestrator import _client
+    from orchestrator._settings import load_settings
+    from orchestrator.cli import main
+
+    dag_file("one.py", FAILING.replace('"failing"', '"one"'))
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # connections are queued by the kernel and never answered
+    settings = load_settings()
+    home.mkdir(exist_ok=True)
+    (home / "daemon.json").write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "api_url": f"http://127.0.0.1:{mute.getsockname()[1]}",
+                "db": settings.db_url,
+            }
+        )
+    )
+    monkeypatch.setattr(_client, "_TIMEOUT", 0.5)
+    try:
+        assert main(["dags", "trigger", "one"]) == 2
+    finally:
+        mute.close()
+    assert "did not answer" in capsys.readouterr().err
+    assert main(["runs", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_variables_commands(home: Path) -> None:
