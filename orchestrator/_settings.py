@@ -46,11 +46,17 @@ class Settings:
     dag_import_timeout: float = 30.0
     shutdown_grace: float = 30.0
     reconcile_interval: float = 2.0
+    dags_sync_interval: float = 5.0
     dags_paused_at_creation: bool = False
 
     @property
     def db_url(self) -> str:
         return self.db or f"sqlite:///{(self.home / 'orchestrator.db').resolve()}"
+
+    @property
+    def dags_folder(self) -> Path:
+        """The local folder DAGs load from: ``dags``, or for ``s3://...`` the home's mirror."""
+        return self.home / "dags-s3" if self.dags.startswith("s3://") else Path(self.dags)
 
     @property
     def logs_dir(self) -> Path:

@@ -89,7 +89,12 @@ def _with_store(settings: Settings, op: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def _load(settings: Settings, *, report: bool = True) -> DagBag:
-    bag = load_dags(Path(settings.dags), timeout=settings.dag_import_timeout)
+    if settings.dags.startswith("s3://"):
+        from orchestrator._s3dags import S3DagSync
+
+        mirror = S3DagSync(settings.dags, settings.dags_folder)
+        _with_store(settings, lambda store: mirror.sync_with(store, settings))
+    bag = load_dags(settings.dags_folder, timeout=settings.dag_import_timeout)
     if report:
         for err in bag.import_errors:
             print(f"import error: {err.file}: {err.message}", file=sys.stderr)

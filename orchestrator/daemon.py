@@ -31,7 +31,7 @@ import signal
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -55,6 +55,9 @@ from orchestrator.store import RunRecord, Store, open_store
 from triggers._engine import Firing, TriggerEngine
 from triggers._timetable import RunInfo
 
+if TYPE_CHECKING:
+    from orchestrator._s3dags import S3DagSync
+
 __all__ = ["Daemon", "daemon_file", "run_daemon"]
 
 log = structlog.get_logger("orchestrator.daemon")
@@ -73,7 +76,12 @@ class Daemon:
         self.engine = TriggerEngine()
         self.ready = anyio.Event()
         self.api_url = ""
-        self.folder = DagFolder(Path(settings.dags), ParseWorker(settings.dag_import_timeout))
+        self.s3: S3DagSync | None = None
+        if settings.dags.startswith("s3://"):
+            from orchestrator._s3dags import S3DagSync  # aiobotocore only when it is needed
+
+            self.s3 = S3DagSync(settings.dags, settings.dags_folder)
+        self.folder = DagFolder(settings.dags_folder, ParseWorker(settings.dag_import_timeout))
         self._paused: dict[str, bool] = {}
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._queued: dict[str, list[RunRecord]] = {}  # per DAG, waiting for room
@@ -150,7 +158,14 @@ class Daemon:
         from orchestrator.api import serve_api
 
         await self._load_state()
+        if self.s3 is not None:
+            try:  # before the folder's first scan, so the first load sees the files
+                await self.s3.sync_with(self.store, self.settings)
+            except Exception as exc:
+                log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
         async with anyio.create_task_group() as intake:
+            if self.s3 is not None:
+                intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
             await intake.start(self.folder.watch, self._on_folder_change)
             intake.start_soon(self._trigger_loop)
             intake.start_soon(self._admission_loop)

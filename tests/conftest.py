@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,3 +101,32 @@ def dag_file(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server (S3, SQS, EventBridge...) as a subprocess on a free loopback port."""
+    out = tmp_path_factory.mktemp("moto") / "server.log"
+    server = Path(sys.executable).with_name("moto_server")
+    with out.open("w") as log:
+        proc = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", "0"], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"Running on (http://\S+)", out.read_text())):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not start:\n{out.read_text()}")
+            time.sleep(0.05)
+        yield found.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def aws_conn(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The aws_default connection, pointing at moto's server (set in the environment)."""
+    uri = f"aws://testing:testing@/?endpoint_url={moto_url}&region_name=us-east-1"
+    monkeypatch.setenv("ORCHESTRATOR_CONN_AWS_DEFAULT", uri)
+    return uri

@@ -6,9 +6,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -18,7 +20,10 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
+from aiobotocore.session import get_session
 
+from orchestrator._aws import client_kwargs
+from orchestrator._connections import Connection
 from tests.conftest import PG_URL
 from tests.daemon_proc import DaemonProc
 
@@ -410,6 +415,66 @@ def test_new_changed_and_deleted_files_take_effect_without_restart(
     d.wait_for(lambda: "c" in d.api("GET", "/api/v1/dags/live").json().get("tasks", []), 5, "edit")
     path.unlink()
     d.wait_for(lambda: d.api("GET", "/api/v1/dags/live").status_code == 404, 5, "deletion")
+
+
+def s3_do(aws_conn: str, *calls: tuple[str, dict[str, Any]]) -> None:
+    """Make S3 calls on moto's server, in order: (operation, arguments)."""
+
+    async def go() -> None:
+        kwargs = client_kwargs(Connection.from_uri("aws_default", aws_conn))
+        async with get_session().create_client("s3", **kwargs) as s3:
+            for operation, arguments in calls:
+                await getattr(s3, operation)(**arguments)
+
+    anyio.run(go)
+
+
+def dag_ids(d: DaemonProc) -> set[str]:
+    return {doc["dag_id"] for doc in d.api("GET", "/api/v1/dags").json()}
+
+
+def test_an_s3_dags_folder_is_mirrored_and_live(
+    daemon: Callable[..., DaemonProc], aws_conn: str
+) -> None:
+    """DAG files in s3://bucket/prefix/ load at start; added and deleted keys follow in seconds."""
+    bucket = f"dags-{uuid.uuid4().hex[:12]}"
+    put = "put_object"
+    s3_do(
+        aws_conn,
+        ("create_bucket", {"Bucket": bucket}),
+        (put, {"Bucket": bucket, "Key": "dags/one.py", "Body": SIMPLE.format(dag_id="one")}),
+    )
+    folder = {"ORCHESTRATOR_DAGS": f"s3://{bucket}/dags/"}
+    d = daemon(**folder, ORCHESTRATOR_DAGS_SYNC_INTERVAL="0.2")
+    assert dag_ids(d) == {"one"}
+    s3_do(
+        aws_conn,
+        (put, {"Bucket": bucket, "Key": "dags/two.py", "Body": SIMPLE.format(dag_id="two")}),
+    )
+    d.wait_for(lambda: dag_ids(d) == {"one", "two"}, 10, "two.py from S3")
+    s3_do(aws_conn, ("delete_object", {"Bucket": bucket, "Key": "dags/one.py"}))
+    d.wait_for(lambda: dag_ids(d) == {"two"}, 10, "one.py deleted in S3")
+    run = d.api("POST", "/api/v1/dags/two/runs", json={}).json()
+    assert d.wait_for(lambda: finished(d, "two", run["run_id"])) == "success"
+    listed = cli("dags", "list", "--json", env=folder)
+    assert [doc["dag_id"] for doc in json.loads(listed.stdout)] == ["two"], listed.stderr
+
+
+def test_an_unreachable_s3_dags_folder_does_not_stop_the_daemon(
+    daemon: Callable[..., DaemonProc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 down at start: the daemon serves, and the log names the folder that failed."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(
+        "ORCHESTRATOR_CONN_AWS_DEFAULT",
+        f"aws://k:s@/?endpoint_url=http://127.0.0.1:{port}&region_name=us-east-1",
+    )
+    d = daemon(ORCHESTRATOR_DAGS="s3://nowhere/dags/", ORCHESTRATOR_DAGS_SYNC_INTERVAL="0.2")
+    assert d.api("GET", "/api/v1/health").json()["status"] == "ok"
+    d.wait_for(lambda: "DAGs sync from S3 failed" in d.output(), 20, "the sync error")
+    assert "s3://nowhere/dags/" in d.output()
 
 
 def test_import_errors_are_reported_and_do_not_stop_other_dags(
