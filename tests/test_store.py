@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import asyncpg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from orchestrator.store import (
 )
 from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
 from orchestrator.store._writer import GroupCommitWriter
+from tests.conftest import PG_URL
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -341,3 +343,34 @@ async def test_a_lost_claim_stops_the_writer_and_fails_every_waiting_unit() -> N
             await ack.wait()
     with pytest.raises(StoreError, match="closed"):
         writer.submit_nowait(unit(9))
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_reconnected_writer_waits_for_its_own_old_session_to_end(db_url: str) -> None:
+    """Claim held by a session named as this daemon: unavailable, not lost, until it ends."""
+    async with open_store(db_url) as store:
+        await store.lock_for_daemon("daemon X")
+        admin = await asyncpg.connect(PG_URL)
+        stale = await asyncpg.connect(db_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'daemon X'"
+            )
+            # A session under the same name takes the claim, as the old session would still
+            # hold it until the server notices that its client has gone.
+            await stale.execute("SELECT set_config('application_name', 'daemon X', false)")
+            key = "hashtextextended('orchestrator.daemon:' || current_schema(), 0)"
+            assert await stale.fetchval(f"SELECT pg_try_advisory_lock({key})")
+            batch = plan_groups([store.run_statement(run())])
+            errors = []
+            for _ in range(2):  # the first try may only find the old connection dead
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.backend.execute_batch(batch)
+                errors.append(str(caught.value))
+            assert "old session" in errors[-1]
+        finally:
+            await stale.close()
+            await admin.close()
+        await store.backend.execute_batch(batch)  # the claim is taken again, the write lands
+        assert [r.run_id for r in await store.list_runs()] == ["r1"]

@@ -32,6 +32,8 @@ __all__ = ["PostgresBackend"]
 _MIGRATION_LOCK = 0x6F7263  # an arbitrary, fixed advisory lock id
 _READ_RETRY_FOR = 10.0  # seconds a read keeps trying a lost connection
 _CLOSE_WITHIN = 5.0  # seconds for a polite close before connections are dropped
+# Errors of the client or the transport, not of the SQL: the session is unusable.
+_CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 _LOST = (
     OSError,
     asyncpg.PostgresConnectionError,  # class 08
@@ -56,6 +58,7 @@ class PostgresBackend:
         self._pool = pool
         self._types: dict[tuple[str, str], str] = {}
         self._holder: str | None = None  # the daemon's claim, taken again on reconnect
+        self._claimed = False  # the holder's claim is held by the current writer session
 
     @classmethod
     async def open(cls, url: str) -> PostgresBackend:
@@ -68,14 +71,21 @@ class PostgresBackend:
 
     async def _connected_writer(self) -> Any:
         """The writer connection, made again if it was lost (and the claim with it)."""
-        if not self._writer.is_closed():
-            return self._writer
-        try:
-            self._writer = await asyncpg.connect(self._url, server_settings=_SESSION)
-        except (*_LOST, asyncpg.PostgresError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unreachable at {_safe(self._url)}: {exc}") from exc
-        if self._holder is not None and (other := await self.lock_for_daemon(self._holder)):
-            raise ClaimLost(f"the store was claimed by {other} while the connection was down")
+        if self._writer.is_closed():
+            self._claimed = False
+            try:
+                self._writer = await asyncpg.connect(self._url, server_settings=_SESSION)
+            except (*_LOST, asyncpg.PostgresError) as exc:
+                raise StoreUnavailable(
+                    f"PostgreSQL unreachable at {_safe(self._url)}: {exc}"
+                ) from exc
+        if self._holder is not None and not self._claimed:
+            other = await self.lock_for_daemon(self._holder)
+            if other == self._holder:
+                # Our own old session, which the server has not noticed is gone yet.
+                raise StoreUnavailable("waiting for the server to end this daemon's old session")
+            if other is not None:
+                raise ClaimLost(f"the store was claimed by {other} while the connection was down")
         return self._writer
 
     async def execute_batch(self, groups: Sequence[Group]) -> None:
@@ -92,7 +102,7 @@ class PostgresBackend:
                         await self._writer.execute(_numbered(group.sql), *group.rows[0])
                     else:
                         await self._writer.executemany(_numbered(group.sql), group.rows)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.PostgresError, *_CLIENT_ERRORS) as exc:
             raise _writer_error(writer, "write", exc) from exc
 
     async def _as_one_statement(
@@ -171,7 +181,7 @@ class PostgresBackend:
             )
             await self._writer.execute("SELECT set_config('application_name', $1, false)", holder)
             if await self._writer.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                self._holder = holder
+                self._holder, self._claimed = holder, True
                 return None
             other = await self._writer.fetchval(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
@@ -180,7 +190,7 @@ class PostgresBackend:
                 (key >> 32) & 0xFFFFFFFF,
                 key & 0xFFFFFFFF,
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.PostgresError, *_CLIENT_ERRORS) as exc:
             raise _writer_error(self._writer, "lock", exc) from exc
         return other or "another session"
 
@@ -198,8 +208,8 @@ _SESSION = {"application_name": f"orchestrator pid {os.getpid()} on {socket.geth
 
 
 def _writer_error(writer: Any, doing: str, exc: BaseException) -> StoreError:
-    """StoreUnavailable when the writer's session is gone (it is then dropped), else StoreError."""
-    if isinstance(exc, _LOST) or writer.is_closed():
+    """StoreError for an error of the SQL; else the session is dropped: StoreUnavailable."""
+    if isinstance(exc, (*_LOST, *_CLIENT_ERRORS)) or writer.is_closed():
         writer.terminate()  # a half-broken session is never used again
         return StoreUnavailable(f"PostgreSQL connection lost during a {doing}: {exc}")
     return StoreError(f"PostgreSQL {doing} failed: {exc}")
@@ -211,7 +221,7 @@ async def _retrying_read(read: Callable[[], Awaitable[Any]]) -> Any:
     while True:
         try:
             return await read()
-        except (*_LOST, asyncpg.InterfaceError) as exc:  # the pool replaces a dead connection
+        except (*_LOST, *_CLIENT_ERRORS) as exc:  # the pool replaces a dead connection
             if waited >= _READ_RETRY_FOR:
                 raise StoreUnavailable(f"PostgreSQL unreachable: {exc}") from exc
         except asyncpg.PostgresError as exc:
