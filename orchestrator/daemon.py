@@ -159,10 +159,15 @@ class Daemon:
 
         await self._load_state()
         if self.s3 is not None:
-            try:  # before the folder's first scan, so the first load sees the files
-                await self.s3.sync_with(self.store, self.settings)
-            except Exception as exc:
-                log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
+            # Before the folder's first scan, so the first load sees the files; bounded, so
+            # a slow S3 delays readiness by at most that (files land whole either way).
+            with anyio.move_on_after(30) as scope:
+                try:
+                    await self.s3.sync_with(self.store, self.settings)
+                except Exception as exc:
+                    log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
+            if scope.cancelled_caught:
+                log.error("DAGs sync from S3 took over 30 s; going on", url=self.s3.url)
         async with anyio.create_task_group() as intake:
             if self.s3 is not None:
                 intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
