@@ -39,6 +39,14 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
     EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
 """
 
+DAILY = """
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
+    EmptyOperator(task_id="a")
+"""
+
 
 @pytest.fixture
 def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
@@ -752,16 +760,7 @@ def test_backfill_runs_each_interval_with_progress(
     home: Path, dag_file: DagFile, db_url: str
 ) -> None:
     """`dags backfill` runs every interval between the dates and prints progress."""
-    dag_file(
-        "daily.py",
-        """
-        from datetime import datetime
-        from orchestrator import DAG
-        from orchestrator.operators import EmptyOperator
-        with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
-            EmptyOperator(task_id="a")
-        """,
-    )
+    dag_file("daily.py", DAILY)
     env = {"ORCHESTRATOR_DB": db_url}
     done = cli("dags", "backfill", "daily", "--start", "2026-02-01", "--end", "2026-02-03", env=env)
     assert done.returncode == 0, done.stderr
@@ -808,16 +807,7 @@ def test_cleared_backfill_run_is_run_by_the_daemon(
     daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
 ) -> None:
     """`tasks clear` on a backfill run hands it to the daemon, which runs it again."""
-    dag_file(
-        "daily.py",
-        """
-        from datetime import datetime
-        from orchestrator import DAG
-        from orchestrator.operators import EmptyOperator
-        with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
-            EmptyOperator(task_id="a")
-        """,
-    )
+    dag_file("daily.py", DAILY)
     env = {"ORCHESTRATOR_DB": db_url}
     done = cli("dags", "backfill", "daily", "--start", "2026-02-01", "--end", "2026-02-01", env=env)
     assert done.returncode == 0, done.stderr
