@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+from aiobotocore.session import get_session
+
+from orchestrator._aws import client_kwargs
 from orchestrator._clock import SystemClock
+from orchestrator._connections import Connection
 from orchestrator._runner import drive_run
 from orchestrator._settings import Settings
 from orchestrator.dag import DAG
@@ -39,3 +46,11 @@ def gone(pid: int, within: float = 10.0) -> bool:
 async def drive(settings: Settings, store: Store, dag: DAG, run: RunRecord) -> LiveRun:
     """Drive an existing run (e.g. after a clear) to its end with a fresh scheduler."""
     return await drive_run(settings, store, dag, run, clock=SystemClock())
+
+
+@asynccontextmanager
+async def s3_client(aws_conn: str) -> AsyncIterator[Any]:
+    """A client on moto's S3, made the way the daemon makes one from aws_default."""
+    kwargs = client_kwargs(Connection.from_uri("aws_default", aws_conn))
+    async with get_session().create_client("s3", **kwargs) as client:
+        yield client

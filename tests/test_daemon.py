@@ -20,12 +20,10 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
-from aiobotocore.session import get_session
 
-from orchestrator._aws import client_kwargs
-from orchestrator._connections import Connection
 from tests.conftest import PG_URL
 from tests.daemon_proc import DaemonProc
+from tests.helpers import s3_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -429,8 +427,7 @@ def s3_do(aws_conn: str, *calls: tuple[str, dict[str, Any]]) -> None:
     """Make S3 calls on moto's server, in order: (operation, arguments)."""
 
     async def go() -> None:
-        kwargs = client_kwargs(Connection.from_uri("aws_default", aws_conn))
-        async with get_session().create_client("s3", **kwargs) as s3:
+        async with s3_client(aws_conn) as s3:
             for operation, arguments in calls:
                 await getattr(s3, operation)(**arguments)
 

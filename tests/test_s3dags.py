@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from aiobotocore.session import get_session
 
 from orchestrator._aws import client_kwargs
 from orchestrator._connections import Connection
 from orchestrator._s3dags import S3DagSync, parse_s3_url
 from orchestrator.errors import ConfigError
+from tests.helpers import s3_client
 
 
 @pytest.mark.parametrize(
@@ -50,14 +48,6 @@ def test_client_kwargs_from_an_airflow_style_connection() -> None:
         "aws_secret_access_key": "SK",
     }
     assert client_kwargs(None) == {}
-
-
-@asynccontextmanager
-async def s3_client(aws_conn: str) -> AsyncIterator[Any]:
-    """A client on moto's S3, made the way the daemon makes one from aws_default."""
-    kwargs = client_kwargs(Connection.from_uri("aws_default", aws_conn))
-    async with get_session().create_client("s3", **kwargs) as client:
-        yield client
 
 
 async def new_bucket(s3: Any) -> str:
