@@ -1,12 +1,12 @@
 """Orchestrator: an async, event-driven workflow orchestrator with Airflow's authoring API."""
 
-from orchestrator._baseoperator import BaseOperator, XComArg, chain, cross_downstream
-from orchestrator._connections import Connection
-from orchestrator._taskflow import dag, get_current_context, task
-from orchestrator._variables import Variable
-from orchestrator.dag import DAG
+from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, cross_downstream
+from orchestrator.authoring._dag import DAG
+from orchestrator.authoring._taskflow import dag, get_current_context, task
+from orchestrator.core._state import RunState, TaskState, TriggerRule
 from orchestrator.errors import FailTask, SkipTask
-from orchestrator.state import RunState, TaskState, TriggerRule
+from orchestrator.resources._connections import Connection
+from orchestrator.resources._variables import Variable
 from triggers import Cron, Dataset, DatasetAndTime, DatasetOrTime
 
 __all__ = [

@@ -10,13 +10,13 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
-from orchestrator._aws import client_kwargs
 from orchestrator._clock import SystemClock
-from orchestrator._connections import Connection
-from orchestrator._runner import drive_run
 from orchestrator._settings import Settings
-from orchestrator.dag import DAG
-from orchestrator.scheduler import LiveRun
+from orchestrator.authoring._dag import DAG
+from orchestrator.resources._aws import client_kwargs
+from orchestrator.resources._connections import Connection
+from orchestrator.runtime._drive import drive_run
+from orchestrator.runtime._scheduler import LiveRun
 from orchestrator.store import RunRecord, Store
 
 

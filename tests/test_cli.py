@@ -216,9 +216,9 @@ def test_trigger_through_an_unanswering_daemon_fails_without_writing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A daemon that takes the request but never answers: exit 2, no second run in the store."""
-    from orchestrator import _client
     from orchestrator._settings import load_settings
-    from orchestrator.cli import main
+    from orchestrator.cli import _client
+    from orchestrator.cli._main import main
 
     dag_file("one.py", FAILING.replace('"failing"', '"one"'))
     mute = socket.socket()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from orchestrator._connections import Connection
 from orchestrator._logging import mask
-from orchestrator._secrets import Cipher
 from orchestrator.errors import ConfigError
+from orchestrator.resources._connections import Connection
+from orchestrator.resources._secrets import Cipher
 
 
 def test_aws_uri_from_spec() -> None:

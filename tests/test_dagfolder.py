@@ -7,8 +7,8 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator._dagfolder import DagFolder, FolderChange
-from orchestrator._parse import ParseWorker
+from orchestrator.dagfiles._folder import DagFolder, FolderChange
+from orchestrator.dagfiles._trial import ParseWorker
 
 DAG_SOURCE = """
 from orchestrator import DAG

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import DAG
-from orchestrator._runner import run_dag_once
 from orchestrator._settings import Settings
 from orchestrator.operators import EmptyOperator
+from orchestrator.runtime._drive import run_dag_once
 from orchestrator.store import open_store
 from tests.helpers import drive
 
@@ -67,7 +67,7 @@ async def test_a_task_gone_from_the_dag_is_marked_removed(settings: Settings) ->
         EmptyOperator(task_id="dropped")
     live = await run_dag_once(settings, dag)
     del dag.task_dict["dropped"]
-    from orchestrator.state import RunState, TaskState
+    from orchestrator.core._state import RunState, TaskState
 
     async with open_store(settings.db_url) as store:
         run = await store.get_run("shrinking", live.record.run_id)

@@ -8,11 +8,11 @@ from pathlib import Path
 import anyio
 
 from orchestrator import DAG
-from orchestrator._bridge import Services
-from orchestrator._context import DagRunInfo
 from orchestrator._settings import Settings
-from orchestrator.executor import LocalExecutor, TryRequest
 from orchestrator.operators import BashOperator
+from orchestrator.resources._services import Services
+from orchestrator.runtime._context import DagRunInfo
+from orchestrator.runtime._executor import LocalExecutor, TryRequest
 from orchestrator.store import open_store
 from tests.helpers import gone
 

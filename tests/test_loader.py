@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.loader import load_dags
+from orchestrator.dagfiles._loader import load_dags
 
 GOOD = """
 from orchestrator import DAG

@@ -11,9 +11,9 @@ from structlog.testing import capture_logs
 
 from orchestrator import DAG
 from orchestrator._logging import TaskLog, configure_logging, register_secret
-from orchestrator._runner import run_dag_once
 from orchestrator._settings import Settings
 from orchestrator.operators import PythonOperator
+from orchestrator.runtime._drive import run_dag_once
 
 
 def test_json_lines_carry_bound_fields_and_mask_secrets() -> None:

@@ -18,9 +18,9 @@ import anyio
 import pytest
 
 from orchestrator import DAG, Connection, FailTask, TriggerRule, Variable, task
-from orchestrator._runner import run_dag_once
 from orchestrator._settings import Settings
-from orchestrator.loader import load_folder
+from orchestrator.core._state import RunState, TaskState
+from orchestrator.dagfiles._loader import load_folder
 from orchestrator.operators import (
     BashOperator,
     BranchPythonOperator,
@@ -30,8 +30,8 @@ from orchestrator.operators import (
     ShortCircuitOperator,
     TriggerDagRunOperator,
 )
-from orchestrator.scheduler import LiveRun
-from orchestrator.state import RunState, TaskState
+from orchestrator.runtime._drive import run_dag_once
+from orchestrator.runtime._scheduler import LiveRun
 from orchestrator.store import open_store
 from tests.helpers import drive, gone
 
@@ -716,7 +716,7 @@ async def test_run_callback_waits_for_task_callbacks(settings: Settings) -> None
 
 async def test_cleared_task_runs_again(settings: Settings) -> None:
     """A cleared task instance runs again, as try 2, when its run is driven again."""
-    from orchestrator.state import TaskEvent, apply
+    from orchestrator.core._state import TaskEvent, apply
 
     with DAG("again") as dag:
         EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")

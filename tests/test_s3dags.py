@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from orchestrator._aws import client_kwargs
-from orchestrator._connections import Connection
-from orchestrator._s3dags import S3DagSync, parse_s3_url
+from orchestrator.dagfiles._s3 import S3DagSync, parse_s3_url
 from orchestrator.errors import ConfigError
+from orchestrator.resources._aws import client_kwargs
+from orchestrator.resources._connections import Connection
 from tests.helpers import s3_client
 
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import IllegalTransition
-from orchestrator.state import (
+from orchestrator.core._state import (
     FINISHED_STATES,
     TASK_TRANSITIONS,
     RunState,
@@ -23,6 +22,7 @@ from orchestrator.state import (
     evaluate_trigger_rule,
     retry_delay,
 )
+from orchestrator.errors import IllegalTransition
 
 S, F, K, U = "success", "failed", "skipped", "upstream_failed"
 DONE_STATES = [TaskState(x) for x in (S, F, K, U)]

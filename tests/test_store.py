@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.core._state import RunState, TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from orchestrator.state import RunState, TaskState
 from orchestrator.store import (
     MIGRATIONS,
     ConnectionRecord,

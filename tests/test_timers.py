@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from orchestrator._clock import ManualClock, SystemClock
-from orchestrator._timers import Timers
+from orchestrator.runtime._timers import Timers
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

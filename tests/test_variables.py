@@ -11,9 +11,9 @@ import pytest
 
 from orchestrator import Variable
 from orchestrator._settings import Settings
-from orchestrator._variables import write_variable
+from orchestrator.dagfiles._loader import load_dags
 from orchestrator.errors import NotFound
-from orchestrator.loader import load_dags
+from orchestrator.resources._variables import write_variable
 from orchestrator.store import open_store
 
 TOP_LEVEL = """

@@ -9,7 +9,7 @@ from typing import Any
 import anyio.to_thread
 import structlog
 
-from orchestrator._bridge import worker_thread
+from orchestrator.resources._services import worker_thread
 
 __all__ = ["run_callback"]
 

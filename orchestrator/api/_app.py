@@ -35,7 +35,7 @@ from orchestrator.errors import Conflict, NotFound, StoreUnavailable
 from orchestrator.store import RunRecord
 
 if TYPE_CHECKING:
-    from orchestrator.daemon import Daemon
+    from orchestrator.daemon._daemon import Daemon
 
 __all__ = ["create_app"]
 

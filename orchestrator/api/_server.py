@@ -14,7 +14,7 @@ from orchestrator.api._app import create_app
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from orchestrator.daemon import Daemon
+    from orchestrator.daemon._daemon import Daemon
 
 __all__ = ["serve_api"]
 

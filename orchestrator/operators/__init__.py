@@ -1,6 +1,6 @@
 """The built-in operators."""
 
-from orchestrator._baseoperator import BaseOperator
+from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.operators._bash import BashOperator
 from orchestrator.operators._misc import EmailOperator, EmptyOperator, TriggerDagRunOperator
 from orchestrator.operators._python import (

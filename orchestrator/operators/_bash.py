@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import anyio
 from anyio.abc import Process
 
-from orchestrator._baseoperator import BaseOperator
 from orchestrator._logging import current_task_log
+from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.errors import DagDefinitionError, SkipTask
 
 __all__ = ["BashOperator"]

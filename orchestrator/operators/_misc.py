@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 
 import anyio
 
-from orchestrator._baseoperator import KEY_PATTERN, BaseOperator
-from orchestrator._bridge import current_services
 from orchestrator._clock import iso
 from orchestrator._settings import Settings
+from orchestrator.authoring._baseoperator import KEY_PATTERN, BaseOperator
+from orchestrator.core._state import RunState
 from orchestrator.errors import ConfigError, DagDefinitionError, OrchestratorError
-from orchestrator.state import RunState
+from orchestrator.resources._services import current_services
 
 __all__ = ["EmailOperator", "EmptyOperator", "TriggerDagRunOperator"]
 

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from orchestrator._baseoperator import BaseOperator, find_xcom_args
+from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
 from orchestrator.errors import DagDefinitionError
 
 __all__ = ["BranchPythonOperator", "PythonOperator", "ShortCircuitOperator"]

@@ -21,8 +21,8 @@ import anyio
 
 from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso, parse_iso
+from orchestrator.core._state import RunState, TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
-from orchestrator.state import RunState, TaskState
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._migrations import MIGRATIONS
 from orchestrator.store._writer import Ack, GroupCommitWriter

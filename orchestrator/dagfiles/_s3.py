@@ -27,9 +27,9 @@ import anyio
 import structlog
 from aiobotocore.config import AioConfig
 
-from orchestrator._aws import aws_client
 from orchestrator._settings import Settings
 from orchestrator.errors import ConfigError
+from orchestrator.resources._aws import aws_client
 from orchestrator.store import Store
 
 __all__ = ["S3DagSync", "SyncResult", "parse_s3_url"]

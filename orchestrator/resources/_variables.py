@@ -6,11 +6,11 @@ import json
 import os
 from typing import Any
 
-from orchestrator._bridge import call_store, current_services
 from orchestrator._logging import register_secret
-from orchestrator._secrets import cipher_for
 from orchestrator._settings import Settings, load_settings
 from orchestrator.errors import NotFound
+from orchestrator.resources._secrets import cipher_for
+from orchestrator.resources._services import call_store, current_services
 from orchestrator.store import Store
 
 __all__ = ["Variable", "is_sensitive"]

@@ -15,9 +15,9 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
-from orchestrator._connections import Connection, read_connection
 from orchestrator._settings import Settings
 from orchestrator.errors import NotFound
+from orchestrator.resources._connections import Connection, read_connection
 from orchestrator.store import Store
 
 __all__ = ["aws_client", "client_kwargs"]

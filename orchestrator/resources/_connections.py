@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from orchestrator._bridge import call_store, current_services
 from orchestrator._logging import register_secret
-from orchestrator._secrets import Cipher, cipher_for
 from orchestrator._settings import Settings, load_settings
 from orchestrator.errors import ConfigError, NotFound
+from orchestrator.resources._secrets import Cipher, cipher_for
+from orchestrator.resources._services import call_store, current_services
 from orchestrator.store import ConnectionRecord, Store
 
 __all__ = ["Connection"]

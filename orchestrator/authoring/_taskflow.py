@@ -8,8 +8,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, overload
 
-from orchestrator._baseoperator import XComArg
-from orchestrator.dag import DAG, DagContext
+from orchestrator.authoring._baseoperator import XComArg
+from orchestrator.authoring._dag import DAG, DagContext
 from orchestrator.errors import DagDefinitionError
 from orchestrator.operators._python import (
     BranchPythonOperator,
@@ -140,7 +140,7 @@ def dag(dag_id: str | Callable[..., Any] | None = None, **dag_kwargs: Any) -> An
 
 def get_current_context() -> dict[str, Any]:
     """The context of the task running in this thread or coroutine."""
-    from orchestrator.executor import current_context
+    from orchestrator.runtime._executor import current_context
 
     ctx = current_context()
     if ctx is None:

@@ -16,9 +16,14 @@ from typing import Any
 
 import anyio
 
-from orchestrator._context import DagRunInfo, RuntimeTaskInstance, build_context, render_task
+from orchestrator.dagfiles._loader import load_dag_file
 from orchestrator.errors import FailTask, SkipTask
-from orchestrator.loader import load_dag_file
+from orchestrator.runtime._context import (
+    DagRunInfo,
+    RuntimeTaskInstance,
+    build_context,
+    render_task,
+)
 
 
 def _run(spec: dict[str, Any]) -> dict[str, Any]:

@@ -37,26 +37,26 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from orchestrator._bridge import Services
 from orchestrator._clock import Clock, SystemClock
-from orchestrator._dagfolder import DagFolder, FolderChange
-from orchestrator._metrics import Metrics
-from orchestrator._parse import ParseWorker
-from orchestrator._runner import interval_run, manual_run
 from orchestrator._settings import Settings
-from orchestrator._timers import TimerHandle, Timers
-from orchestrator._watchdog import LoopWatchdog
-from orchestrator.dag import DAG
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._state import RunState
+from orchestrator.daemon._metrics import Metrics
+from orchestrator.dagfiles._folder import DagFolder, FolderChange
+from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import Conflict, NotFound, StoreUnavailable
-from orchestrator.executor import LocalExecutor
-from orchestrator.scheduler import LiveRun, Scheduler
-from orchestrator.state import RunState
+from orchestrator.resources._services import Services
+from orchestrator.runtime._drive import interval_run, manual_run
+from orchestrator.runtime._executor import LocalExecutor
+from orchestrator.runtime._scheduler import LiveRun, Scheduler
+from orchestrator.runtime._timers import TimerHandle, Timers
+from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import RunRecord, Store, open_store
 from triggers._engine import Firing, TriggerEngine
 from triggers._timetable import RunInfo
 
 if TYPE_CHECKING:
-    from orchestrator._s3dags import S3DagSync
+    from orchestrator.dagfiles._s3 import S3DagSync
 
 __all__ = ["Daemon", "daemon_file", "run_daemon"]
 
@@ -78,7 +78,7 @@ class Daemon:
         self.api_url = ""
         self.s3: S3DagSync | None = None
         if settings.dags.startswith("s3://"):
-            from orchestrator._s3dags import S3DagSync  # aiobotocore only when it is needed
+            from orchestrator.dagfiles._s3 import S3DagSync  # aiobotocore only when it is needed
 
             self.s3 = S3DagSync(settings.dags, settings.dags_folder)
         self.folder = DagFolder(settings.dags_folder, ParseWorker(settings.dag_import_timeout))

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from orchestrator._baseoperator import KEY_PATTERN, find_xcom_args
+from orchestrator.authoring._baseoperator import KEY_PATTERN, find_xcom_args
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
 from triggers import Cron, Schedule, parse_schedule
 from triggers._timetable import Timetable, timetable_for
 
 if TYPE_CHECKING:
-    from orchestrator._baseoperator import BaseOperator
+    from orchestrator.authoring._baseoperator import BaseOperator
 
 __all__ = ["DAG", "DagContext", "collect_dags"]
 

@@ -4,7 +4,7 @@ Rule: one broken file never hides the others. Each file is imported on its own;
 its import error (syntax, exception, bad DAG definition, cycle) is recorded with
 the file, the message and the traceback, and the other files' DAGs stay usable.
 A file is imported here only after a trial import in a child process (see
-``_parse``) finished in time, so a file that hangs or kills its interpreter costs
+``_trial``) finished in time, so a file that hangs or kills its interpreter costs
 an import error, not the process.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator._parse import ParseWorker
-from orchestrator.dag import DAG, collect_dags
+from orchestrator.authoring._dag import DAG, collect_dags
+from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagDefinitionError, DagImportError
 
 __all__ = [

@@ -20,15 +20,15 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 
 from orchestrator._clock import iso
-from orchestrator._connections import Connection
 from orchestrator._logging import configure_logging
-from orchestrator._secrets import cipher_for
 from orchestrator._settings import Settings, load_settings
-from orchestrator._variables import read_variable, write_variable
-from orchestrator.dag import DAG
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._state import TaskState
+from orchestrator.dagfiles._loader import DagBag, load_dags
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.loader import DagBag, load_dags
-from orchestrator.state import TaskState
+from orchestrator.resources._connections import Connection
+from orchestrator.resources._secrets import cipher_for
+from orchestrator.resources._variables import read_variable, write_variable
 from orchestrator.store import RunRecord, Store, TaskInstanceRecord, open_store
 
 __all__ = ["main"]
@@ -90,7 +90,7 @@ def _with_store(settings: Settings, op: Callable[[Store], Awaitable[T]]) -> T:
 
 def _load(settings: Settings, *, report: bool = True) -> DagBag:
     if settings.dags.startswith("s3://"):
-        from orchestrator._s3dags import S3DagSync
+        from orchestrator.dagfiles._s3 import S3DagSync
 
         mirror = S3DagSync(settings.dags, settings.dags_folder)
         _with_store(settings, lambda store: mirror.sync_with(store, settings))
@@ -143,8 +143,8 @@ def cmd_dags_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator._runner import run_dag_once
-    from orchestrator.scheduler import LiveRun
+    from orchestrator.runtime._drive import run_dag_once
+    from orchestrator.runtime._scheduler import LiveRun
 
     conf = _json_arg(args.conf, "--conf")
     logical = _date_arg(args.date, "--date")
@@ -311,7 +311,7 @@ def cmd_tasks_logs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_test(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator._runner import run_task_alone
+    from orchestrator.runtime._drive import run_task_alone
 
     logical = _date_arg(args.date, "--date")
     dag = _dag(settings, args.dag_id)
@@ -329,7 +329,7 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
         _fail(f"DAG {args.dag_id!r} has no task(s) {', '.join(unknown)}")
 
     async def body(store: Store) -> list[str]:
-        from orchestrator.state import RunState, TaskEvent, apply
+        from orchestrator.core._state import RunState, TaskEvent, apply
 
         run = await _resolve_run(store, args.run_id, args.dag_id)
         tis = await store.task_instances(run.dag_id, run.run_id)
@@ -365,7 +365,7 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator.daemon import run_daemon
+    from orchestrator.daemon._daemon import run_daemon
 
     return run_daemon(settings)
 
@@ -374,7 +374,7 @@ def _via_daemon(settings: Settings, method: str, path: str, body: Any = None) ->
     """The API's answer if a daemon is up (a 4xx fails the command), else None."""
     import httpx
 
-    from orchestrator._client import find_daemon
+    from orchestrator.cli._client import find_daemon
 
     client = find_daemon(settings)
     if client is None:
@@ -418,7 +418,7 @@ def cmd_dags_trigger(settings: Settings, args: argparse.Namespace) -> int:
 def _trigger_in_store(
     settings: Settings, dag: DAG, conf: dict[str, Any], run_id: str | None, logical: Any
 ) -> dict[str, Any]:
-    from orchestrator._runner import manual_run
+    from orchestrator.runtime._drive import manual_run
 
     async def body(store: Store) -> dict[str, Any]:
         record = manual_run(dag, datetime.now(UTC), conf, logical, run_id=run_id)
@@ -440,7 +440,7 @@ def cmd_dags_pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dags_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator._backfill import backfill
+    from orchestrator.runtime._backfill import backfill
 
     start = _date_arg(args.start, "--start")
     end = _date_arg(args.end, "--end")
@@ -723,7 +723,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

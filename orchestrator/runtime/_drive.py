@@ -11,15 +11,15 @@ from typing import Any
 import anyio
 
 from orchestrator._aio import unwrap_single
-from orchestrator._bridge import Services
 from orchestrator._clock import Clock, SystemClock, iso
-from orchestrator._context import DagRunInfo
 from orchestrator._settings import Settings
-from orchestrator.dag import DAG
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._state import RunState
 from orchestrator.errors import OrchestratorError
-from orchestrator.executor import LocalExecutor, TryRequest, TryResult
-from orchestrator.scheduler import ChangeListener, LiveRun, Scheduler
-from orchestrator.state import RunState
+from orchestrator.resources._services import Services
+from orchestrator.runtime._context import DagRunInfo
+from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._scheduler import ChangeListener, LiveRun, Scheduler
 from orchestrator.store import RunRecord, Store, open_store
 from triggers._timetable import RunInfo, manual_interval
 

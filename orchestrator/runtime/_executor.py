@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from orchestrator._bridge import Services, services_context, worker_thread
-from orchestrator._context import (
+from orchestrator._logging import TaskLog, install_task_log_capture, task_log_context
+from orchestrator.errors import FailTask, SkipTask, TaskTimeout
+from orchestrator.resources._services import Services, services_context, worker_thread
+from orchestrator.runtime._context import (
     RETURN_VALUE,
     DagRunInfo,
     RuntimeTaskInstance,
@@ -47,12 +49,10 @@ from orchestrator._context import (
     render_task,
     task_needs_render,
 )
-from orchestrator._logging import TaskLog, install_task_log_capture, task_log_context
-from orchestrator.errors import FailTask, SkipTask, TaskTimeout
 
 if TYPE_CHECKING:
-    from orchestrator._baseoperator import BaseOperator
-    from orchestrator.dag import DAG
+    from orchestrator.authoring._baseoperator import BaseOperator
+    from orchestrator.authoring._dag import DAG
 
 __all__ = ["LocalExecutor", "TryRequest", "TryResult", "current_context"]
 
@@ -260,7 +260,7 @@ class LocalExecutor:
         with open(request.log_path, "a", encoding="utf-8") as out:  # noqa: ASYNC230
             with anyio.CancelScope(shield=True):  # see BashOperator.execute: no unguarded child
                 process = await anyio.open_process(
-                    [sys.executable, "-m", "orchestrator._child"],
+                    [sys.executable, "-m", "orchestrator.runtime._child"],
                     stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=out,

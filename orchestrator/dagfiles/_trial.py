@@ -87,7 +87,7 @@ class ParseWorker:
     async def _ensure(self) -> tuple[Process, BufferedByteReceiveStream]:
         if self._process is None or self._process.returncode is not None:
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator._parse"],
+                [sys.executable, "-m", "orchestrator.dagfiles._trial"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -123,8 +123,8 @@ def _serve() -> None:
     """The child: read paths, import each, reply with the DAG ids or the error."""
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
+    from orchestrator.dagfiles._loader import load_dag_file
     from orchestrator.errors import DagImportError
-    from orchestrator.loader import load_dag_file
 
     for line in sys.stdin:
         path = json.loads(line)["path"]

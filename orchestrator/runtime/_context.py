@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import jinja2.sandbox
 
-from orchestrator._baseoperator import XComArg, resolve_xcom_args
-from orchestrator._variables import Variable
+from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
 from orchestrator.errors import TemplateError, XComError
+from orchestrator.resources._variables import Variable
 
 if TYPE_CHECKING:
-    from orchestrator._baseoperator import BaseOperator
-    from orchestrator.dag import DAG
+    from orchestrator.authoring._baseoperator import BaseOperator
+    from orchestrator.authoring._dag import DAG
 
 __all__ = [
     "DagRunInfo",

@@ -31,13 +31,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator._clock import Clock
-from orchestrator._context import DagRunInfo
 from orchestrator._logging import task_log_path
-from orchestrator._timers import Timers
 from orchestrator.alerts import run_callback
-from orchestrator.dag import DAG
-from orchestrator.executor import LocalExecutor, TryRequest, TryResult
-from orchestrator.state import (
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._state import (
     FINISHED_STATES,
     RunState,
     TaskEvent,
@@ -49,6 +46,9 @@ from orchestrator.state import (
     evaluate_trigger_rule,
     retry_delay,
 )
+from orchestrator.runtime._context import DagRunInfo
+from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._timers import Timers
 from orchestrator.store import (
     RunRecord,
     Statement,

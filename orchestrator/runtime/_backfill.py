@@ -14,10 +14,10 @@ from typing import IO
 import anyio
 
 from orchestrator._clock import SystemClock, iso
-from orchestrator._runner import cli_driver, drive_run, interval_run, register_dags
 from orchestrator._settings import Settings
-from orchestrator.dag import DAG
-from orchestrator.state import RunState
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._state import RunState
+from orchestrator.runtime._drive import cli_driver, drive_run, interval_run, register_dags
 from orchestrator.store import RunRecord, Store, open_store
 from triggers._timetable import RunInfo, timetable_for
 

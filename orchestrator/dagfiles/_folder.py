@@ -4,7 +4,7 @@ Rules:
 1. Only files that changed are imported again (added, modified, deleted), found
    by watching the folder, never by re-importing everything on a timer.
 2. Each import is a trial import in the parse child under the timeout, then the
-   real one in a worker thread (``loader.import_dag_file``): the loop never blocks
+   real one in a worker thread (``_loader.import_dag_file``): the loop never blocks
    and a bad file costs only its own DAGs.
 3. A file's DAGs are replaced as a unit. A file that stops importing keeps no
    DAGs and gets an import error; fixing it clears the error.
@@ -22,10 +22,10 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from orchestrator._parse import ParseWorker
-from orchestrator.dag import DAG
+from orchestrator.authoring._dag import DAG
+from orchestrator.dagfiles._loader import ImportErrorRecord, dag_files, import_dag_file
+from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagImportError
-from orchestrator.loader import ImportErrorRecord, dag_files, import_dag_file
 
 __all__ = ["DagFolder", "FolderChange"]
 

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
-from orchestrator.state import TriggerRule
 from triggers import Dataset
 
 if TYPE_CHECKING:
-    from orchestrator.dag import DAG
+    from orchestrator.authoring._dag import DAG
 
 __all__ = ["BaseOperator", "DependencyMixin", "XComArg", "chain", "cross_downstream"]
 
@@ -149,7 +149,7 @@ class BaseOperator(DependencyMixin):
         doc_md: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from orchestrator.dag import DagContext
+        from orchestrator.authoring._dag import DagContext
 
         dag = dag if dag is not None else DagContext.current()
         where = f"DAG {dag.dag_id!r}, task {task_id!r}" if dag else f"task {task_id!r}"
@@ -280,7 +280,7 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
         if getattr(self, "_defaults_applied", False):
             init(self, *args, **kwargs)
             return
-        from orchestrator.dag import DagContext
+        from orchestrator.authoring._dag import DagContext
 
         self._defaults_applied = True  # type: ignore[attr-defined]
         dag = kwargs.get("dag") or DagContext.current()

@@ -1,0 +1,1 @@
+"""What a DAG file declares: DAGs, the operator base, dependencies and TaskFlow."""

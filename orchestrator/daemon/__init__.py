@@ -1,0 +1,5 @@
+"""The daemon: one process, one root task group, every part wired together."""
+
+from orchestrator.daemon._daemon import Daemon, daemon_file, run_daemon
+
+__all__ = ["Daemon", "daemon_file", "run_daemon"]

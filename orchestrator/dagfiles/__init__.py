@@ -1,0 +1,1 @@
+"""DAG files to DAG objects: imports, the trial-import child, the live folder, S3."""

@@ -1,0 +1,1 @@
+"""The async shell: the scheduler, the executor, timers, the task context."""
