@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from triggers import Cron
-from triggers._crontimes import CronTimes, _WallCron
+from triggers._crontimes import CronTimes
+from triggers._wallcron import WallCron
 
 PARIS = "Europe/Paris"
 NEW_YORK = "America/New_York"
@@ -111,7 +112,7 @@ moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2032, 
 def test_wall_search_agrees_with_croniter(fields: tuple[str, ...], naive: datetime) -> None:
     """The bisect search gives croniter's next and previous wall times."""
     expr = " ".join(fields)
-    wall = _WallCron(expr)
+    wall = WallCron(expr)
     assert wall.fast
     try:
         croniter(expr, start_time=naive).get_next(datetime)
@@ -132,7 +133,7 @@ def test_cron_that_never_fires_or_has_six_fields_is_refused(expr: str) -> None:
 
 def test_expressions_the_search_does_not_model_use_croniter() -> None:
     """``L`` (last day of the month) falls back to croniter and still answers."""
-    wall = _WallCron("0 0 L * *")
+    wall = WallCron("0 0 L * *")
     assert not wall.fast
     assert wall.next(datetime(2026, 2, 3)) == datetime(2026, 2, 28)
 

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from triggers._wallcron import check_fires
+
 __all__ = ["PRESETS", "Cron"]
 
 # Airflow's presets; "@once" is not a cron expression and is handled by the schedule parser.
@@ -39,8 +41,6 @@ class Cron:
                 f"cron expression {self.expression!r} must have 5 fields "
                 "(minute hour day-of-month month day-of-week)"
             )
-        from triggers._crontimes import check_fires  # imports this module
-
         check_fires(self.cron)
         try:
             ZoneInfo(self.timezone)
