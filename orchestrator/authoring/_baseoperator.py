@@ -9,21 +9,17 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
 
-if TYPE_CHECKING:
-    from orchestrator.authoring._dag import DAG
-
 __all__ = ["BaseOperator", "DependencyMixin", "XComArg", "chain", "cross_downstream"]
 
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 _NOTSET: Any = object()
 
 
@@ -123,7 +119,7 @@ class BaseOperator(DependencyMixin):
         self,
         *,
         task_id: str,
-        dag: DAG | None = None,
+        dag: OwnerDag | None = None,
         retries: int = 0,
         retry_delay: timedelta | float = timedelta(seconds=300),
         retry_exponential_backoff: bool = False,
@@ -149,8 +145,6 @@ class BaseOperator(DependencyMixin):
         doc_md: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from orchestrator.authoring._dag import DagContext
-
         dag = dag if dag is not None else DagContext.current()
         where = f"DAG {dag.dag_id!r}, task {task_id!r}" if dag else f"task {task_id!r}"
         if kwargs:
@@ -221,7 +215,7 @@ class BaseOperator(DependencyMixin):
         self.doc_md = doc_md
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
-        self.dag: DAG | None = None
+        self.dag: OwnerDag | None = None
         if dag is not None:
             dag.add_task(self)
 
@@ -280,8 +274,6 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
         if getattr(self, "_defaults_applied", False):
             init(self, *args, **kwargs)
             return
-        from orchestrator.authoring._dag import DagContext
-
         self._defaults_applied = True  # type: ignore[attr-defined]
         dag = kwargs.get("dag") or DagContext.current()
         defaults = dict(dag.default_args) if dag is not None else {}

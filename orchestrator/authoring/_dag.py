@@ -12,17 +12,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.authoring._baseoperator import KEY_PATTERN, find_xcom_args
+from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
+from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
 from triggers import Cron, Schedule, parse_schedule
 from triggers._timetable import Timetable, timetable_for
 
-if TYPE_CHECKING:
-    from orchestrator.authoring._baseoperator import BaseOperator
-
-__all__ = ["DAG", "DagContext", "collect_dags"]
+__all__ = ["DAG", "collect_dags"]
 
 _collector: contextvars.ContextVar[list[DAG] | None] = contextvars.ContextVar(
     "orchestrator_dag_collector", default=None
@@ -38,27 +36,6 @@ def collect_dags() -> Iterator[list[DAG]]:
         yield found
     finally:
         _collector.reset(token)
-
-
-class DagContext:
-    """The stack of ``with DAG(...)`` blocks, per thread of execution."""
-
-    _stack: contextvars.ContextVar[tuple[DAG, ...]] = contextvars.ContextVar(
-        "orchestrator_dag_stack", default=()
-    )
-
-    @classmethod
-    def current(cls) -> DAG | None:
-        stack = cls._stack.get()
-        return stack[-1] if stack else None
-
-    @classmethod
-    def push(cls, dag: DAG) -> contextvars.Token[tuple[DAG, ...]]:
-        return cls._stack.set((*cls._stack.get(), dag))
-
-    @classmethod
-    def pop(cls, token: contextvars.Token[tuple[DAG, ...]]) -> None:
-        cls._stack.reset(token)
 
 
 def _utc(value: Any, where: str, field: str) -> datetime | None:
@@ -154,7 +131,7 @@ class DAG:
         self.doc_md = doc_md
         self.task_dict: dict[str, BaseOperator] = {}
         self._timetable: Timetable | None = None
-        self._token: contextvars.Token[tuple[DAG, ...]] | None = None
+        self._token: contextvars.Token[tuple[OwnerDag, ...]] | None = None
         collector = _collector.get()
         if collector is not None:
             collector.append(self)

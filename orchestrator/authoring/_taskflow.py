@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from orchestrator.authoring._baseoperator import XComArg
-from orchestrator.authoring._dag import DAG, DagContext
+from orchestrator.authoring._dag import DAG
+from orchestrator.authoring._dagcontext import DagContext
 from orchestrator.errors import DagDefinitionError
 from orchestrator.operators._python import (
     BranchPythonOperator,

@@ -13,7 +13,8 @@ import anyio
 
 from orchestrator._clock import iso
 from orchestrator._settings import Settings
-from orchestrator.authoring._baseoperator import KEY_PATTERN, BaseOperator
+from orchestrator.authoring._baseoperator import BaseOperator
+from orchestrator.authoring._dagcontext import KEY_PATTERN
 from orchestrator.core._state import RunState
 from orchestrator.errors import ConfigError, DagDefinitionError, OrchestratorError
 from orchestrator.resources._services import current_services
