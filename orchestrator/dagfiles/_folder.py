@@ -23,7 +23,8 @@ import anyio.lowlevel
 import structlog
 
 from orchestrator.authoring._dag import DAG
-from orchestrator.dagfiles._loader import ImportErrorRecord, dag_files, import_dag_file
+from orchestrator.dagfiles._files import dag_files
+from orchestrator.dagfiles._loader import ImportErrorRecord, import_dag_file
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagImportError
 

@@ -6,8 +6,7 @@ a long-lived child imports it first; only a file that imported there, in time, i
 imported by the caller. A file that overruns the timeout gets its child killed
 (with anything it started) and a fresh child takes the next file.
 
-Protocol: one JSON line per file each way. The child keeps its real stdout for
-replies and points fd 1 at stderr, so a file that prints cannot corrupt them.
+Protocol: one JSON line per file each way, with the child in ``_trial_child``.
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ class ParseWorker:
     async def _ensure(self) -> tuple[Process, BufferedByteReceiveStream]:
         if self._process is None or self._process.returncode is not None:
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator.dagfiles._trial"],
+                [sys.executable, "-m", "orchestrator.dagfiles._trial_child"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -117,27 +116,3 @@ class ParseWorker:
                     os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             await process.aclose()
-
-
-def _serve() -> None:
-    """The child: read paths, import each, reply with the DAG ids or the error."""
-    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    from orchestrator.dagfiles._loader import load_dag_file
-    from orchestrator.errors import DagImportError
-
-    for line in sys.stdin:
-        path = json.loads(line)["path"]
-        try:
-            dags = load_dag_file(Path(path))
-            reply: dict[str, Any] = {"ok": True, "dag_ids": [d.dag_id for d in dags]}
-        except DagImportError as exc:
-            reply = {"ok": False, "error": exc.message, "traceback": exc.traceback}
-        except BaseException as exc:  # anything a file raises is its import error
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-
-
-if __name__ == "__main__":
-    _serve()

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from orchestrator.dagfiles._loader import load_dag_file
+from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.runtime._context import (
     DagRunInfo,
