@@ -13,11 +13,12 @@ from aiobotocore.session import get_session
 from orchestrator._clock import SystemClock
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord
 from orchestrator.resources._aws import client_kwargs
 from orchestrator.resources._connections import Connection
 from orchestrator.runtime._drive import drive_run
 from orchestrator.runtime._scheduler import LiveRun
-from orchestrator.store import RunRecord, Store
+from orchestrator.store import Store
 
 
 def alive(pid: int) -> bool:

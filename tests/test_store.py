@@ -12,18 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.core._state import RunState, TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from orchestrator.store import (
-    MIGRATIONS,
-    ConnectionRecord,
-    RunRecord,
-    Statement,
-    TaskInstanceRecord,
-    TryRecord,
-    open_store,
-    plan_groups,
-)
+from orchestrator.store import MIGRATIONS, ConnectionRecord, Statement, open_store, plan_groups
 from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
 from orchestrator.store._writer import GroupCommitWriter
 from tests.conftest import PG_URL

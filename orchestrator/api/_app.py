@@ -31,8 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator._clock import iso
+from orchestrator.core import RunRecord
 from orchestrator.errors import Conflict, NotFound, StoreUnavailable
-from orchestrator.store import RunRecord
 
 if TYPE_CHECKING:
     from orchestrator.daemon._daemon import Daemon

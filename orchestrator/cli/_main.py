@@ -23,13 +23,14 @@ from orchestrator._clock import iso
 from orchestrator._logging import configure_logging
 from orchestrator._settings import Settings, load_settings
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord, TaskInstanceRecord
 from orchestrator.core._state import TaskState
 from orchestrator.dagfiles._loader import DagBag, load_dags
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.resources._connections import Connection
 from orchestrator.resources._secrets import cipher_for
 from orchestrator.resources._variables import read_variable, write_variable
-from orchestrator.store import RunRecord, Store, TaskInstanceRecord, open_store
+from orchestrator.store import Store, open_store
 
 __all__ = ["main"]
 

@@ -4,6 +4,7 @@ Nothing here does I/O or reads a clock: every function takes what it needs and
 returns a decision that the runtime carries out.
 """
 
+from orchestrator.core._records import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.core._state import (
     FINISHED_STATES,
     TASK_TRANSITIONS,
@@ -22,10 +23,13 @@ from orchestrator.core._state import (
 __all__ = [
     "FINISHED_STATES",
     "TASK_TRANSITIONS",
+    "RunRecord",
     "RunState",
     "TaskEvent",
+    "TaskInstanceRecord",
     "TaskState",
     "TriggerRule",
+    "TryRecord",
     "UpstreamCounts",
     "Verdict",
     "apply",

@@ -40,6 +40,7 @@ from anyio.abc import TaskGroup
 from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord
 from orchestrator.core._state import RunState
 from orchestrator.daemon._metrics import Metrics
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
@@ -51,7 +52,7 @@ from orchestrator.runtime._executor import LocalExecutor
 from orchestrator.runtime._scheduler import LiveRun, Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
-from orchestrator.store import RunRecord, Store, open_store
+from orchestrator.store import Store, open_store
 from triggers._engine import Firing, TriggerEngine
 from triggers._timetable import RunInfo
 

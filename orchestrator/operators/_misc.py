@@ -109,7 +109,7 @@ class TriggerDagRunOperator(BaseOperator):
         self.failed_states = [RunState(s) for s in failed_states]
 
     async def execute(self, context: dict[str, Any]) -> str:
-        from orchestrator.store import RunRecord
+        from orchestrator.core import RunRecord
 
         services = current_services()
         if services is None:

@@ -21,7 +21,8 @@ import anyio.from_thread
 
 if TYPE_CHECKING:
     from orchestrator._settings import Settings
-    from orchestrator.store import RunRecord, Store
+    from orchestrator.core import RunRecord
+    from orchestrator.store import Store
 
 __all__ = ["Services", "call_store", "current_services", "services_context", "worker_thread"]
 

@@ -16,9 +16,10 @@ import anyio
 from orchestrator._clock import SystemClock, iso
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord
 from orchestrator.core._state import RunState
 from orchestrator.runtime._drive import cli_driver, drive_run, interval_run, register_dags
-from orchestrator.store import RunRecord, Store, open_store
+from orchestrator.store import Store, open_store
 from triggers._timetable import RunInfo, timetable_for
 
 __all__ = ["backfill", "backfill_intervals"]

@@ -14,13 +14,14 @@ from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord
 from orchestrator.core._state import RunState
 from orchestrator.errors import OrchestratorError
 from orchestrator.resources._services import Services
 from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._scheduler import ChangeListener, LiveRun, Scheduler
-from orchestrator.store import RunRecord, Store, open_store
+from orchestrator.store import Store, open_store
 from triggers._timetable import RunInfo, manual_interval
 
 __all__ = [

@@ -34,6 +34,7 @@ from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
 from orchestrator.alerts import run_callback
 from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.core._state import (
     FINISHED_STATES,
     RunState,
@@ -49,13 +50,7 @@ from orchestrator.core._state import (
 from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._timers import Timers
-from orchestrator.store import (
-    RunRecord,
-    Statement,
-    Store,
-    TaskInstanceRecord,
-    TryRecord,
-)
+from orchestrator.store import Statement, Store
 
 __all__ = ["LiveRun", "Scheduler"]
 

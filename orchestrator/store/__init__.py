@@ -2,25 +2,15 @@
 
 from orchestrator.store._backend import Statement, plan_groups
 from orchestrator.store._migrations import MIGRATIONS
-from orchestrator.store._store import (
-    ConnectionRecord,
-    RunRecord,
-    Store,
-    TaskInstanceRecord,
-    TryRecord,
-    open_store,
-)
+from orchestrator.store._store import ConnectionRecord, Store, open_store
 from orchestrator.store._writer import Ack
 
 __all__ = [
     "MIGRATIONS",
     "Ack",
     "ConnectionRecord",
-    "RunRecord",
     "Statement",
     "Store",
-    "TaskInstanceRecord",
-    "TryRecord",
     "open_store",
     "plan_groups",
 ]

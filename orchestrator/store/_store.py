@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,91 +21,14 @@ import anyio
 
 from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso, parse_iso
+from orchestrator.core._records import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.core._state import RunState, TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._migrations import MIGRATIONS
 from orchestrator.store._writer import Ack, GroupCommitWriter
 
-__all__ = [
-    "ConnectionRecord",
-    "RunRecord",
-    "Store",
-    "TaskInstanceRecord",
-    "TryRecord",
-    "open_store",
-]
-
-
-@dataclass(slots=True)
-class RunRecord:
-    dag_id: str
-    run_id: str
-    state: RunState
-    run_type: str
-    logical_date: datetime | None
-    queued_at: datetime
-    data_interval_start: datetime | None = None
-    data_interval_end: datetime | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
-    conf: dict[str, Any] = field(default_factory=dict)
-    trigger_key: str | None = None
-    driver: str | None = None  # None: the daemon; else the CLI process driving it
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dag_id": self.dag_id,
-            "run_id": self.run_id,
-            "state": str(self.state),
-            "run_type": self.run_type,
-            "logical_date": iso(self.logical_date),
-            "start_date": iso(self.start_date),
-            "end_date": iso(self.end_date),
-            "conf": self.conf,
-        }
-
-
-@dataclass(slots=True)
-class TaskInstanceRecord:
-    dag_id: str
-    run_id: str
-    task_id: str
-    state: TaskState = TaskState.NONE
-    try_number: int = 0
-    max_tries: int = 0
-    start_date: datetime | None = None
-    end_date: datetime | None = None
-    duration: float | None = None
-    pool: str = "default_pool"
-    priority_weight: int = 1
-    operator: str = ""
-    next_retry_at: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "state": str(self.state),
-            "try_number": self.try_number,
-            "start_date": iso(self.start_date),
-            "end_date": iso(self.end_date),
-            "duration": self.duration,
-        }
-
-
-@dataclass(slots=True)
-class TryRecord:
-    dag_id: str
-    run_id: str
-    task_id: str
-    try_number: int
-    state: TaskState
-    start_date: datetime | None = None
-    end_date: datetime | None = None
-    duration: float | None = None
-    hostname: str = ""
-    log_path: str = ""
-    error: str | None = None
+__all__ = ["ConnectionRecord", "Store", "open_store"]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,87 @@
+"""The records a run is made of: the run, its task instances and their tries.
+
+Plain data. The core decides on them, the store persists them, the API and the
+CLI show them (``to_json`` is the shape of SPEC section 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from orchestrator._clock import iso
+from orchestrator.core._state import RunState, TaskState
+
+__all__ = ["RunRecord", "TaskInstanceRecord", "TryRecord"]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    dag_id: str
+    run_id: str
+    state: RunState
+    run_type: str
+    logical_date: datetime | None
+    queued_at: datetime
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+    trigger_key: str | None = None
+    driver: str | None = None  # None: the daemon; else the CLI process driving it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "state": str(self.state),
+            "run_type": self.run_type,
+            "logical_date": iso(self.logical_date),
+            "start_date": iso(self.start_date),
+            "end_date": iso(self.end_date),
+            "conf": self.conf,
+        }
+
+
+@dataclass(slots=True)
+class TaskInstanceRecord:
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState = TaskState.NONE
+    try_number: int = 0
+    max_tries: int = 0
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+    pool: str = "default_pool"
+    priority_weight: int = 1
+    operator: str = ""
+    next_retry_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "state": str(self.state),
+            "try_number": self.try_number,
+            "start_date": iso(self.start_date),
+            "end_date": iso(self.end_date),
+            "duration": self.duration,
+        }
+
+
+@dataclass(slots=True)
+class TryRecord:
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    state: TaskState
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+    hostname: str = ""
+    log_path: str = ""
+    error: str | None = None
