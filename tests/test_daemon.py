@@ -579,6 +579,23 @@ def test_sigterm_lets_running_tasks_finish_then_exits_0(
     assert all(v["try_number"] == 1 for v in tasks(again, "long", "r").values())
 
 
+def test_sigterm_ends_a_run_whose_last_task_finished_in_the_grace_period(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
+) -> None:
+    """The run's end is stored before the daemon exits: no restart is needed to end it."""
+    d = long_run_going(daemon, dag_file, seconds=1.5, retries=0)
+    d.signal(signal.SIGTERM)
+    assert d.wait(30) == 0
+    shown = cli("runs", "show", "r", "--dag", "long", "--json", env={"ORCHESTRATOR_DB": db_url})
+    assert shown.returncode == 0, shown.stderr
+    run = json.loads(shown.stdout)
+    assert run["state"] == "success"
+    assert run["end_date"] is not None
+    assert {t["task_id"]: t["state"] for t in run["tasks"]} == dict.fromkeys(
+        ["first", "slow", "once"], "success"
+    )
+
+
 def test_second_signal_exits_at_once(daemon: Callable[..., DaemonProc], dag_file: DagFile) -> None:
     """A second SIGTERM during the grace period exits immediately."""
     d = long_run_going(daemon, dag_file, seconds=60, retries=0)

@@ -13,7 +13,14 @@ from typing import Any
 from orchestrator._clock import iso
 from orchestrator.core._state import RunState, TaskState
 
-__all__ = ["RunRecord", "TaskInstanceRecord", "TryRecord"]
+__all__ = [
+    "Record",
+    "RunRecord",
+    "TaskInstanceRecord",
+    "TryRecord",
+    "XComRecord",
+    "XComsCleared",
+]
 
 
 @dataclass(slots=True)
@@ -85,3 +92,26 @@ class TryRecord:
     hostname: str = ""
     log_path: str = ""
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class XComRecord:
+    """One XCom a try pushed: its value as JSON text."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class XComsCleared:
+    """Every XCom of a task instance, removed (it was cleared to run again)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+
+
+Record = RunRecord | TaskInstanceRecord | TryRecord | XComRecord | XComsCleared

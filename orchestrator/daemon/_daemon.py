@@ -29,7 +29,7 @@ import json
 import os
 import signal
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -406,20 +406,6 @@ class Daemon:
             if record.run_type == "scheduled" and record.data_interval_end is not None:
                 late = (live.record.start_date or self.clock.now()) - record.data_interval_end
                 self.metrics.schedule_lateness.observe(max(0.0, late.total_seconds()))
-            if dag.dagrun_timeout is not None and not live.done.is_set():
-                self._arm_timeout(live, dag.dagrun_timeout)
-
-    def _arm_timeout(self, live: LiveRun, timeout: timedelta) -> None:
-        started = live.record.start_date or self.clock.now()
-        key = live.key
-        reason = f"dagrun_timeout: the run took longer than {timeout}"
-
-        def expire() -> None:
-            if self._work is not None and key[1] in self._active.get(key[0], ()):
-                log.warning("run timed out", dag_id=key[0], run_id=key[1], timeout=str(timeout))
-                self._work.start_soon(self.scheduler.stop_run, key[0], key[1], reason)
-
-        self.scheduler.timers.call_at(started + timeout, expire)
 
     def _on_run_end(self, live: LiveRun) -> None:
         dag_id, run_id = live.key

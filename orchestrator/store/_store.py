@@ -21,7 +21,13 @@ import anyio
 
 from orchestrator._aio import unwrap_single
 from orchestrator._clock import Clock, SystemClock, iso, parse_iso
-from orchestrator.core._records import RunRecord, TaskInstanceRecord, TryRecord
+from orchestrator.core._records import (
+    Record,
+    RunRecord,
+    TaskInstanceRecord,
+    TryRecord,
+    XComRecord,
+)
 from orchestrator.core._state import RunState, TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.store._backend import Backend, Statement
@@ -223,6 +229,26 @@ class Store:
             ),
         )
 
+    def statements(self, records: Iterable[Record]) -> list[Statement]:
+        """The statements that persist ``records``, in their order."""
+        out: list[Statement] = []
+        for record in records:
+            if isinstance(record, TaskInstanceRecord):
+                out.append(self.ti_statement(record))
+            elif isinstance(record, TryRecord):
+                out.append(self.try_statement(record))
+            elif isinstance(record, RunRecord):
+                out.append(self.run_statement(record))
+            elif isinstance(record, XComRecord):
+                out.append(
+                    self.xcom_statement(
+                        record.dag_id, record.run_id, record.task_id, record.key, record.value
+                    )
+                )
+            else:
+                out.append(_xcoms_cleared(record.dag_id, record.run_id, record.task_id))
+        return out
+
     # -- writes --------------------------------------------------------------------------
 
     async def write(self, statements: Sequence[Statement]) -> None:
@@ -249,13 +275,7 @@ class Store:
         statements = [self.run_statement(run)]
         for ti in tis:
             statements.append(self.ti_statement(ti))
-            statements.append(
-                Statement(
-                    "xcom",
-                    "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-                    (ti.dag_id, ti.run_id, ti.task_id),
-                )
-            )
+            statements.append(_xcoms_cleared(ti.dag_id, ti.run_id, ti.task_id))
         await self.write(statements)
 
     async def upsert_dags(self, rows: Sequence[tuple[str, str, str, list[str], bool]]) -> None:
@@ -529,6 +549,14 @@ class Store:
             "SELECT dag_id, fileloc, is_paused, schedule, tags FROM dag ORDER BY dag_id"
         )
         return {r["dag_id"]: r for r in rows}
+
+
+def _xcoms_cleared(dag_id: str, run_id: str, task_id: str) -> Statement:
+    return Statement(
+        "xcom",
+        "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        (dag_id, run_id, task_id),
+    )
 
 
 def _conn_from_row(r: dict[str, Any]) -> ConnectionRecord:

@@ -1,0 +1,272 @@
+"""The run driver's vocabulary: what it reads of a DAG, its inputs, a step's commands.
+
+Plain data, as h11's events are: the driver (``_driver``) takes an input and
+answers with a :class:`Step`; the scheduler's shell feeds the inputs and carries
+out the commands.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from orchestrator.core._records import Record, TryRecord
+from orchestrator.core._state import RunState, TaskState, TriggerRule
+
+__all__ = [
+    "LOST_TRY",
+    "Alert",
+    "AlertEvent",
+    "Clear",
+    "DagSpec",
+    "Defer",
+    "Deferred",
+    "Input",
+    "NotStarted",
+    "PastRun",
+    "Queued",
+    "Resumed",
+    "Resumption",
+    "RetryDue",
+    "Start",
+    "Step",
+    "Stop",
+    "TaskSpec",
+    "TimedOut",
+    "Timer",
+    "TryEnded",
+    "TryOutcome",
+    "TryStarted",
+]
+
+LOST_TRY = "the process running this try stopped"
+
+
+class TaskSpec(Protocol):
+    """What the driver reads of a task (``BaseOperator`` is one)."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def upstream_task_ids(self) -> Set[str]: ...
+    @property
+    def downstream_task_ids(self) -> Set[str]: ...
+    @property
+    def trigger_rule(self) -> TriggerRule: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def retry_delay(self) -> timedelta | None: ...
+    @property
+    def retry_exponential_backoff(self) -> bool: ...
+    @property
+    def max_retry_delay(self) -> timedelta | None: ...
+    @property
+    def depends_on_past(self) -> bool: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def priority_weight(self) -> int: ...
+    @property
+    def task_type(self) -> str: ...
+
+
+class DagSpec(Protocol):
+    """What the driver reads of a DAG (``DAG`` is one)."""
+
+    @property
+    def dag_id(self) -> str: ...
+    @property
+    def task_dict(self) -> Mapping[str, TaskSpec]: ...
+    @property
+    def leaves(self) -> list[str]: ...
+    @property
+    def dagrun_timeout(self) -> timedelta | None: ...
+    def topological_order(self) -> list[str]: ...
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+class TryOutcome(enum.StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    LOST = "lost"  # the process running the try went away
+
+
+@dataclass(frozen=True, slots=True)
+class PastRun:
+    """The run before this one, for ``depends_on_past``: its id and its task states."""
+
+    run_id: str
+    states: Mapping[str, TaskState]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Drive the run from its stored state: a new run, or one a stopped process left.
+
+    ``open_tries`` are the stored tries of instances left running or deferred.
+    """
+
+    past: PastRun | None = None
+    open_tries: Mapping[str, TryRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The shell took the instance from the ready queue to start it (it holds a slot)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TryStarted:
+    """The try is about to run here."""
+
+    task_id: str
+    hostname: str = ""
+    log_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TryEnded:
+    """The try's work returned (or was stopped); ``xcoms`` are the values it pushed."""
+
+    task_id: str
+    outcome: TryOutcome
+    error: str | None = None
+    retryable: bool = True
+    xcoms: Mapping[str, str] = field(default_factory=dict)
+    skip: frozenset[str] = frozenset()  # downstream task ids a branch did not follow
+
+
+@dataclass(frozen=True, slots=True)
+class NotStarted:
+    """The instance cannot start at all (its pool does not exist): it fails without a try."""
+
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDue:
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The run's ``dagrun_timeout`` passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Fail the run now: waiting instances are skipped, tries in flight stopped."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """Run these finished instances again (with the cascade downstream of them)."""
+
+    task_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The running try hands its wait to the trigger engine (``trigger`` says for what)."""
+
+    task_id: str
+    trigger: object = None
+
+
+class Resumption(enum.StrEnum):
+    RUN = "run"  # run the task again (as the same try), e.g. to finish its work
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The trigger engine ended a deferred instance's wait."""
+
+    task_id: str
+    outcome: Resumption
+    error: str | None = None
+    xcoms: Mapping[str, str] = field(default_factory=dict)
+
+
+Input = (
+    Start
+    | Queued
+    | TryStarted
+    | TryEnded
+    | NotStarted
+    | RetryDue
+    | TimedOut
+    | Stop
+    | Clear
+    | Deferred
+    | Resumed
+)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """At ``at``, feed ``RetryDue(task_id)`` (kind "retry") or ``TimedOut()`` ("run_timeout")."""
+
+    kind: str
+    task_id: str | None
+    at: datetime
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.kind, self.task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Hand the instance's wait to the trigger engine; ``trigger`` None: the stored wait."""
+
+    task_id: str
+    trigger: object = None
+
+
+class AlertEvent(enum.StrEnum):
+    TASK_SUCCESS = "task_success"
+    TASK_FAILURE = "task_failure"
+    TASK_RETRY = "task_retry"
+    RUN_SUCCESS = "run_success"
+    RUN_FAILURE = "run_failure"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    event: AlertEvent
+    task_id: str | None = None
+    try_number: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """The commands of one input, carried out by the shell in this order."""
+
+    writes: list[Record] = field(default_factory=list)  # one unit, committed first
+    ready: list[str] = field(default_factory=list)  # now scheduled: into the ready queue
+    unready: list[str] = field(default_factory=list)  # no longer scheduled: out of it
+    cancel: list[str] = field(default_factory=list)  # tries to stop (running or deferred)
+    timers: list[Timer] = field(default_factory=list)
+    cancel_timers: list[tuple[str, str | None]] = field(default_factory=list)
+    defer: list[Defer] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    ended: RunState | None = None  # the run ended (its record is in ``writes``)
