@@ -155,21 +155,6 @@ async def test_retries_run_out(settings: Settings) -> None:
     assert (live.tis["f"].state, live.tis["f"].try_number) == (TaskState.FAILED, 2)
 
 
-async def test_retry_waits_retry_delay(settings: Settings) -> None:
-    """The next try does not start before retry_delay has passed."""
-    starts: list[float] = []
-
-    def flaky(try_number: int) -> None:
-        starts.append(time.monotonic())
-        if try_number == 1:
-            raise RuntimeError("once")
-
-    with DAG("delay") as dag:
-        PythonOperator(task_id="f", python_callable=flaky, retries=1, retry_delay=0.3)
-    await go(settings, dag)
-    assert starts[1] - starts[0] >= 0.3
-
-
 async def test_fail_task_skips_retries(settings: Settings) -> None:
     """FailTask fails at once, whatever retries are left."""
 
