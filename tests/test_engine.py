@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 
 from tests.test_crontimes import Oracle
 from triggers import Cron, parse_schedule
-from triggers._engine import TriggerEngine
+from triggers._engine import CreateRun, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo, Timetable, timetable_for
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def due(engine: TriggerEngine, now: datetime) -> list[CreateRun]:
+    """The runs the engine creates when the clock reaches ``now`` (time fires nothing else)."""
+    firings = engine.feed(TimePassed(now))
+    assert all(isinstance(f, CreateRun) for f in firings)
+    return [f for f in firings if isinstance(f, CreateRun)]
 
 
 def table(schedule: object, *, start: datetime = START, catchup: bool = True) -> Timetable:
@@ -28,10 +35,10 @@ def test_nothing_fires_before_the_first_due_instant() -> None:
     """An hourly DAG registered at 00:10 fires nothing until 01:00, then its 00:00 interval."""
     engine = TriggerEngine()
     engine.set_timetable("a", table("@hourly"), last=None, now=START + timedelta(minutes=10))
-    assert engine.due(START + timedelta(minutes=59)) == []
+    assert due(engine, START + timedelta(minutes=59)) == []
     assert engine.next_deadline() == START + timedelta(hours=1)
-    [firing] = engine.due(START + timedelta(hours=1))
-    assert (firing.key, firing.kind) == ("a", "scheduled")
+    [firing] = due(engine, START + timedelta(hours=1))
+    assert (firing.dag_id, firing.run_type) == ("a", "scheduled")
     assert firing.run.logical_date == START
 
 
@@ -49,7 +56,7 @@ def test_removed_dag_never_fires() -> None:
     engine.set_timetable("a", table("@hourly"), last=None, now=START)
     engine.remove("a")
     assert engine.next_deadline() is None
-    assert engine.due(START + timedelta(days=1)) == []
+    assert due(engine, START + timedelta(days=1)) == []
 
 
 def test_replacing_a_timetable_keeps_one_entry_per_dag() -> None:
@@ -57,7 +64,9 @@ def test_replacing_a_timetable_keeps_one_entry_per_dag() -> None:
     engine = TriggerEngine()
     engine.set_timetable("a", table("@hourly"), last=None, now=START)
     engine.set_timetable("a", table("@daily"), last=None, now=START)
-    assert [f.run.due for f in engine.due(START + timedelta(days=1))] == [START + timedelta(days=1)]
+    assert [f.run.due for f in due(engine, START + timedelta(days=1))] == [
+        START + timedelta(days=1)
+    ]
 
 
 def test_catchup_backlog_is_released_as_room_opens() -> None:
@@ -65,11 +74,11 @@ def test_catchup_backlog_is_released_as_room_opens() -> None:
     engine = TriggerEngine()
     now = START + timedelta(days=5, hours=1)
     engine.set_timetable("a", table("@daily"), last=None, now=now, free=2)
-    first = engine.due(now)
+    first = due(engine, now)
     assert [f.run.logical_date.day for f in first] == [1, 2]
-    assert engine.due(now) == []
+    assert due(engine, now) == []
     engine.set_free("a", 3)
-    assert [f.run.logical_date.day for f in engine.due(now)] == [3, 4, 5]
+    assert [f.run.logical_date.day for f in due(engine, now)] == [3, 4, 5]
 
 
 def test_rebuilt_from_the_last_stored_run_it_continues_without_repeats() -> None:
@@ -78,7 +87,7 @@ def test_rebuilt_from_the_last_stored_run_it_continues_without_repeats() -> None
     last = RunInfo(START, START, START + timedelta(days=1))
     now = START + timedelta(days=3, hours=1)
     engine.set_timetable("a", table("@daily"), last=last, now=now, free=10)
-    assert [f.run.logical_date.day for f in engine.due(now)] == [2, 3]
+    assert [f.run.logical_date.day for f in due(engine, now)] == [2, 3]
 
 
 def test_no_catchup_after_a_stall_fires_only_the_latest_interval() -> None:
@@ -86,7 +95,7 @@ def test_no_catchup_after_a_stall_fires_only_the_latest_interval() -> None:
     engine = TriggerEngine()
     engine.set_timetable("a", table("@hourly", catchup=False), last=None, now=START, free=99)
     late = START + timedelta(hours=5, minutes=3)
-    [firing] = engine.due(late)
+    [firing] = due(engine, late)
     assert firing.run.data_interval_end == START + timedelta(hours=5)
 
 
@@ -117,9 +126,9 @@ def simulate(engine: TriggerEngine, until: datetime, max_active: int) -> dict[st
     """Advance the clock deadline by deadline; each run ends at once, freeing its slot."""
     fired: dict[str, list[RunInfo]] = {}
     while (deadline := engine.next_deadline()) is not None and deadline <= until:
-        for firing in engine.due(deadline):
-            fired.setdefault(firing.key, []).append(firing.run)
-            engine.set_free(firing.key, max_active)
+        for firing in due(engine, deadline):
+            fired.setdefault(firing.dag_id, []).append(firing.run)
+            engine.set_free(firing.dag_id, max_active)
     return fired
 
 

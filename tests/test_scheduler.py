@@ -50,7 +50,8 @@ class Shell:
 
     async def start(self, dag: DAG, *tis: TaskInstanceRecord) -> LiveRun:
         record = RunRecord(dag.dag_id, "r1", RunState.QUEUED, "manual", T0, T0)
-        await self.store.create_run(record, tis)
+        await self.store.insert_runs([record])
+        await self.store.write([self.store.ti_statement(ti) for ti in tis])
         return await self.scheduler.start_run(dag, record)
 
 

@@ -49,22 +49,39 @@ async def test_one_daemon_lock_per_store_released_on_close(db_url: str) -> None:
         await third.lock_for_daemon("daemon three")
 
 
-async def test_create_run_is_idempotent(db_url: str) -> None:
-    """Creating the same (dag_id, run_id) twice stores it once and says so."""
+async def test_inserting_a_run_twice_stores_it_once(db_url: str) -> None:
+    """Inserting the same (dag_id, run_id) twice stores it once, without an error."""
     async with open_store(db_url) as store:
-        tis = [TaskInstanceRecord("d", "r1", "a"), TaskInstanceRecord("d", "r1", "b")]
-        assert await store.create_run(run(), tis)
-        assert not await store.create_run(run(), tis)
+        first = run()
+        first.conf = {"first": True}
+        await store.insert_runs([first])
+        await store.insert_runs([run()])
         assert [r.run_id for r in await store.list_runs()] == ["r1"]
-        assert [t.task_id for t in await store.task_instances("d", "r1")] == ["a", "b"]
+        assert (await store.get_run("d", "r1")).conf == {"first": True}
+        assert await store.taken_runs([run()]) == {("d", "r1")}
+
+
+async def test_a_trigger_key_is_a_second_key_of_a_run(db_url: str) -> None:
+    """A run whose (dag_id, trigger_key) is taken is not inserted and raises nothing;
+    other DAGs and runs without a key are not affected."""
+    async with open_store(db_url) as store:
+        keyed = run("r1")
+        keyed.trigger_key = "event-1"
+        await store.insert_runs([keyed])
+        again, other_dag, unkeyed = run("r2"), run("r3", "other"), run("r4")
+        again.trigger_key = other_dag.trigger_key = "event-1"
+        assert await store.taken_runs([again, other_dag, unkeyed]) == {("d", "r2")}
+        await store.insert_runs([again, other_dag, unkeyed])
+        stored = {(r.dag_id, r.run_id) for r in await store.list_runs()}
+        assert stored == {("d", "r1"), ("other", "r3"), ("d", "r4")}
 
 
 async def test_resolve_run_names_missing_and_ambiguous_run_ids(db_url: str) -> None:
     """A run id used by one DAG resolves; none is NotFound; several is a Conflict with the hint."""
     async with open_store(db_url) as store:
-        await store.create_run(run("only", "a"), [])
-        await store.create_run(run("both", "a"), [])
-        await store.create_run(run("both", "b"), [])
+        await store.insert_runs([run("only", "a")])
+        await store.insert_runs([run("both", "a")])
+        await store.insert_runs([run("both", "b")])
         assert (await store.resolve_run("only", None, hint="h")).dag_id == "a"
         assert (await store.resolve_run("both", "b", hint="h")).dag_id == "b"
         with pytest.raises(NotFound, match="no run with id 'none'"):
@@ -78,7 +95,7 @@ async def test_resolve_run_names_missing_and_ambiguous_run_ids(db_url: str) -> N
 async def test_run_round_trips(db_url: str) -> None:
     """A run's fields, times and conf come back as written."""
     async with open_store(db_url) as store:
-        await store.create_run(run(), [])
+        await store.insert_runs([run()])
         got = await store.get_run("d", "r1")
         assert got.logical_date == NOW
         assert got.conf == {"k": [1, 2]}
@@ -153,7 +170,8 @@ async def test_a_failing_unit_is_not_half_written(db_url: str) -> None:
 async def test_acknowledged_writes_survive_reopening(db_url: str) -> None:
     """What write() acknowledged is there after the store is closed and opened again."""
     async with open_store(db_url) as store:
-        await store.create_run(run(), [TaskInstanceRecord("d", "r1", "a")])
+        await store.insert_runs([run()])
+        await store.write([store.ti_statement(TaskInstanceRecord("d", "r1", "a"))])
     async with open_store(db_url) as store:
         assert (await store.get_run("d", "r1")).run_id == "r1"
 
@@ -180,8 +198,8 @@ async def test_variables_connections_pools(db_url: str) -> None:
 async def test_runs_with_the_same_id_in_two_dags(db_url: str) -> None:
     """runs_with_id finds every DAG that uses a run id."""
     async with open_store(db_url) as store:
-        await store.create_run(run("same", "a"), [])
-        await store.create_run(run("same", "b"), [])
+        await store.insert_runs([run("same", "a")])
+        await store.insert_runs([run("same", "b")])
         assert [r.dag_id for r in await store.runs_with_id("same")] == ["a", "b"]
 
 
@@ -270,7 +288,7 @@ async def test_creating_a_run_never_overwrites_one(db_url: str) -> None:
         first.state = RunState.RUNNING
         await store.write([store.run_statement(first)])
         late = run()
-        await store.write([store.run_statement(late, create_only=True)])
+        await store.write([store.run_statement(late, insert_only=True)])
         assert (await store.get_run("d", "r1")).state == RunState.RUNNING
 
 

@@ -1,11 +1,15 @@
 """The trigger engine: definitions and inputs in, firings out.
 
-Pure: it reads no clock and does no I/O. The daemon feeds it definitions (a DAG's
-timetable), inputs (the time, how many more runs each DAG may start) and state
-rebuilt from the store (each DAG's latest scheduled run); it answers with firings
-(runs to create) and with the next instant it needs to be asked again. Later inputs
-(dataset updates, events, sensor results) join as further methods with the same
-shape: they change state and return firings.
+Pure: it reads no clock and does no I/O. The daemon gives it definitions (a DAG's
+timetable), room (how many more runs each DAG may start) and state rebuilt from the
+store (each DAG's latest scheduled run). Then ``feed(input)`` takes one of the
+:data:`EngineInput` union and answers with a list of the :data:`Firing` union:
+"create a run of DAG d" and "resume task instance t". ``next_deadline`` says when
+the engine must next be fed the time.
+
+Time is the one input wired today (:class:`TimePassed`). Dataset updates, events
+and sensor results join the union with their own issues, each answered with
+firings of the same two kinds.
 
 Rules:
 1. One heap orders every DAG's next due instant. Entries are never removed in
@@ -22,21 +26,55 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from triggers._timetable import RunInfo, Timetable
 
-__all__ = ["Firing", "TriggerEngine"]
+__all__ = ["CreateRun", "EngineInput", "Firing", "ResumeTask", "TimePassed", "TriggerEngine"]
 
 
 @dataclass(frozen=True, slots=True)
-class Firing:
-    """A run to create: for ``key`` (a DAG id), of ``kind``, with these times."""
+class TimePassed:
+    """The clock reached ``now``: everything due by then fires."""
 
-    key: str
-    kind: str
+    now: datetime
+
+
+EngineInput = TimePassed
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRun:
+    """Create a run of ``dag_id``.
+
+    ``run`` holds its logical date and data interval; ``trigger_key``, when set,
+    makes the firing idempotent beyond the run id (an event id, say); ``payload``
+    becomes the run's conf.
+    """
+
+    dag_id: str
+    run_type: str
     run: RunInfo
+    trigger_key: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeTask:
+    """End the wait of a deferred task instance: run it again, or end its try as ``outcome``."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    outcome: str  # "run", "success", "failed" or "skipped"
+    error: str | None = None
+    xcoms: Mapping[str, str] = field(default_factory=dict)  # key -> JSON text
+
+
+Firing = CreateRun | ResumeTask
 
 
 @dataclass(slots=True)
@@ -103,7 +141,11 @@ class TriggerEngine:
             heapq.heappop(self._heap)
         return None
 
-    def due(self, now: datetime) -> list[Firing]:
+    def feed(self, event: EngineInput) -> list[Firing]:
+        """The firings ``event`` causes, in order."""
+        return self._time_passed(event.now)
+
+    def _time_passed(self, now: datetime) -> list[Firing]:
         """Every firing due at ``now``, in due order."""
         fired: list[Firing] = []
         while self._heap and self._heap[0][0] <= now:
@@ -120,7 +162,7 @@ class TriggerEngine:
                     continue
             if slot.free <= 0 or slot.pending is None:
                 continue  # parked until set_free
-            fired.append(Firing(key, "scheduled", slot.pending))
+            fired.append(CreateRun(key, "scheduled", slot.pending))
             slot.free -= 1
             slot.last = slot.pending
             slot.pending = slot.timetable.next_run(slot.last, now)

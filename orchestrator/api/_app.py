@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -31,11 +31,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator._clock import iso
+from orchestrator.api._protocol import ControlPlane, RunQueries
+from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.errors import Conflict, NotFound, StoreUnavailable
-
-if TYPE_CHECKING:
-    from orchestrator.daemon._daemon import Daemon
 
 __all__ = ["create_app"]
 
@@ -52,11 +51,19 @@ class ClientError(Exception):
 
 
 class _Handlers:
-    """The routes' handlers, on one daemon."""
+    """The routes' handlers, on one control plane and one store."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.token = daemon.settings.api_token
+    def __init__(self, control: ControlPlane, runs: RunQueries, token: str) -> None:
+        self.control = control
+        self.runs = runs
+        self.token = token
+
+    def dag(self, request: Request) -> DAG:
+        dag_id = request.path_params["dag_id"]
+        dag = self.control.dags.get(dag_id)
+        if dag is None:
+            raise NotFound(f"DAG {dag_id!r} not found")
+        return dag
 
     async def auth(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if self.token and request.url.path not in _OPEN:
@@ -69,23 +76,16 @@ class _Handlers:
         return await call_next(request)
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "dags": len(self.daemon.folder.dags),
-                "import_errors": len(self.daemon.folder.errors),
-                "running_tasks": self.daemon.scheduler.running,
-            }
-        )
+        return JSONResponse({"status": "ok", **self.control.health()})
 
     async def list_dags(self, request: Request) -> Response:
-        dags = sorted(self.daemon.folder.dags.values(), key=lambda d: d.dag_id)
-        return JSONResponse([d.to_json(self.daemon.is_paused(d.dag_id)) for d in dags])
+        dags = sorted(self.control.dags.values(), key=lambda d: d.dag_id)
+        return JSONResponse([d.to_json(self.control.is_paused(d.dag_id)) for d in dags])
 
     async def get_dag(self, request: Request) -> Response:
-        dag = self.daemon.dag(request.path_params["dag_id"])
-        doc = dag.to_json(self.daemon.is_paused(dag.dag_id))
-        pending = self.daemon.next_run(dag.dag_id)
+        dag = self.dag(request)
+        doc = dag.to_json(self.control.is_paused(dag.dag_id))
+        pending = self.control.next_run(dag.dag_id)
         doc["next_run"] = (
             None
             if pending is None
@@ -99,17 +99,17 @@ class _Handlers:
         return JSONResponse(doc)
 
     async def patch_dag(self, request: Request) -> Response:
-        dag = self.daemon.dag(request.path_params["dag_id"])
+        dag = self.dag(request)
         body = await _json_object(request, allowed={"is_paused"})
         paused = body.get("is_paused")
         if not isinstance(paused, bool):
             raise ClientError(400, "is_paused: must be true or false")
         with _store_wait():
-            await self.daemon.set_paused(dag.dag_id, paused)
+            await self.control.set_paused(dag.dag_id, paused)
         return JSONResponse(dag.to_json(paused))
 
     async def trigger(self, request: Request) -> Response:
-        dag = self.daemon.dag(request.path_params["dag_id"])
+        dag = self.dag(request)
         body = await _json_object(request, allowed={"conf", "logical_date", "run_id"})
         conf = body.get("conf", {})
         if conf is None:
@@ -121,31 +121,29 @@ class _Handlers:
             raise ClientError(400, "run_id: must be a non-empty string")
         logical = _parse_date(body.get("logical_date"), "logical_date")
         with _store_wait():
-            record = await self.daemon.trigger(
+            record = await self.control.trigger(
                 dag.dag_id, conf=conf, run_id=run_id, logical_date=logical
             )
         return JSONResponse(record.to_json(), status_code=201)
 
     async def dag_runs(self, request: Request) -> Response:
         dag_id = request.path_params["dag_id"]
-        if dag_id not in self.daemon.folder.dags and not await self.daemon.store.list_runs(
-            dag_id, limit=1
-        ):
+        if dag_id not in self.control.dags and not await self.runs.list_runs(dag_id, limit=1):
             raise NotFound(f"DAG {dag_id!r} not found")
         state = request.query_params.get("state")
         limit = _int_param(request, "limit", 100)
-        runs = await self.daemon.store.list_runs(dag_id=dag_id, state=state, limit=limit)
+        runs = await self.runs.list_runs(dag_id=dag_id, state=state, limit=limit)
         return JSONResponse([r.to_json() for r in runs])
 
     async def get_run(self, request: Request) -> Response:
-        run = await _resolve_run(self.daemon, request)
-        tis = await self.daemon.store.task_instances(run.dag_id, run.run_id)
+        run = await self.resolve_run(request)
+        tis = await self.runs.task_instances(run.dag_id, run.run_id)
         return JSONResponse({**run.to_json(), "tasks": [ti.to_json() for ti in tis]})
 
     async def task_logs(self, request: Request) -> Response:
-        run = await _resolve_run(self.daemon, request)
+        run = await self.resolve_run(request)
         task_id = request.path_params["task_id"]
-        tries = await self.daemon.store.tries(run.dag_id, run.run_id, task_id)
+        tries = await self.runs.tries(run.dag_id, run.run_id, task_id)
         wanted = request.query_params.get("try")
         if wanted is not None:
             number = _int_param(request, "try", 0)
@@ -169,22 +167,21 @@ class _Handlers:
         )
 
     async def import_errors(self, request: Request) -> Response:
-        return JSONResponse([e.to_json() for e in self.daemon.folder.import_errors])
+        return JSONResponse([e.to_json() for e in self.control.import_errors])
 
     async def metrics(self, request: Request) -> Response:
-        runs, tasks = await self.daemon.store.count_states()
-        m = self.daemon.metrics
-        m.set_states(runs, tasks)
-        m.queued_runs.set(self.daemon.queued_count())
-        m.ready_tasks.set(self.daemon.scheduler.ready)
-        m.running_tasks.set(self.daemon.scheduler.running)
-        m.dags.set(len(self.daemon.folder.dags))
-        m.import_errors.set(len(self.daemon.folder.errors))
-        return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = await self.control.metrics_text()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def resolve_run(self, request: Request) -> RunRecord:
+        return await self.runs.resolve_run(
+            request.path_params["run_id"], request.query_params.get("dag_id"), hint="add ?dag_id="
+        )
 
 
-def create_app(daemon: Daemon) -> Starlette:
-    api = _Handlers(daemon)
+def create_app(control: ControlPlane, runs: RunQueries, *, token: str = "") -> Starlette:
+    """The API on ``control`` and ``runs``; with ``token``, every route but health needs it."""
+    api = _Handlers(control, runs, token)
     routes = [
         Route("/api/v1/health", api.health),
         Route("/api/v1/dags", api.list_dags),
@@ -251,12 +248,6 @@ def _int_param(request: Request, name: str, default: int) -> int:
     if value < 0:
         raise ClientError(400, f"{name}: must be >= 0")
     return value
-
-
-async def _resolve_run(daemon: Daemon, request: Request) -> RunRecord:
-    return await daemon.store.resolve_run(
-        request.path_params["run_id"], request.query_params.get("dag_id"), hint="add ?dag_id="
-    )
 
 
 async def _read_log(path: str) -> str:

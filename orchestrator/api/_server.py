@@ -5,16 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import uvicorn
 
 from orchestrator.api._app import create_app
+from orchestrator.api._protocol import ControlPlane, RunQueries
 from orchestrator.errors import ConfigError
-
-if TYPE_CHECKING:
-    from orchestrator.daemon._daemon import Daemon
 
 __all__ = ["serve_api"]
 
@@ -41,13 +39,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_api(daemon: Daemon, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    """Listen on the configured host/port (0 picks a free port) until cancelled."""
-    settings = daemon.settings
-    sock = _bind(settings.api_host, settings.api_port)
+async def serve_api(
+    control: ControlPlane,
+    runs: RunQueries,
+    *,
+    host: str,
+    port: int,
+    token: str = "",
+    task_status: Any = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host``:``port`` (0 picks a free port) until cancelled; starts with the URL."""
+    sock = _bind(host, port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        create_app(daemon),
+        create_app(control, runs, token=token),
         log_config=None,
         access_log=False,
         lifespan="off",

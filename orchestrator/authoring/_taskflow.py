@@ -17,6 +17,7 @@ from orchestrator.operators._python import (
     PythonOperator,
     ShortCircuitOperator,
 )
+from orchestrator.resources._services import current_context
 
 __all__ = ["dag", "get_current_context", "task"]
 
@@ -141,8 +142,6 @@ def dag(dag_id: str | Callable[..., Any] | None = None, **dag_kwargs: Any) -> An
 
 def get_current_context() -> dict[str, Any]:
     """The context of the task running in this thread or coroutine."""
-    from orchestrator.runtime._executor import current_context
-
     ctx = current_context()
     if ctx is None:
         raise RuntimeError("get_current_context() called outside a running task")

@@ -103,13 +103,18 @@ def _load(settings: Settings, *, report: bool = True) -> DagBag:
 
 
 def _dag(settings: Settings, dag_id: str) -> DAG:
+    return _dag_in_bag(settings, dag_id)[0]
+
+
+def _dag_in_bag(settings: Settings, dag_id: str) -> tuple[DAG, DagBag]:
+    """The DAG, and every DAG of the folder (a run a task triggers takes its DAG's schedule)."""
     bag = _load(settings, report=False)
     dag = bag.get(dag_id)
     if dag is None:
         for err in bag.import_errors:
             print(f"import error: {err.file}: {err.message}", file=sys.stderr)
         _fail(f"DAG {dag_id!r} not found in {settings.dags}")
-    return dag
+    return dag, bag
 
 
 # -- dags --------------------------------------------------------------------------------
@@ -149,7 +154,7 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
 
     conf = _json_arg(args.conf, "--conf")
     logical = _date_arg(args.date, "--date")
-    dag = _dag(settings, args.dag_id)
+    dag, bag = _dag_in_bag(settings, args.dag_id)
     width = max(len(t) for t in dag.task_dict) if dag.task_dict else 10
     last: dict[str, str] = {}
     reader_gone = False
@@ -183,7 +188,9 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
         print(f"[{stamp}] {ti.task_id.ljust(width)}  {label}{suffix}", flush=True)
 
     live = anyio.run(
-        lambda: run_dag_once(settings, dag, conf=conf, logical_date=logical, on_change=on_change)
+        lambda: run_dag_once(
+            settings, dag, conf=conf, logical_date=logical, on_change=on_change, dags=bag.dags
+        )
     )
     code = 0 if live.record.state == "success" else 1
     if "<run>" in live.errors:
@@ -419,12 +426,12 @@ def cmd_dags_trigger(settings: Settings, args: argparse.Namespace) -> int:
 def _trigger_in_store(
     settings: Settings, dag: DAG, conf: dict[str, Any], run_id: str | None, logical: Any
 ) -> dict[str, Any]:
-    from orchestrator.runtime._drive import manual_run
+    from orchestrator._clock import SystemClock
+    from orchestrator.runtime._intake import RunIntake
 
     async def body(store: Store) -> dict[str, Any]:
-        record = manual_run(dag, datetime.now(UTC), conf, logical, run_id=run_id)
-        if not await store.create_run(record, []):
-            _fail(f"DAG {dag.dag_id!r} already has a run {record.run_id!r}")
+        intake = RunIntake(store, SystemClock(), dags={dag.dag_id: dag}.get)
+        record = await intake.manual(dag.dag_id, conf=conf, run_id=run_id, logical_date=logical)
         return record.to_json()
 
     return _with_store(settings, body)

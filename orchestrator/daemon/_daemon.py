@@ -10,10 +10,13 @@ Rules:
 1. The store is the truth. On start the daemon reads the paused flags, each DAG's
    latest scheduled run (the trigger engine's memory) and the queued and running
    runs it drives; everything in memory here is rebuilt from those.
-2. A run is created in the store (queued) before anything acts on it. Admission
-   starts queued runs in order while the DAG is under ``max_active_runs`` and not
-   paused; the trigger engine is told how much room each DAG has, so a catch-up
-   creates runs as earlier ones finish.
+2. Inputs in, firings out: the trigger engine turns the time (and, with their
+   issues, dataset updates, events and sensor results) into firings. Every run,
+   fired or asked for (API, a task), is made by the one run intake, stored
+   (queued) before anything acts on it, then handed to admission, which starts
+   queued runs in order while the DAG is under ``max_active_runs`` and not paused.
+   The engine is told how much room each DAG has, so a catch-up creates runs as
+   earlier ones finish.
 3. Shutdown: the first SIGTERM/SIGINT cancels intake (no new runs, no API), stops
    dispatching tries, waits ``shutdown_grace`` seconds for running ones, then
    cancels the rest; the store keeps what a restart needs. A second signal exits
@@ -25,35 +28,39 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import socket
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 
 from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings
+from orchestrator.api import serve_api
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
-from orchestrator.core._state import RunState
+from orchestrator.core._admission import Admission
+from orchestrator.core._steps import Resumption
 from orchestrator.daemon._metrics import Metrics
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
+from orchestrator.dagfiles._loader import ImportErrorRecord
 from orchestrator.dagfiles._trial import ParseWorker
-from orchestrator.errors import Conflict, NotFound, StoreUnavailable
+from orchestrator.errors import NotFound, StoreUnavailable
 from orchestrator.resources._services import Services
-from orchestrator.runtime._drive import interval_run, manual_run
 from orchestrator.runtime._executor import LocalExecutor
+from orchestrator.runtime._intake import RunIntake
 from orchestrator.runtime._scheduler import LiveRun, Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
-from triggers._engine import Firing, TriggerEngine
+from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
 if TYPE_CHECKING:
@@ -83,10 +90,8 @@ class Daemon:
 
             self.s3 = S3DagSync(settings.dags, settings.dags_folder)
         self.folder = DagFolder(settings.dags_folder, ParseWorker(settings.dag_import_timeout))
-        self._paused: dict[str, bool] = {}
+        self.admission = Admission()
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
-        self._queued: dict[str, list[RunRecord]] = {}  # per DAG, waiting for room
-        self._active: dict[str, set[str]] = {}  # per DAG, runs in the scheduler
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
         self._admit_wake = anyio.Event()
         self._trigger_wake = anyio.Event()
@@ -95,7 +100,7 @@ class Daemon:
         self._signals = 0
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
-        self._work: TaskGroup | None = None
+        self._intake: RunIntake | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -108,6 +113,11 @@ class Daemon:
     def scheduler(self) -> Scheduler:
         assert self._scheduler is not None, "the daemon is not running"
         return self._scheduler
+
+    @property
+    def intake(self) -> RunIntake:
+        assert self._intake is not None, "the daemon is not running"
+        return self._intake
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what the first SIGTERM/SIGINT does)."""
@@ -122,7 +132,10 @@ class Daemon:
                 f"orchestrator daemon pid {os.getpid()} on {socket.gethostname()}"
             )
             self._store = store
-            services = Services(self.settings, store, on_run_created=self._enqueue)
+            self._intake = RunIntake(
+                store, self.clock, dags=self.folder.dags.get, on_created=self._on_created
+            )
+            services = Services(self.settings, store, self._intake)
             executor = LocalExecutor(services, thread_slots=self.settings.parallelism)
             self._scheduler = Scheduler(
                 store,
@@ -139,7 +152,6 @@ class Daemon:
                 root.start_soon(self._handle_signals)
                 await root.start(watchdog.run)
                 async with anyio.create_task_group() as work:
-                    self._work = work
                     await work.start(self.scheduler.serve)
                     await self._serve()
                     idle = await self.scheduler.drain(self.settings.shutdown_grace)
@@ -156,8 +168,6 @@ class Daemon:
         log.info("daemon stopped")
 
     async def _serve(self) -> None:
-        from orchestrator.api import serve_api
-
         await self._load_state()
         if self.s3 is not None:
             # Before the folder's first scan, so the first load sees the files; bounded, so
@@ -176,7 +186,16 @@ class Daemon:
             intake.start_soon(self._trigger_loop)
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
-            self.api_url = await intake.start(serve_api, self)
+            self.api_url = await intake.start(
+                functools.partial(
+                    serve_api,
+                    self,
+                    self.store,
+                    host=self.settings.api_host,
+                    port=self.settings.api_port,
+                    token=self.settings.api_token,
+                )
+            )
             self._write_daemon_file()
             self.ready.set()
             log.info(
@@ -211,15 +230,15 @@ class Daemon:
     # -- state from the store ----------------------------------------------------------------
 
     async def _load_state(self) -> None:
-        rows = await self.store.dag_rows()
-        self._paused = {dag_id: bool(row["is_paused"]) for dag_id, row in rows.items()}
+        for dag_id, row in (await self.store.dag_rows()).items():
+            self.admission.set_paused(dag_id, bool(row["is_paused"]))
         for dag_id, run in (await self.store.latest_scheduled()).items():
             if run.logical_date and run.data_interval_start and run.data_interval_end:
                 self._last[dag_id] = RunInfo(
                     run.logical_date, run.data_interval_start, run.data_interval_end
                 )
         for run in await self.store.unfinished_runs():
-            self._queued.setdefault(run.dag_id, []).append(run)
+            self.admission.add(run)
             self._dirty.add(run.dag_id)
 
     async def _reconcile_loop(self) -> None:
@@ -232,15 +251,14 @@ class Daemon:
                 log.warning("store unavailable: reconcile skipped", error=str(exc))
 
     async def _reconcile(self) -> None:
-        known = {(d, r.run_id) for d, runs in self._queued.items() for r in runs}
-        known |= {(d, r) for d, runs in self._active.items() for r in runs}
         for run in await self.store.unfinished_runs():
-            if (run.dag_id, run.run_id) not in known:
+            if not self.admission.knows(run.dag_id, run.run_id):
                 log.info("run found in the store", dag_id=run.dag_id, run_id=run.run_id)
                 self._enqueue(run)
         for dag_id, row in (await self.store.dag_rows()).items():
             paused = bool(row["is_paused"])
-            if self._paused.get(dag_id) != paused and dag_id in self.folder.dags:
+            known = self.admission.knows_paused(dag_id)
+            if dag_id in self.folder.dags and (not known or self.is_paused(dag_id) != paused):
                 self._apply_paused(dag_id, paused)
 
     # -- DAGs -----------------------------------------------------------------------------
@@ -248,11 +266,11 @@ class Daemon:
     async def _on_folder_change(self, change: FolderChange) -> None:
         default = self.settings.dags_paused_at_creation
         for dag in change.upserted:
-            if dag.dag_id not in self._paused:
-                self._paused[dag.dag_id] = dag.paused_on_creation(default)
+            if not self.admission.knows_paused(dag.dag_id):
+                self.admission.set_paused(dag.dag_id, dag.paused_on_creation(default))
         await self.store.upsert_dags(
             [
-                (d.dag_id, d.fileloc, d.schedule.text, d.tags, self._paused[d.dag_id])
+                (d.dag_id, d.fileloc, d.schedule.text, d.tags, self.is_paused(d.dag_id))
                 for d in change.upserted
             ]
         )
@@ -268,7 +286,7 @@ class Daemon:
     def _register(self, dag: DAG) -> None:
         """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused."""
         timetable = dag.timetable
-        if timetable is None or self._paused.get(dag.dag_id, False):
+        if timetable is None or self.is_paused(dag.dag_id):
             self.engine.remove(dag.dag_id)
             return
         self.engine.set_timetable(
@@ -280,8 +298,7 @@ class Daemon:
         )
 
     def _room(self, dag: DAG) -> int:
-        busy = len(self._active.get(dag.dag_id, ())) + len(self._queued.get(dag.dag_id, ()))
-        return max(0, dag.max_active_runs - busy)
+        return self.admission.room(dag.dag_id, dag.max_active_runs)
 
     def dag(self, dag_id: str) -> DAG:
         dag = self.folder.dags.get(dag_id)
@@ -290,7 +307,7 @@ class Daemon:
         return dag
 
     def is_paused(self, dag_id: str) -> bool:
-        return self._paused.get(dag_id, False)
+        return self.admission.is_paused(dag_id)
 
     async def set_paused(self, dag_id: str, paused: bool) -> None:
         self.dag(dag_id)
@@ -298,7 +315,7 @@ class Daemon:
         self._apply_paused(dag_id, paused)
 
     def _apply_paused(self, dag_id: str, paused: bool) -> None:
-        self._paused[dag_id] = paused
+        self.admission.set_paused(dag_id, paused)
         log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -318,17 +335,26 @@ class Daemon:
         logical_date: datetime | None = None,
     ) -> RunRecord:
         """Create a manual run (queued); it starts as soon as the DAG has room."""
-        dag = self.dag(dag_id)
-        record = manual_run(dag, self.clock.now(), dict(conf or {}), logical_date, run_id=run_id)
-        if not await self.store.create_run(record, []):
-            raise Conflict(f"DAG {dag_id!r} already has a run {record.run_id!r}")
-        self.metrics.runs_created.labels(run_type="manual").inc()
-        log.info("run triggered", dag_id=dag_id, run_id=record.run_id)
+        self.dag(dag_id)
+        return await self.intake.manual(dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
+
+    def _on_created(self, record: RunRecord) -> None:
+        """The intake stored a run: count it, and queue it for admission."""
+        self.metrics.runs_created.labels(run_type=record.run_type).inc()
+        if record.run_type == "scheduled" and record.data_interval_end is not None:
+            late = self.clock.now() - record.data_interval_end
+            log.info(
+                "scheduled run created",
+                dag_id=record.dag_id,
+                run_id=record.run_id,
+                late_ms=round(late.total_seconds() * 1000, 1),
+            )
+        else:
+            log.info("run triggered", dag_id=record.dag_id, run_id=record.run_id)
         self._enqueue(record)
-        return record
 
     def _enqueue(self, record: RunRecord) -> None:
-        self._queued.setdefault(record.dag_id, []).append(record)
+        self.admission.add(record)
         dag = self.folder.dags.get(record.dag_id)
         if dag is not None:
             self.engine.set_free(record.dag_id, self._room(dag))
@@ -336,13 +362,13 @@ class Daemon:
         self._admit_wake.set()
 
     async def _trigger_loop(self) -> None:
-        """Ask the engine for due firings whenever its deadline passes or a DAG changes."""
+        """Feed the engine the time whenever its deadline passes or a DAG changes."""
         while True:
             await self._trigger_wake.wait()
             self._trigger_wake = anyio.Event()
-            firings = self.engine.due(self.clock.now())
+            firings = self.engine.feed(TimePassed(self.clock.now()))
             if firings:
-                await self._create_scheduled(firings)
+                await self._fire(firings)
             deadline = self.engine.next_deadline()
             if self._engine_timer is not None:
                 self._engine_timer.cancel()
@@ -350,33 +376,28 @@ class Daemon:
             if deadline is not None:
                 self._engine_timer = self.scheduler.timers.call_at(deadline, self._trigger_wake.set)
 
-    async def _create_scheduled(self, firings: list[Firing]) -> None:
-        """Create the runs of due firings: one read and one write for the whole batch."""
-        now = self.clock.now()
-        records = [interval_run(f.key, "scheduled", f.run, now) for f in firings]
-        for firing in firings:
-            self._last[firing.key] = firing.run
-        keys = [(r.dag_id, r.run_id) for r in records]
-        while True:  # the firings are taken from the engine: they wait for the store
+    async def _fire(self, firings: list[Firing]) -> None:
+        """Carry out the engine's firings: runs through the intake, resumptions to the
+        scheduler. The runs of one batch cost one read and one write."""
+        runs = [f for f in firings if isinstance(f, CreateRun)]
+        for firing in runs:
+            if firing.run_type == "scheduled":
+                self._last[firing.dag_id] = firing.run
+        while runs:  # the firings are taken from the engine: they wait for the store
             try:
-                taken = await self.store.existing_runs(keys)
+                await self.intake.fired(runs)
                 break
             except StoreUnavailable as exc:
-                log.warning(
-                    "store unavailable: scheduled runs wait", runs=len(keys), error=str(exc)
+                log.warning("store unavailable: fired runs wait", runs=len(runs), error=str(exc))
+        for resume in firings:
+            if isinstance(resume, ResumeTask):
+                await self.scheduler.resume(
+                    (resume.dag_id, resume.run_id),
+                    resume.task_id,
+                    Resumption(resume.outcome),
+                    error=resume.error,
+                    xcoms=dict(resume.xcoms),
                 )
-        fresh = [r for r in records if (r.dag_id, r.run_id) not in taken]
-        await self.store.write([self.store.run_statement(r, create_only=True) for r in fresh])
-        for record in fresh:
-            assert record.data_interval_end is not None
-            self.metrics.runs_created.labels(run_type="scheduled").inc()
-            log.info(
-                "scheduled run created",
-                dag_id=record.dag_id,
-                run_id=record.run_id,
-                late_ms=round((now - record.data_interval_end).total_seconds() * 1000, 1),
-            )
-            self._enqueue(record)
 
     async def _admission_loop(self) -> None:
         """Start queued runs, oldest first, while their DAG has room and is not paused."""
@@ -385,31 +406,25 @@ class Daemon:
             self._admit_wake = anyio.Event()
             dirty, self._dirty = self._dirty, set()
             for dag_id in sorted(dirty):
-                await self._admit(dag_id)
+                dag = self.folder.dags.get(dag_id)
+                if dag is not None:
+                    for record in self.admission.admit(dag_id, dag.max_active_runs):
+                        await self._start(dag, record)
 
-    async def _admit(self, dag_id: str) -> None:
-        dag = self.folder.dags.get(dag_id)
-        queue = self._queued.get(dag_id, [])
-        if dag is None or not queue or self._paused.get(dag_id, False):
+    async def _start(self, dag: DAG, record: RunRecord) -> None:
+        try:
+            live = await self.scheduler.start_run(dag, record)
+        except Exception:
+            self.admission.ended(record.dag_id, record.run_id)
+            log.exception("run could not start", dag_id=record.dag_id, run_id=record.run_id)
             return
-        queue.sort(key=lambda r: (r.state != RunState.RUNNING, r.logical_date or r.queued_at))
-        active = self._active.setdefault(dag_id, set())
-        while queue and (len(active) < dag.max_active_runs or queue[0].state == RunState.RUNNING):
-            record = queue.pop(0)
-            active.add(record.run_id)
-            try:
-                live = await self.scheduler.start_run(dag, record)
-            except Exception:
-                active.discard(record.run_id)
-                log.exception("run could not start", dag_id=dag_id, run_id=record.run_id)
-                continue
-            if record.run_type == "scheduled" and record.data_interval_end is not None:
-                late = (live.record.start_date or self.clock.now()) - record.data_interval_end
-                self.metrics.schedule_lateness.observe(max(0.0, late.total_seconds()))
+        if record.run_type == "scheduled" and record.data_interval_end is not None:
+            late = (live.record.start_date or self.clock.now()) - record.data_interval_end
+            self.metrics.schedule_lateness.observe(max(0.0, late.total_seconds()))
 
     def _on_run_end(self, live: LiveRun) -> None:
         dag_id, run_id = live.key
-        self._active.get(dag_id, set()).discard(run_id)
+        self.admission.ended(dag_id, run_id)
         log.info("run ended", dag_id=dag_id, run_id=run_id, state=str(live.record.state))
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -418,13 +433,36 @@ class Daemon:
         self._admit_wake.set()
         self._trigger_wake.set()
 
-    # -- views for the API ---------------------------------------------------------------
+    # -- the API's control plane -------------------------------------------------------------
 
-    def queued_count(self) -> int:
-        return sum(len(q) for q in self._queued.values())
+    @property
+    def dags(self) -> Mapping[str, DAG]:
+        return self.folder.dags
+
+    @property
+    def import_errors(self) -> Sequence[ImportErrorRecord]:
+        return self.folder.import_errors
 
     def next_run(self, dag_id: str) -> RunInfo | None:
         return self.engine.pending(dag_id)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "dags": len(self.folder.dags),
+            "import_errors": len(self.folder.errors),
+            "running_tasks": self.scheduler.running,
+        }
+
+    async def metrics_text(self) -> bytes:
+        runs, tasks = await self.store.count_states()
+        m = self.metrics
+        m.set_states(runs, tasks)
+        m.queued_runs.set(self.admission.queued_count)
+        m.ready_tasks.set(self.scheduler.ready)
+        m.running_tasks.set(self.scheduler.running)
+        m.dags.set(len(self.folder.dags))
+        m.import_errors.set(len(self.folder.errors))
+        return m.render()
 
 
 def run_daemon(settings: Settings) -> int:

@@ -11,12 +11,11 @@ from typing import Any, ClassVar
 
 import anyio
 
-from orchestrator._clock import iso
 from orchestrator._settings import Settings
 from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.authoring._dagcontext import KEY_PATTERN
 from orchestrator.core._state import RunState
-from orchestrator.errors import ConfigError, DagDefinitionError, OrchestratorError
+from orchestrator.errors import ConfigError, Conflict, DagDefinitionError, OrchestratorError
 from orchestrator.resources._services import current_services
 
 __all__ = ["EmailOperator", "EmptyOperator", "TriggerDagRunOperator"]
@@ -109,39 +108,26 @@ class TriggerDagRunOperator(BaseOperator):
         self.failed_states = [RunState(s) for s in failed_states]
 
     async def execute(self, context: dict[str, Any]) -> str:
-        from orchestrator.core import RunRecord
-
         services = current_services()
-        if services is None:
-            raise OrchestratorError(f"{self._where}: no store to record the triggered run in")
+        if services is None or services.runs is None:
+            raise OrchestratorError(f"{self._where}: no run intake to ask for the run")
         if not KEY_PATTERN.match(self.trigger_dag_id):
             raise DagDefinitionError(f"{self._where}: bad trigger_dag_id {self.trigger_dag_id!r}")
-        store = services.store
-        now = store.clock.now()
-        logical = self.logical_date or now
-        run_id = self.trigger_run_id or f"manual__{iso(logical)}"
-        run = RunRecord(
-            dag_id=self.trigger_dag_id,
-            run_id=run_id,
-            state=RunState.QUEUED,
-            run_type="manual",
-            logical_date=logical,
-            queued_at=now,
-            data_interval_start=logical,
-            data_interval_end=logical,
-            conf=dict(self.conf),
-        )
-        if not await store.create_run(run, []):
-            raise OrchestratorError(
-                f"{self._where}: DAG {self.trigger_dag_id!r} already has a run {run_id!r}"
+        try:
+            run = await services.runs.request_run(
+                self.trigger_dag_id,
+                conf=self.conf,
+                run_id=self.trigger_run_id,
+                logical_date=self.logical_date,
             )
-        if services.on_run_created is not None:
-            services.on_run_created(run)
+        except Conflict as exc:
+            raise OrchestratorError(f"{self._where}: {exc}") from None
+        run_id = run.run_id
         print(f"requested run {run_id!r} of DAG {self.trigger_dag_id!r}")
         context["ti"].xcom_push("trigger_run_id", run_id)
         if self.wait_for_completion:
             while True:
-                state = (await store.get_run(self.trigger_dag_id, run_id)).state
+                state = await services.runs.run_state(self.trigger_dag_id, run_id)
                 if state in self.failed_states:
                     raise OrchestratorError(f"triggered run {run_id!r} ended {state}")
                 if state in self.allowed_states:

@@ -1,6 +1,12 @@
-"""Calls from synchronous user code (Variable.get, Connection lookups) into the async store.
+"""What a running task reaches the orchestrator through: its services and its context.
 
-Rule: the async store belongs to the event loop. Sync code in a task's worker
+``Services`` is the handle the runtime gives a try: the settings, the store, and
+the run intake (through which ``TriggerDagRunOperator`` asks for a run). The
+context of the try running in this thread or coroutine is here too, for
+``get_current_context()``.
+
+Calls from synchronous user code (Variable.get, Connection lookups) into the async
+store follow one rule: the async store belongs to the event loop. Sync code in a task's worker
 thread reaches it through anyio's thread portal. Code with no running task (a DAG
 file read by the CLI) opens the store on a fresh loop. On the loop thread itself,
 blocking would stall every task, so the call runs on a helper thread with its own
@@ -11,36 +17,80 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.from_thread
 
 if TYPE_CHECKING:
     from orchestrator._settings import Settings
-    from orchestrator.core import RunRecord
+    from orchestrator.core import RunRecord, RunState
     from orchestrator.store import Store
 
-__all__ = ["Services", "call_store", "current_services", "services_context", "worker_thread"]
+__all__ = [
+    "RunRequests",
+    "Services",
+    "call_store",
+    "context_scope",
+    "current_context",
+    "current_services",
+    "services_context",
+    "worker_thread",
+]
 
 T = TypeVar("T")
+
+
+class RunRequests(Protocol):
+    """What task code may ask about runs (the runtime's run intake answers)."""
+
+    async def request_run(
+        self,
+        dag_id: str,
+        *,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: datetime | None = None,
+    ) -> RunRecord:
+        """Create a manual run of ``dag_id``; Conflict if the run id is taken."""
+
+    async def run_state(self, dag_id: str, run_id: str) -> RunState:
+        """The stored state of a run; NotFound if there is none."""
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
     store: Store
-    # Called with a run a task created (TriggerDagRunOperator), so that the daemon
-    # starts it at once instead of finding it in the store later.
-    on_run_created: Callable[[RunRecord], None] | None = None
+    runs: RunRequests | None = None
 
 
 _services: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
     "orchestrator_services", default=None
 )
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "orchestrator_current_context", default=None
+)
+
+
+def current_context() -> dict[str, Any] | None:
+    """The context of the try running in this thread or coroutine, if any."""
+    return _context.get()
+
+
+@contextmanager
+def context_scope(context: dict[str, Any]) -> Iterator[None]:
+    token = _context.set(context)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
 _local = threading.local()
 
 

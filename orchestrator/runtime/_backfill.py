@@ -16,10 +16,10 @@ import anyio
 from orchestrator._clock import SystemClock, iso
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord
 from orchestrator.core._state import RunState
-from orchestrator.runtime._drive import cli_driver, drive_run, interval_run, register_dags
-from orchestrator.store import Store, open_store
+from orchestrator.runtime._drive import cli_driver, drive_run, register_dags
+from orchestrator.runtime._intake import RunIntake
+from orchestrator.store import open_store
 from triggers._timetable import RunInfo, timetable_for
 
 __all__ = ["backfill", "backfill_intervals"]
@@ -57,10 +57,11 @@ async def backfill(
 
     async with open_store(settings.db_url, clock=clock) as store:
         await register_dags(store, [dag], paused_default=settings.dags_paused_at_creation)
+        intake = RunIntake(store, clock, dags={dag.dag_id: dag}.get, driver=cli_driver())
 
         async def one(info: RunInfo) -> None:
             async with limiter:
-                record = await _claim(store, dag, info, clock.now())
+                record = await intake.backfill(dag, info)
                 if record.state == RunState.SUCCESS:
                     progress(record.run_id, "success (already)")
                     states[record.run_id] = "success"
@@ -74,16 +75,3 @@ async def backfill(
     failed = sum(1 for s in states.values() if s != "success")
     print(f"backfill {dag.dag_id}: {total - failed} succeeded, {failed} failed", file=out)
     return states
-
-
-async def _claim(store: Store, dag: DAG, info: RunInfo, now: datetime) -> RunRecord:
-    """The backfill run of an interval: the stored one, or a new one driven by us."""
-    record = interval_run(dag.dag_id, "backfill", info, now)
-    existing = await store.find_run(dag.dag_id, record.run_id)
-    if existing is not None:
-        if existing.state != RunState.SUCCESS:
-            existing.driver = cli_driver()
-        return existing
-    record.driver = cli_driver()
-    await store.create_run(record, [])
-    return record

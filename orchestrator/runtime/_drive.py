@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,20 +15,16 @@ from orchestrator._clock import Clock, SystemClock, iso
 from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
-from orchestrator.core._state import RunState
-from orchestrator.errors import OrchestratorError
 from orchestrator.resources._services import Services
 from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._intake import RunIntake
 from orchestrator.runtime._scheduler import ChangeListener, LiveRun, Scheduler
 from orchestrator.store import Store, open_store
-from triggers._timetable import RunInfo, manual_interval
 
 __all__ = [
     "cli_driver",
     "drive_run",
-    "interval_run",
-    "manual_run",
     "register_dags",
     "run_dag_once",
     "run_task_alone",
@@ -41,44 +37,6 @@ async def register_dags(store: Store, dags: list[DAG], *, paused_default: bool =
             (d.dag_id, d.fileloc, d.schedule.text, d.tags, d.paused_on_creation(paused_default))
             for d in dags
         ]
-    )
-
-
-def manual_run(
-    dag: DAG,
-    now: datetime,
-    conf: dict[str, Any],
-    logical: datetime | None,
-    *,
-    run_id: str | None = None,
-) -> RunRecord:
-    """A queued manual run; its data interval is what Airflow infers for the schedule."""
-    logical = logical or now
-    start, end = manual_interval(dag.timetable, logical)
-    return RunRecord(
-        dag_id=dag.dag_id,
-        run_id=run_id or f"manual__{iso(logical)}",
-        state=RunState.QUEUED,
-        run_type="manual",
-        logical_date=logical,
-        queued_at=now,
-        data_interval_start=start,
-        data_interval_end=end,
-        conf=conf,
-    )
-
-
-def interval_run(dag_id: str, run_type: str, info: RunInfo, now: datetime) -> RunRecord:
-    """A queued run for one schedule interval; its id is ``{run_type}__{logical date}``."""
-    return RunRecord(
-        dag_id=dag_id,
-        run_id=f"{run_type}__{iso(info.logical_date)}",
-        state=RunState.QUEUED,
-        run_type=run_type,
-        logical_date=info.logical_date,
-        queued_at=now,
-        data_interval_start=info.data_interval_start,
-        data_interval_end=info.data_interval_end,
     )
 
 
@@ -96,18 +54,24 @@ async def run_dag_once(
     on_change: ChangeListener | None = None,
     on_started: Callable[[RunRecord], None] | None = None,
     clock: Clock | None = None,
+    dags: Mapping[str, DAG] | None = None,
 ) -> LiveRun:
-    """Create a manual run of ``dag`` and drive it to its end in this process."""
+    """Create a manual run of ``dag`` and drive it to its end in this process.
+
+    ``dags`` are the other DAGs this process knows (a triggered run takes its data
+    interval from its DAG's schedule).
+    """
     clock = clock or SystemClock()
+    known = {**(dags or {}), dag.dag_id: dag}
     async with open_store(settings.db_url, clock=clock) as store:
         await register_dags(store, [dag], paused_default=settings.dags_paused_at_creation)
-        record = manual_run(dag, clock.now(), dict(conf or {}), logical_date)
-        record.driver = cli_driver()
-        if not await store.create_run(record, []):
-            raise OrchestratorError(f"DAG {dag.dag_id!r} already has a run {record.run_id!r}")
+        mine = RunIntake(store, clock, dags=known.get, driver=cli_driver())
+        record = await mine.manual(dag.dag_id, conf=conf, logical_date=logical_date)
         if on_started is not None:
             on_started(record)
-        return await drive_run(settings, store, dag, record, clock=clock, on_change=on_change)
+        return await drive_run(
+            settings, store, dag, record, clock=clock, on_change=on_change, dags=known
+        )
 
 
 async def drive_run(
@@ -118,9 +82,15 @@ async def drive_run(
     *,
     clock: Clock,
     on_change: ChangeListener | None = None,
+    dags: Mapping[str, DAG] | None = None,
 ) -> LiveRun:
-    """Drive a stored run (new, or cleared to run again) to its end with its own scheduler."""
-    executor = LocalExecutor(Services(settings, store), thread_slots=settings.parallelism)
+    """Drive a stored run (new, or cleared to run again) to its end with its own scheduler.
+
+    Runs its tasks ask for (``TriggerDagRunOperator``) are stored for the daemon to run.
+    """
+    known = {**(dags or {}), dag.dag_id: dag}
+    intake = RunIntake(store, clock, dags=known.get)
+    executor = LocalExecutor(Services(settings, store, intake), thread_slots=settings.parallelism)
     scheduler = Scheduler(
         store,
         executor,

@@ -20,7 +20,6 @@ the scheduler applies the state machine.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import ctypes
 import json
 import os
@@ -40,7 +39,12 @@ import anyio.to_thread
 
 from orchestrator._logging import TaskLog, install_task_log_capture, task_log_context
 from orchestrator.errors import FailTask, SkipTask, TaskTimeout
-from orchestrator.resources._services import Services, services_context, worker_thread
+from orchestrator.resources._services import (
+    Services,
+    context_scope,
+    services_context,
+    worker_thread,
+)
 from orchestrator.runtime._context import (
     RETURN_VALUE,
     DagRunInfo,
@@ -54,15 +58,7 @@ if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
     from orchestrator.authoring._dag import DAG
 
-__all__ = ["LocalExecutor", "TryRequest", "TryResult", "current_context"]
-
-_current_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "orchestrator_current_context", default=None
-)
-
-
-def current_context() -> dict[str, Any] | None:
-    return _current_context.get()
+__all__ = ["LocalExecutor", "TryRequest", "TryResult"]
 
 
 @dataclass(slots=True)
@@ -210,12 +206,8 @@ class LocalExecutor:
 
     @contextmanager
     def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:
-        token = _current_context.set(context)
-        try:
-            with task_log_context(log), services_context(self.services):
-                yield
-        finally:
-            _current_context.reset(token)
+        with context_scope(context), task_log_context(log), services_context(self.services):
+            yield
 
     async def _execute_async(self, request: TryRequest, context: dict[str, Any]) -> Any:
         task = request.task

@@ -200,18 +200,23 @@ class Store:
         )
 
     @staticmethod
-    def run_statement(run: RunRecord, *, create_only: bool = False) -> Statement:
-        """Upsert the run's state and dates; with ``create_only``, insert it if absent."""
+    def run_statement(run: RunRecord, *, insert_only: bool = False) -> Statement:
+        """Upsert the run's state and dates.
+
+        With ``insert_only``, insert it unless its (dag_id, run_id) or its
+        (dag_id, trigger_key) is taken: never an overwrite, never an error.
+        """
         conflict = (
-            "DO NOTHING"
-            if create_only
-            else "DO UPDATE SET state = excluded.state, start_date = excluded.start_date, "
-            "end_date = excluded.end_date, driver = excluded.driver"
+            "ON CONFLICT DO NOTHING"
+            if insert_only
+            else "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = excluded.state, "
+            "start_date = excluded.start_date, end_date = excluded.end_date, "
+            "driver = excluded.driver"
         )
         return Statement(
             "dag_run",
             f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            f"ON CONFLICT (dag_id, run_id) {conflict}",
+            f"{conflict}",
             (
                 run.dag_id,
                 run.run_id,
@@ -257,18 +262,9 @@ class Store:
     def write_nowait(self, statements: Sequence[Statement]) -> Ack:
         return self.writer.submit_nowait(statements)
 
-    async def create_run(self, run: RunRecord, tis: Iterable[TaskInstanceRecord]) -> bool:
-        """Insert the run and its task instances; False if (dag_id, run_id) already exists.
-
-        The insert itself never overwrites an existing run, even when another process
-        creates the same run between the check and the write.
-        """
-        if await self.find_run(run.dag_id, run.run_id) is not None:
-            return False
-        await self.write(
-            [self.run_statement(run, create_only=True), *(self.ti_statement(ti) for ti in tis)]
-        )
-        return True
+    async def insert_runs(self, runs: Sequence[RunRecord]) -> None:
+        """Insert each run that is absent, on both its keys, as one unit (see ``run_statement``)."""
+        await self.write([self.run_statement(run, insert_only=True) for run in runs])
 
     async def clear_task_instances(self, run: RunRecord, tis: Sequence[TaskInstanceRecord]) -> None:
         """Reset ``tis`` to run again (keeping their try history) and requeue the run."""
@@ -436,19 +432,23 @@ class Store:
         )
         return [_run_from_row(row) for row in rows]
 
-    async def existing_runs(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (dag_id, run_id) keys are already stored."""
-        found: set[tuple[str, str]] = set()
-        wanted = set(keys)
-        run_ids = sorted({run_id for _, run_id in wanted})
-        for i in range(0, len(run_ids), 500):
-            chunk = run_ids[i : i + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = await self.backend.fetch(
-                f"SELECT dag_id, run_id FROM dag_run WHERE run_id IN ({marks})", chunk
-            )
-            found |= {(r["dag_id"], r["run_id"]) for r in rows} & wanted
-        return found
+    async def taken_runs(self, runs: Sequence[RunRecord]) -> set[tuple[str, str]]:
+        """The (dag_id, run_id) of each of ``runs`` whose run id or trigger key is stored."""
+        by_id = {(r.dag_id, r.run_id) for r in runs}
+        by_key = {(r.dag_id, r.trigger_key): (r.dag_id, r.run_id) for r in runs if r.trigger_key}
+        taken: set[tuple[str, str]] = set()
+        for column, wanted in (("run_id", by_id), ("trigger_key", set(by_key))):
+            values = sorted({value for _, value in wanted})
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = await self.backend.fetch(
+                    f"SELECT dag_id, {column} AS v FROM dag_run WHERE {column} IN ({marks})",
+                    chunk,
+                )
+                found = {(r["dag_id"], r["v"]) for r in rows} & wanted
+                taken |= found if column == "run_id" else {by_key[k] for k in found}
+        return taken
 
     async def unfinished_runs(self) -> list[RunRecord]:
         """Queued and running runs the daemon drives (no CLI driver), oldest first."""

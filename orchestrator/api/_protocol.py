@@ -1,0 +1,64 @@
+"""What the HTTP API may ask and command: the two protocols it depends on.
+
+The API knows no daemon. It is given a :class:`ControlPlane` (the live DAGs, their
+paused flags and next runs, health and metrics; triggering and pausing) and
+:class:`RunQueries` (the store's reads of runs, task instances and tries, which the
+store itself provides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
+from orchestrator.dagfiles._loader import ImportErrorRecord
+from triggers._timetable import RunInfo
+
+__all__ = ["ControlPlane", "RunQueries"]
+
+
+class ControlPlane(Protocol):
+    @property
+    def dags(self) -> Mapping[str, DAG]:
+        """The DAGs loaded now, by id."""
+
+    @property
+    def import_errors(self) -> Sequence[ImportErrorRecord]: ...
+
+    def is_paused(self, dag_id: str) -> bool: ...
+
+    def next_run(self, dag_id: str) -> RunInfo | None:
+        """The next run the DAG's schedule will create, if any."""
+
+    def health(self) -> dict[str, Any]:
+        """Counts for ``GET /health`` (beside its status)."""
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of ``/metrics``."""
+
+    async def trigger(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any],
+        run_id: str | None,
+        logical_date: datetime | None,
+    ) -> RunRecord:
+        """Create a manual run; NotFound for an unknown DAG, Conflict for a taken run id."""
+
+    async def set_paused(self, dag_id: str, paused: bool) -> None: ...
+
+
+class RunQueries(Protocol):
+    async def list_runs(
+        self, dag_id: str | None = None, state: str | None = None, limit: int = 1000
+    ) -> list[RunRecord]: ...
+
+    async def resolve_run(self, run_id: str, dag_id: str | None, *, hint: str) -> RunRecord: ...
+
+    async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]: ...
+
+    async def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TryRecord]: ...

@@ -1,0 +1,75 @@
+"""Admission: which stored runs start now, and how many more each DAG may have.
+
+Pure bookkeeping the daemon asks; it holds no store and no clock.
+
+Rules:
+1. A DAG's queued runs start in order: runs already ``running`` (left by a stopped
+   process) first, then by logical date (or queue time), while the DAG has fewer
+   than ``max_active_runs`` active runs and is not paused. A running run is taken
+   back whatever the limit: it was admitted before.
+2. Room, what the trigger engine may still fire for a DAG, is ``max_active_runs``
+   less its active and queued runs.
+3. A run is known from the moment it is added until it ends, so a run read again
+   from the store is not added twice.
+"""
+
+from __future__ import annotations
+
+from orchestrator.core._records import RunRecord
+from orchestrator.core._state import RunState
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    def __init__(self) -> None:
+        self._queued: dict[str, list[RunRecord]] = {}  # per DAG, waiting for room
+        self._active: dict[str, set[str]] = {}  # per DAG, run ids being driven
+        self._paused: dict[str, bool] = {}
+
+    @property
+    def queued_count(self) -> int:
+        return sum(len(queue) for queue in self._queued.values())
+
+    def knows(self, dag_id: str, run_id: str) -> bool:
+        """Whether the run is queued or active here (rule 3)."""
+        return run_id in self._active.get(dag_id, ()) or any(
+            r.run_id == run_id for r in self._queued.get(dag_id, ())
+        )
+
+    def add(self, run: RunRecord) -> None:
+        """A stored run to start when its DAG has room."""
+        self._queued.setdefault(run.dag_id, []).append(run)
+
+    def is_paused(self, dag_id: str) -> bool:
+        return self._paused.get(dag_id, False)
+
+    def knows_paused(self, dag_id: str) -> bool:
+        """Whether the DAG's paused flag is known (read from the store or set)."""
+        return dag_id in self._paused
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._paused[dag_id] = paused
+
+    def room(self, dag_id: str, max_active_runs: int) -> int:
+        """How many more runs the DAG may have (rule 2)."""
+        busy = len(self._active.get(dag_id, ())) + len(self._queued.get(dag_id, ()))
+        return max(0, max_active_runs - busy)
+
+    def admit(self, dag_id: str, max_active_runs: int) -> list[RunRecord]:
+        """The runs of ``dag_id`` to start now, taken from its queue (rule 1)."""
+        queue = self._queued.get(dag_id)
+        if not queue or self.is_paused(dag_id):
+            return []
+        queue.sort(key=lambda r: (r.state != RunState.RUNNING, r.logical_date or r.queued_at))
+        active = self._active.setdefault(dag_id, set())
+        started = []
+        while queue and (len(active) < max_active_runs or queue[0].state == RunState.RUNNING):
+            run = queue.pop(0)
+            active.add(run.run_id)
+            started.append(run)
+        return started
+
+    def ended(self, dag_id: str, run_id: str) -> None:
+        """The run ended, or could not start: its place is free."""
+        self._active.get(dag_id, set()).discard(run_id)

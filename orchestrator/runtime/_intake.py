@@ -1,0 +1,128 @@
+"""The run intake: the one way a run is made, whoever asks for it.
+
+Scheduled and other fired runs (the trigger engine), manual runs (API, CLI,
+``TriggerDagRunOperator``, ``dags test``) and backfill runs all come here. What a
+run is (id, type, data interval, trigger key) is ``core._intake``'s rule; this
+shell stores it and hands it on.
+
+Rules:
+1. Insert if absent on both keys, (dag_id, run_id) and (dag_id, trigger_key): a
+   repeated firing makes no second run and raises nothing; a manual run whose id is
+   taken is a Conflict.
+2. One intake at a time per process: its check and its insert are one step, so two
+   requests for the same run here never both create it. The insert itself never
+   overwrites a run another process made meanwhile.
+3. A run is handed to ``on_created`` (the daemon's admission) only once it is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from orchestrator._clock import Clock
+from orchestrator.authoring._dag import DAG
+from orchestrator.core import RunRecord, RunState
+from orchestrator.core._intake import fired_run, interval_run, manual_run
+from orchestrator.errors import Conflict
+from orchestrator.store import Store
+from triggers._engine import CreateRun
+from triggers._timetable import RunInfo
+
+__all__ = ["RunIntake"]
+
+
+class RunIntake:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        dags: Callable[[str], DAG | None] | None = None,
+        driver: str | None = None,
+        on_created: Callable[[RunRecord], None] | None = None,
+    ) -> None:
+        """``dags`` finds a DAG by id (for its timetable); ``driver`` marks the runs this
+        intake makes as driven by that process (None: by the daemon)."""
+        self.store = store
+        self.clock = clock
+        self.dags = dags or (lambda dag_id: None)
+        self.driver = driver
+        self.on_created = on_created
+        self._lock = anyio.Lock()
+
+    async def submit(self, runs: Sequence[RunRecord]) -> list[RunRecord]:
+        """Store each run unless one of its keys is taken (rule 1); the ones stored."""
+        async with self._lock:
+            taken = await self.store.taken_runs(runs)
+            fresh: list[RunRecord] = []
+            ids: set[tuple[str, str]] = set()
+            keys: set[tuple[str, str]] = set()
+            for run in runs:
+                key = (run.dag_id, run.trigger_key or "")
+                if (run.dag_id, run.run_id) in taken | ids or (run.trigger_key and key in keys):
+                    continue
+                ids.add((run.dag_id, run.run_id))
+                keys.add(key)
+                run.driver = self.driver
+                fresh.append(run)
+            await self.store.insert_runs(fresh)
+        if self.on_created is not None:
+            for run in fresh:
+                self.on_created(run)
+        return fresh
+
+    async def manual(
+        self,
+        dag_id: str,
+        *,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: datetime | None = None,
+    ) -> RunRecord:
+        """A manual run of ``dag_id``, stored; Conflict if its run id is taken."""
+        dag = self.dags(dag_id)
+        run = manual_run(
+            dag_id,
+            dag.timetable if dag is not None else None,
+            self.clock.now(),
+            conf=dict(conf or {}),
+            logical_date=logical_date,
+            run_id=run_id,
+        )
+        if not await self.submit([run]):
+            raise Conflict(f"DAG {dag_id!r} already has a run {run.run_id!r}")
+        return run
+
+    async def fired(self, firings: Sequence[CreateRun]) -> list[RunRecord]:
+        """The runs the trigger engine fired, stored in one read and one write."""
+        now = self.clock.now()
+        return await self.submit([fired_run(f, now) for f in firings])
+
+    async def backfill(self, dag: DAG, info: RunInfo) -> RunRecord:
+        """The backfill run of an interval: the stored one (this process now drives it unless
+        it succeeded), else a new one."""
+        run = interval_run(dag.dag_id, "backfill", info, self.clock.now())
+        if not await self.submit([run]):
+            run = await self.store.get_run(dag.dag_id, run.run_id)
+            if run.state != RunState.SUCCESS:
+                run.driver = self.driver
+        return run
+
+    # -- RunRequests, for task code (resources.Services.runs) ---------------------------------
+
+    async def request_run(
+        self,
+        dag_id: str,
+        *,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: datetime | None = None,
+    ) -> RunRecord:
+        return await self.manual(dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
+
+    async def run_state(self, dag_id: str, run_id: str) -> RunState:
+        return (await self.store.get_run(dag_id, run_id)).state
