@@ -1,0 +1,241 @@
+"""The HTTP API in process (httpx's ASGI transport): a control plane, the store's reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from orchestrator import DAG
+from orchestrator.api import ControlPlane, create_app
+from orchestrator.api import _app as app_module
+from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
+from orchestrator.dagfiles._loader import ImportErrorRecord
+from orchestrator.errors import Conflict, StoreUnavailable
+from orchestrator.operators import EmptyOperator
+from orchestrator.store import Store, open_store
+from triggers._timetable import RunInfo
+
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+@dataclass
+class Control:
+    """A control plane the test holds the strings of."""
+
+    dags: Mapping[str, DAG] = field(default_factory=dict)
+    import_errors: Sequence[ImportErrorRecord] = ()
+    paused: dict[str, bool] = field(default_factory=dict)
+    triggered: list[dict[str, Any]] = field(default_factory=list)
+    fail_with: BaseException | None = None
+    hang: bool = False
+
+    def is_paused(self, dag_id: str) -> bool:
+        return self.paused.get(dag_id, False)
+
+    def next_run(self, dag_id: str) -> RunInfo | None:
+        return RunInfo(T0, T0, T0) if dag_id == "d" else None
+
+    def health(self) -> dict[str, Any]:
+        return {"dags": len(self.dags), "import_errors": 0, "running_tasks": 3}
+
+    async def metrics_text(self) -> bytes:
+        return b"orchestrator_dags 1.0\n"
+
+    async def trigger(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any],
+        run_id: str | None,
+        logical_date: datetime | None,
+    ) -> RunRecord:
+        if self.hang:
+            await anyio.sleep_forever()
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.triggered.append({"conf": conf, "run_id": run_id, "logical_date": logical_date})
+        return RunRecord(
+            dag_id, run_id or "manual__x", RunState.QUEUED, "manual", T0, T0, conf=conf
+        )
+
+    async def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.paused[dag_id] = paused
+
+
+def one_dag() -> DAG:
+    with DAG("d", tags=["t"]) as dag:
+        EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
+    return dag
+
+
+@asynccontextmanager
+async def serving(
+    control: ControlPlane, db_url: str, token: str = ""
+) -> AsyncIterator[tuple[httpx.AsyncClient, Store]]:
+    """A client of the API on ``control`` and a fresh store (its RunQueries)."""
+    async with open_store(db_url) as store:
+        app = create_app(control, store, token=token)
+        # As under uvicorn: a bug is answered 500; the re-raise after it goes to the server.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            yield api, store
+
+
+async def test_health_and_dags(db_url: str) -> None:
+    """GET /health, /dags and /dags/{id} answer from the control plane."""
+    control = Control(dags={"d": one_dag()}, paused={"d": True})
+    async with serving(control, db_url) as (api, _):
+        health = (await api.get("/api/v1/health")).json()
+        listed = (await api.get("/api/v1/dags")).json()
+        one = (await api.get("/api/v1/dags/d")).json()
+    assert health == {"status": "ok", "dags": 1, "import_errors": 0, "running_tasks": 3}
+    assert listed == [
+        {"dag_id": "d", "file": "", "schedule": "None", "is_paused": True, "tags": ["t"]}
+    ]
+    assert one["tasks"] == ["a", "b"]
+    assert one["next_run"]["logical_date"] == "2026-02-01T00:00:00.000000+00:00"
+
+
+async def test_the_token_guards_every_route_but_health(db_url: str) -> None:
+    """401 without or with a wrong bearer token; health stays open."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url, token="s3cret") as (api, _):
+        assert (await api.get("/api/v1/health")).status_code == 200
+        for path in ("/api/v1/dags", "/api/v1/dags/d", "/api/v1/import-errors", "/metrics"):
+            assert (await api.get(path)).status_code == 401, path
+            wrong = await api.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, path
+            right = await api.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert right.status_code == 200, path
+
+
+async def test_a_trigger_passes_the_parsed_body_to_the_control_plane(db_url: str) -> None:
+    """201 with the run; conf, run_id and logical_date arrive parsed."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, _):
+        response = await api.post(
+            "/api/v1/dags/d/runs",
+            json={"conf": {"x": 1}, "run_id": "r1", "logical_date": "2026-02-01T00:00:00"},
+        )
+    assert response.status_code == 201
+    assert response.json()["run_id"] == "r1"
+    assert control.triggered == [{"conf": {"x": 1}, "run_id": "r1", "logical_date": T0}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kw", "status", "message"),
+    [
+        ("POST", "/api/v1/dags/nope/runs", {"json": {}}, 404, "DAG 'nope' not found"),
+        ("POST", "/api/v1/dags/d/runs", {"content": b"{no"}, 400, "malformed JSON body"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"conf": [1]}}, 400, "conf: must be a JSON"),
+        ("POST", "/api/v1/dags/d/runs", {"json": [1]}, 400, "the body must be a JSON object"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"run_id": " "}}, 400, "run_id: must be"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"logical_date": 5}}, 400, "logical_date"),
+        ("POST", "/api/v1/dags/d/runs", {"json": {"colour": 1}}, 400, "unknown field(s): colour"),
+        ("PATCH", "/api/v1/dags/d", {"json": {"is_paused": "yes"}}, 400, "is_paused: must be"),
+        ("GET", "/api/v1/dags/d/runs?limit=-1", {}, 400, "limit: must be >= 0"),
+        ("GET", "/api/v1/nowhere", {}, 404, "no such route: GET /api/v1/nowhere"),
+        ("DELETE", "/api/v1/dags/d", {}, 405, "method not allowed"),
+    ],
+)
+async def test_bad_requests_get_a_4xx_naming_the_field_and_change_nothing(
+    db_url: str, method: str, path: str, kw: dict[str, Any], status: int, message: str
+) -> None:
+    """Every client mistake is a JSON 4xx; the control plane is never asked to act."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, _):
+        response = await api.request(method, path, **kw)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert control.triggered == []
+    assert control.paused == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (Conflict("DAG 'd' already has a run 'r1'"), 409, "already has a run 'r1'"),
+        (StoreUnavailable("connection lost"), 503, "connection lost; try again"),
+    ],
+)
+async def test_control_plane_refusals_map_to_statuses(
+    db_url: str, error: BaseException, status: int, message: str
+) -> None:
+    """A taken run id is 409; an unreachable store 503."""
+    control = Control(dags={"d": one_dag()}, fail_with=error)
+    async with serving(control, db_url) as (api, _):
+        response = await api.post("/api/v1/dags/d/runs", json={"run_id": "r1"})
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+async def test_a_write_waiting_on_the_store_answers_503(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trigger the store does not take in time: 503, the change stays queued."""
+    monkeypatch.setattr(app_module, "_STORE_WAIT", 0.05)
+    control = Control(dags={"d": one_dag()}, hang=True)
+    async with serving(control, db_url) as (api, _):
+        response = await api.post("/api/v1/dags/d/runs", json={})
+    assert response.status_code == 503
+    assert "the change is queued" in response.json()["error"]
+
+
+async def test_an_unexpected_failure_is_a_500_without_details_and_is_logged(db_url: str) -> None:
+    """A bug answers 500 with no traceback in the body; the log has it."""
+    control = Control(dags={"d": one_dag()}, fail_with=RuntimeError("secret detail"))
+    with capture_logs() as logs:
+        async with serving(control, db_url) as (api, _):
+            response = await api.post("/api/v1/dags/d/runs", json={})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (see the daemon's log)"}
+    assert any(entry["event"] == "API request failed" for entry in logs)
+
+
+async def test_pause_goes_to_the_control_plane(db_url: str) -> None:
+    """PATCH is_paused sets the flag and answers with the DAG."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, _):
+        response = await api.patch("/api/v1/dags/d", json={"is_paused": True})
+    assert response.json()["is_paused"] is True
+    assert control.paused == {"d": True}
+
+
+async def test_run_views_read_the_store(db_url: str, tmp_path: Path) -> None:
+    """Runs of a DAG, one run with its tasks, a task's tries with their log text."""
+    log_file = tmp_path / "attempt=1.log"
+    log_file.write_text("hello from the task\n")
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, store):
+        await fill(store, log_file)
+        runs = (await api.get("/api/v1/dags/d/runs")).json()
+        run = (await api.get("/api/v1/runs/r1")).json()
+        logs = (await api.get("/api/v1/runs/r1/tasks/a/logs", params={"try": 1})).json()
+        missing = await api.get("/api/v1/runs/r1/tasks/a/logs", params={"try": 2})
+        metrics = await api.get("/metrics")
+    assert [r["run_id"] for r in runs] == ["r1"]
+    assert [(t["task_id"], t["state"]) for t in run["tasks"]] == [("a", "success")]
+    assert logs["tries"][0]["log"] == "hello from the task\n"
+    assert missing.status_code == 404
+    assert metrics.text == "orchestrator_dags 1.0\n"
+
+
+async def fill(store: Store, log_file: Path) -> None:
+    await store.insert_runs([RunRecord("d", "r1", RunState.SUCCESS, "manual", T0, T0)])
+    await store.write(
+        [
+            store.ti_statement(TaskInstanceRecord("d", "r1", "a", TaskState.SUCCESS, 1)),
+            store.try_statement(
+                TryRecord("d", "r1", "a", 1, TaskState.SUCCESS, T0, log_path=str(log_file))
+            ),
+        ]
+    )
