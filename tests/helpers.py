@@ -17,7 +17,7 @@ from orchestrator.core import RunRecord
 from orchestrator.resources._aws import client_kwargs
 from orchestrator.resources._connections import Connection
 from orchestrator.runtime._drive import drive_run
-from orchestrator.runtime._scheduler import LiveRun
+from orchestrator.runtime._live import LiveRun
 from orchestrator.store import Store
 
 

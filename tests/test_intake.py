@@ -10,7 +10,7 @@ import pytest
 from orchestrator import DAG
 from orchestrator._clock import ManualClock, SystemClock
 from orchestrator._settings import Settings
-from orchestrator.cli._main import _trigger_in_store
+from orchestrator.cli._dags import _trigger_in_store
 from orchestrator.core import RunRecord, RunState
 from orchestrator.core._intake import fired_run, interval_run, manual_run, run_id_for
 from orchestrator.errors import Conflict

@@ -31,7 +31,7 @@ from orchestrator.operators import (
     TriggerDagRunOperator,
 )
 from orchestrator.runtime._drive import run_dag_once
-from orchestrator.runtime._scheduler import LiveRun
+from orchestrator.runtime._live import LiveRun
 from orchestrator.store import open_store
 from tests.helpers import drive, gone
 

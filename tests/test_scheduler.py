@@ -23,7 +23,8 @@ from orchestrator.core._steps import Resumption
 from orchestrator.operators import EmptyOperator, PythonOperator
 from orchestrator.resources._services import Services
 from orchestrator.runtime._executor import LocalExecutor
-from orchestrator.runtime._scheduler import LiveRun, Scheduler
+from orchestrator.runtime._live import LiveRun
+from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.store import Store, open_store
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -56,7 +56,8 @@ from orchestrator.errors import NotFound, StoreUnavailable
 from orchestrator.resources._services import Services
 from orchestrator.runtime._executor import LocalExecutor
 from orchestrator.runtime._intake import RunIntake
-from orchestrator.runtime._scheduler import LiveRun, Scheduler
+from orchestrator.runtime._live import LiveRun
+from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store

@@ -19,7 +19,8 @@ from orchestrator.resources._services import Services
 from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._intake import RunIntake
-from orchestrator.runtime._scheduler import ChangeListener, LiveRun, Scheduler
+from orchestrator.runtime._live import ChangeListener, LiveRun
+from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.store import Store, open_store
 
 __all__ = [

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import structlog
@@ -32,10 +32,8 @@ from anyio.abc import TaskGroup
 
 from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
-from orchestrator.alerts import run_callback
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
-    AlertEvent,
     Input,
     NotStarted,
     PastRun,
@@ -47,7 +45,6 @@ from orchestrator.core import (
     RetryDue,
     RunDriver,
     RunRecord,
-    RunState,
     Start,
     Step,
     Stop,
@@ -61,60 +58,24 @@ from orchestrator.core import (
     XComRecord,
     XComsCleared,
 )
-from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
-from orchestrator.runtime._timers import TimerHandle, Timers
+from orchestrator.runtime._live import (
+    ChangeListener,
+    Deferrals,
+    LiveRun,
+    RunKey,
+    Snapshot,
+    run_callbacks,
+    run_info,
+    task_callbacks,
+)
+from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
 
-__all__ = ["ChangeListener", "Deferrals", "LiveRun", "Scheduler"]
+__all__ = ["Scheduler"]
 
 log = structlog.get_logger("orchestrator.scheduler")
 _HOSTNAME = socket.gethostname()
-RunKey = tuple[str, str]
-
-
-@dataclass(eq=False)
-class LiveRun:
-    """A run driven here: its driver, and what the shell keeps beside it."""
-
-    dag: DAG
-    driver: RunDriver
-    info: DagRunInfo
-    xcoms: dict[tuple[str, str], str] = field(default_factory=dict)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    last_context: dict[str, Any] = field(default_factory=dict)
-    scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)  # running tries
-    timers: dict[tuple[str, str | None], TimerHandle] = field(default_factory=dict)
-    callbacks: int = 0  # task callbacks still running (rule 3)
-    callbacks_idle: anyio.Event = field(default_factory=anyio.Event)
-
-    @property
-    def key(self) -> RunKey:
-        return self.driver.key
-
-    @property
-    def record(self) -> RunRecord:
-        return self.driver.run
-
-    @property
-    def tis(self) -> dict[str, TaskInstanceRecord]:
-        return self.driver.tis
-
-    @property
-    def errors(self) -> dict[str, str]:
-        return self.driver.errors
-
-
-ChangeListener = Callable[[LiveRun, TaskInstanceRecord | None], None]
-Snapshot = TaskInstanceRecord | None  # None: the run itself changed
-
-
-class Deferrals(Protocol):
-    """Where deferred instances' waits go (the trigger engine's sensor input)."""
-
-    def defer(self, run: RunKey, task_id: str, trigger: object) -> None: ...
-
-    def withdraw(self, run: RunKey, task_id: str) -> None: ...
 
 
 class Scheduler:
@@ -186,7 +147,7 @@ class Scheduler:
         assert self._tg is not None, "serve() must be running"
         tis = await self.store.task_instances(dag.dag_id, record.run_id)
         driver = RunDriver(dag, record, tis)
-        live = LiveRun(dag, driver, _run_info(record))
+        live = LiveRun(dag, driver, run_info(record))
         live.xcoms = await self.store.xcoms(dag.dag_id, record.run_id)
         past = await self._past(driver) if driver.wants_past else None
         open_tries = {
@@ -351,7 +312,7 @@ class Scheduler:
         self._notify(live, snapshots[0])
         if result is not None:
             live.last_context = result.context
-            await self._task_callbacks(live, step, result)
+            await task_callbacks(live, step, result)
         if step.ended is not None:
             await self._finish_run(live, step)
 
@@ -443,29 +404,7 @@ class Scheduler:
             self._idle = anyio.Event()
         self._dispatch()
 
-    # -- callbacks and the end of a run --------------------------------------------------------
-
-    async def _task_callbacks(self, live: LiveRun, step: Step, result: TryResult) -> None:
-        alerts = [a for a in step.alerts if a.task_id is not None]
-        if not alerts:
-            return
-        live.callbacks += 1
-        try:
-            for alert in alerts:
-                task = live.dag.task_dict[alert.task_id or ""]
-                callback = {
-                    AlertEvent.TASK_SUCCESS: task.on_success_callback,
-                    AlertEvent.TASK_FAILURE: task.on_failure_callback,
-                    AlertEvent.TASK_RETRY: task.on_retry_callback,
-                }.get(alert.event)
-                if callback is not None:
-                    context = {**result.context, "exception": result.error}
-                    await run_callback(callback, context, kind=alert.event.value)
-        finally:
-            live.callbacks -= 1
-            if live.callbacks == 0:
-                live.callbacks_idle.set()
-                live.callbacks_idle = anyio.Event()
+    # -- the end of a run --------------------------------------------------------
 
     async def _finish_run(self, live: LiveRun, step: Step) -> None:
         """The run's end is committed: its callback (after the tasks'), listeners, waiters."""
@@ -473,19 +412,7 @@ class Scheduler:
         reason = live.errors.get("<run>")
         if reason:
             log.error("run failed", dag_id=record.dag_id, run_id=record.run_id, reason=reason)
-        while live.callbacks:
-            await live.callbacks_idle.wait()
-        success = record.state == RunState.SUCCESS
-        callback = live.dag.on_success_callback if success else live.dag.on_failure_callback
-        if callback is not None:
-            context = {
-                **live.last_context,
-                "dag": live.dag,
-                "dag_run": live.info,
-                "run_id": record.run_id,
-                "reason": reason or ("success" if success else "task_failure"),
-            }
-            await run_callback(callback, context, kind=f"run {record.state}")
+        await run_callbacks(live)
         if self.on_run_end is not None:
             self.on_run_end(live)
         live.done.set()
@@ -509,18 +436,3 @@ class Scheduler:
         if self.on_change is not None:
             for snapshot in snapshots:
                 self.on_change(live, snapshot)
-
-
-def _run_info(record: RunRecord) -> DagRunInfo:
-    """The context's ``dag_run`` for a stored run."""
-    logical = record.logical_date or record.queued_at
-    return DagRunInfo(
-        dag_id=record.dag_id,
-        run_id=record.run_id,
-        run_type=record.run_type,
-        logical_date=logical,
-        data_interval_start=record.data_interval_start or logical,
-        data_interval_end=record.data_interval_end or logical,
-        conf=dict(record.conf),
-        start_date=record.start_date,
-    )

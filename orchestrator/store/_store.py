@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -26,96 +24,27 @@ from orchestrator.core._records import (
     RunRecord,
     TaskInstanceRecord,
     TryRecord,
-    XComRecord,
 )
-from orchestrator.core._state import RunState, TaskState
+from orchestrator.core._state import TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._migrations import MIGRATIONS
+from orchestrator.store._rows import (
+    RUN_COLUMNS,
+    TI_COLUMNS,
+    ConnectionRecord,
+    conn_from_row,
+    run_from_row,
+    run_statement,
+    statements,
+    ti_from_row,
+    ti_statement,
+    try_statement,
+    xcoms_cleared,
+)
 from orchestrator.store._writer import Ack, GroupCommitWriter
 
 __all__ = ["ConnectionRecord", "Store", "open_store"]
-
-
-@dataclass(slots=True)
-class ConnectionRecord:
-    conn_id: str
-    conn_type: str
-    host: str = ""
-    login: str = ""
-    password: str = ""  # stored encrypted; decrypted by the connections module
-    schema: str = ""
-    port: int | None = None
-    extra: str = ""  # stored encrypted
-    description: str = ""
-
-
-_RUN_COLUMNS = (
-    "dag_id, run_id, state, run_type, logical_date, data_interval_start, data_interval_end, "
-    "queued_at, start_date, end_date, conf, trigger_key, driver"
-)
-_TI_COLUMNS = (
-    "dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration, "
-    "pool, priority_weight, operator, next_retry_at"
-)
-_TI_UPSERT = (
-    f"INSERT INTO task_instance ({_TI_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET state = excluded.state, "
-    "try_number = excluded.try_number, max_tries = excluded.max_tries, "
-    "start_date = excluded.start_date, end_date = excluded.end_date, "
-    "duration = excluded.duration, pool = excluded.pool, "
-    "priority_weight = excluded.priority_weight, operator = excluded.operator, "
-    "next_retry_at = excluded.next_retry_at"
-)
-_TRY_UPSERT = (
-    "INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date, "
-    "duration, hostname, log_path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET state = excluded.state, "
-    "start_date = excluded.start_date, end_date = excluded.end_date, "
-    "duration = excluded.duration, hostname = excluded.hostname, "
-    "log_path = excluded.log_path, error = excluded.error"
-)
-_XCOM_UPSERT = (
-    "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id, key) DO UPDATE SET value = excluded.value, "
-    "timestamp = excluded.timestamp"
-)
-
-
-def _run_from_row(row: dict[str, Any]) -> RunRecord:
-    return RunRecord(
-        dag_id=row["dag_id"],
-        run_id=row["run_id"],
-        state=RunState(row["state"]),
-        run_type=row["run_type"],
-        logical_date=parse_iso(row["logical_date"]),
-        data_interval_start=parse_iso(row["data_interval_start"]),
-        data_interval_end=parse_iso(row["data_interval_end"]),
-        queued_at=parse_iso(row["queued_at"]) or datetime.min,
-        start_date=parse_iso(row["start_date"]),
-        end_date=parse_iso(row["end_date"]),
-        conf=json.loads(row["conf"]),
-        trigger_key=row["trigger_key"],
-        driver=row["driver"],
-    )
-
-
-def _ti_from_row(row: dict[str, Any]) -> TaskInstanceRecord:
-    return TaskInstanceRecord(
-        dag_id=row["dag_id"],
-        run_id=row["run_id"],
-        task_id=row["task_id"],
-        state=TaskState(row["state"]),
-        try_number=row["try_number"],
-        max_tries=row["max_tries"],
-        start_date=parse_iso(row["start_date"]),
-        end_date=parse_iso(row["end_date"]),
-        duration=row["duration"],
-        pool=row["pool"],
-        priority_weight=row["priority_weight"],
-        operator=row["operator"],
-        next_retry_at=parse_iso(row["next_retry_at"]),
-    )
 
 
 class Store:
@@ -148,111 +77,13 @@ class Store:
 
     # -- statement builders: compose them into one atomic unit ------------------------
 
-    @staticmethod
-    def ti_statement(ti: TaskInstanceRecord) -> Statement:
-        return Statement(
-            "task_instance",
-            _TI_UPSERT,
-            (
-                ti.dag_id,
-                ti.run_id,
-                ti.task_id,
-                str(ti.state),
-                ti.try_number,
-                ti.max_tries,
-                iso(ti.start_date),
-                iso(ti.end_date),
-                ti.duration,
-                ti.pool,
-                ti.priority_weight,
-                ti.operator,
-                iso(ti.next_retry_at),
-            ),
-        )
-
-    @staticmethod
-    def try_statement(tr: TryRecord) -> Statement:
-        return Statement(
-            "task_try",
-            _TRY_UPSERT,
-            (
-                tr.dag_id,
-                tr.run_id,
-                tr.task_id,
-                tr.try_number,
-                str(tr.state),
-                iso(tr.start_date),
-                iso(tr.end_date),
-                tr.duration,
-                tr.hostname,
-                tr.log_path,
-                tr.error,
-            ),
-        )
-
-    def xcom_statement(
-        self, dag_id: str, run_id: str, task_id: str, key: str, value_json: str
-    ) -> Statement:
-        return Statement(
-            "xcom",
-            _XCOM_UPSERT,
-            (dag_id, run_id, task_id, key, value_json, iso(self.clock.now())),
-        )
-
-    @staticmethod
-    def run_statement(run: RunRecord, *, insert_only: bool = False) -> Statement:
-        """Upsert the run's state and dates.
-
-        With ``insert_only``, insert it unless its (dag_id, run_id) or its
-        (dag_id, trigger_key) is taken: never an overwrite, never an error.
-        """
-        conflict = (
-            "ON CONFLICT DO NOTHING"
-            if insert_only
-            else "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = excluded.state, "
-            "start_date = excluded.start_date, end_date = excluded.end_date, "
-            "driver = excluded.driver"
-        )
-        return Statement(
-            "dag_run",
-            f"INSERT INTO dag_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            f"{conflict}",
-            (
-                run.dag_id,
-                run.run_id,
-                str(run.state),
-                run.run_type,
-                iso(run.logical_date),
-                iso(run.data_interval_start),
-                iso(run.data_interval_end),
-                iso(run.queued_at),
-                iso(run.start_date),
-                iso(run.end_date),
-                json.dumps(run.conf),
-                run.trigger_key,
-                run.driver,
-            ),
-        )
+    ti_statement = staticmethod(ti_statement)
+    try_statement = staticmethod(try_statement)
+    run_statement = staticmethod(run_statement)
 
     def statements(self, records: Iterable[Record]) -> list[Statement]:
         """The statements that persist ``records``, in their order."""
-        out: list[Statement] = []
-        for record in records:
-            if isinstance(record, TaskInstanceRecord):
-                out.append(self.ti_statement(record))
-            elif isinstance(record, TryRecord):
-                out.append(self.try_statement(record))
-            elif isinstance(record, RunRecord):
-                out.append(self.run_statement(record))
-            elif isinstance(record, XComRecord):
-                out.append(
-                    self.xcom_statement(
-                        record.dag_id, record.run_id, record.task_id, record.key, record.value
-                    )
-                )
-            else:
-                out.append(_xcoms_cleared(record.dag_id, record.run_id, record.task_id))
-        return out
+        return statements(records, self.clock.now())
 
     # -- writes --------------------------------------------------------------------------
 
@@ -271,7 +102,7 @@ class Store:
         statements = [self.run_statement(run)]
         for ti in tis:
             statements.append(self.ti_statement(ti))
-            statements.append(_xcoms_cleared(ti.dag_id, ti.run_id, ti.task_id))
+            statements.append(xcoms_cleared(ti.dag_id, ti.run_id, ti.task_id))
         await self.write(statements)
 
     async def upsert_dags(self, rows: Sequence[tuple[str, str, str, list[str], bool]]) -> None:
@@ -381,10 +212,10 @@ class Store:
 
     async def find_run(self, dag_id: str, run_id: str) -> RunRecord | None:
         rows = await self.backend.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE dag_id = ? AND run_id = ?",
+            f"SELECT {RUN_COLUMNS} FROM dag_run WHERE dag_id = ? AND run_id = ?",
             (dag_id, run_id),
         )
-        return _run_from_row(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     async def get_run(self, dag_id: str, run_id: str) -> RunRecord:
         run = await self.find_run(dag_id, run_id)
@@ -410,9 +241,9 @@ class Store:
 
     async def runs_with_id(self, run_id: str) -> list[RunRecord]:
         rows = await self.backend.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE run_id = ? ORDER BY dag_id", (run_id,)
+            f"SELECT {RUN_COLUMNS} FROM dag_run WHERE run_id = ? ORDER BY dag_id", (run_id,)
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def list_runs(
         self, dag_id: str | None = None, state: str | None = None, limit: int = 1000
@@ -426,11 +257,11 @@ class Store:
             params.append(state)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         rows = await self.backend.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM dag_run {clause}"
+            f"SELECT {RUN_COLUMNS} FROM dag_run {clause}"
             f"ORDER BY queued_at DESC, dag_id, run_id LIMIT {int(limit)}",
             params,
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def taken_runs(self, runs: Sequence[RunRecord]) -> set[tuple[str, str]]:
         """The (dag_id, run_id) of each of ``runs`` whose run id or trigger key is stored."""
@@ -453,19 +284,19 @@ class Store:
     async def unfinished_runs(self) -> list[RunRecord]:
         """Queued and running runs the daemon drives (no CLI driver), oldest first."""
         rows = await self.backend.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE state IN ('queued', 'running') "
+            f"SELECT {RUN_COLUMNS} FROM dag_run WHERE state IN ('queued', 'running') "
             "AND driver IS NULL ORDER BY queued_at, dag_id, run_id"
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def latest_scheduled(self) -> dict[str, RunRecord]:
         """Each DAG's scheduled run with the latest data interval (the engine's ``last``)."""
         rows = await self.backend.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM dag_run r WHERE run_type = 'scheduled' AND "
+            f"SELECT {RUN_COLUMNS} FROM dag_run r WHERE run_type = 'scheduled' AND "
             "data_interval_end = (SELECT MAX(data_interval_end) FROM dag_run x "
             "WHERE x.dag_id = r.dag_id AND x.run_type = 'scheduled')"
         )
-        return {row["dag_id"]: _run_from_row(row) for row in rows}
+        return {row["dag_id"]: run_from_row(row) for row in rows}
 
     async def count_states(self) -> tuple[dict[str, int], dict[str, int]]:
         """Runs by state and task instances by state, for metrics."""
@@ -477,11 +308,11 @@ class Store:
 
     async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
         rows = await self.backend.fetch(
-            f"SELECT {_TI_COLUMNS} FROM task_instance WHERE dag_id = ? AND run_id = ? "
+            f"SELECT {TI_COLUMNS} FROM task_instance WHERE dag_id = ? AND run_id = ? "
             "ORDER BY start_date, task_id",
             (dag_id, run_id),
         )
-        return [_ti_from_row(row) for row in rows]
+        return [ti_from_row(row) for row in rows]
 
     async def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TryRecord]:
         rows = await self.backend.fetch(
@@ -531,14 +362,14 @@ class Store:
             "description FROM connection WHERE conn_id = ?",
             (conn_id,),
         )
-        return _conn_from_row(rows[0]) if rows else None
+        return conn_from_row(rows[0]) if rows else None
 
     async def list_connections(self) -> list[ConnectionRecord]:
         rows = await self.backend.fetch(
             "SELECT conn_id, conn_type, host, login, password, schema_name, port, extra, "
             "description FROM connection ORDER BY conn_id"
         )
-        return [_conn_from_row(r) for r in rows]
+        return [conn_from_row(r) for r in rows]
 
     async def get_pools(self) -> dict[str, int]:
         rows = await self.backend.fetch("SELECT name, slots FROM pool ORDER BY name")
@@ -549,28 +380,6 @@ class Store:
             "SELECT dag_id, fileloc, is_paused, schedule, tags FROM dag ORDER BY dag_id"
         )
         return {r["dag_id"]: r for r in rows}
-
-
-def _xcoms_cleared(dag_id: str, run_id: str, task_id: str) -> Statement:
-    return Statement(
-        "xcom",
-        "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-        (dag_id, run_id, task_id),
-    )
-
-
-def _conn_from_row(r: dict[str, Any]) -> ConnectionRecord:
-    return ConnectionRecord(
-        conn_id=r["conn_id"],
-        conn_type=r["conn_type"],
-        host=r["host"],
-        login=r["login"],
-        password=r["password"],
-        schema=r["schema_name"],
-        port=r["port"],
-        extra=r["extra"],
-        description=r["description"],
-    )
 
 
 async def _open_backend(url: str) -> Backend:

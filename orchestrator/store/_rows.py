@@ -1,0 +1,253 @@
+"""Records and rows: the SQL that writes each record, and the records rows read back.
+
+Rules (the store's): every write is an upsert or an insert-if-absent on a natural
+key; times are ISO 8601 UTC text, JSON is text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchestrator._clock import iso, parse_iso
+from orchestrator.core._records import (
+    Record,
+    RunRecord,
+    TaskInstanceRecord,
+    TryRecord,
+    XComRecord,
+)
+from orchestrator.core._state import RunState, TaskState
+from orchestrator.store._backend import Statement
+
+__all__ = [
+    "RUN_COLUMNS",
+    "TI_COLUMNS",
+    "ConnectionRecord",
+    "conn_from_row",
+    "run_from_row",
+    "run_statement",
+    "statements",
+    "ti_from_row",
+    "ti_statement",
+    "try_statement",
+    "xcom_statement",
+    "xcoms_cleared",
+]
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    conn_id: str
+    conn_type: str
+    host: str = ""
+    login: str = ""
+    password: str = ""  # stored encrypted; decrypted by the connections module
+    schema: str = ""
+    port: int | None = None
+    extra: str = ""  # stored encrypted
+    description: str = ""
+
+
+RUN_COLUMNS = (
+    "dag_id, run_id, state, run_type, logical_date, data_interval_start, data_interval_end, "
+    "queued_at, start_date, end_date, conf, trigger_key, driver"
+)
+
+
+TI_COLUMNS = (
+    "dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration, "
+    "pool, priority_weight, operator, next_retry_at"
+)
+
+
+_TI_UPSERT = (
+    f"INSERT INTO task_instance ({TI_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET state = excluded.state, "
+    "try_number = excluded.try_number, max_tries = excluded.max_tries, "
+    "start_date = excluded.start_date, end_date = excluded.end_date, "
+    "duration = excluded.duration, pool = excluded.pool, "
+    "priority_weight = excluded.priority_weight, operator = excluded.operator, "
+    "next_retry_at = excluded.next_retry_at"
+)
+
+
+_TRY_UPSERT = (
+    "INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date, "
+    "duration, hostname, log_path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET state = excluded.state, "
+    "start_date = excluded.start_date, end_date = excluded.end_date, "
+    "duration = excluded.duration, hostname = excluded.hostname, "
+    "log_path = excluded.log_path, error = excluded.error"
+)
+
+
+_XCOM_UPSERT = (
+    "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, key) DO UPDATE SET value = excluded.value, "
+    "timestamp = excluded.timestamp"
+)
+
+
+def ti_statement(ti: TaskInstanceRecord) -> Statement:
+    return Statement(
+        "task_instance",
+        _TI_UPSERT,
+        (
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            str(ti.state),
+            ti.try_number,
+            ti.max_tries,
+            iso(ti.start_date),
+            iso(ti.end_date),
+            ti.duration,
+            ti.pool,
+            ti.priority_weight,
+            ti.operator,
+            iso(ti.next_retry_at),
+        ),
+    )
+
+
+def try_statement(tr: TryRecord) -> Statement:
+    return Statement(
+        "task_try",
+        _TRY_UPSERT,
+        (
+            tr.dag_id,
+            tr.run_id,
+            tr.task_id,
+            tr.try_number,
+            str(tr.state),
+            iso(tr.start_date),
+            iso(tr.end_date),
+            tr.duration,
+            tr.hostname,
+            tr.log_path,
+            tr.error,
+        ),
+    )
+
+
+def run_statement(run: RunRecord, *, insert_only: bool = False) -> Statement:
+    """Upsert the run's state and dates.
+
+    With ``insert_only``, insert it unless its (dag_id, run_id) or its
+    (dag_id, trigger_key) is taken: never an overwrite, never an error.
+    """
+    conflict = (
+        "ON CONFLICT DO NOTHING"
+        if insert_only
+        else "ON CONFLICT (dag_id, run_id) DO UPDATE SET state = excluded.state, "
+        "start_date = excluded.start_date, end_date = excluded.end_date, "
+        "driver = excluded.driver"
+    )
+    return Statement(
+        "dag_run",
+        f"INSERT INTO dag_run ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"{conflict}",
+        (
+            run.dag_id,
+            run.run_id,
+            str(run.state),
+            run.run_type,
+            iso(run.logical_date),
+            iso(run.data_interval_start),
+            iso(run.data_interval_end),
+            iso(run.queued_at),
+            iso(run.start_date),
+            iso(run.end_date),
+            json.dumps(run.conf),
+            run.trigger_key,
+            run.driver,
+        ),
+    )
+
+
+def xcom_statement(record: XComRecord, at: datetime) -> Statement:
+    """Upsert one XCom, stamped ``at``."""
+    return Statement(
+        "xcom",
+        _XCOM_UPSERT,
+        (record.dag_id, record.run_id, record.task_id, record.key, record.value, iso(at)),
+    )
+
+
+def xcoms_cleared(dag_id: str, run_id: str, task_id: str) -> Statement:
+    return Statement(
+        "xcom",
+        "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        (dag_id, run_id, task_id),
+    )
+
+
+def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
+    """The statements that persist ``records``, in their order (XComs stamped ``now``)."""
+    out: list[Statement] = []
+    for record in records:
+        if isinstance(record, TaskInstanceRecord):
+            out.append(ti_statement(record))
+        elif isinstance(record, TryRecord):
+            out.append(try_statement(record))
+        elif isinstance(record, RunRecord):
+            out.append(run_statement(record))
+        elif isinstance(record, XComRecord):
+            out.append(xcom_statement(record, now))
+        else:
+            out.append(xcoms_cleared(record.dag_id, record.run_id, record.task_id))
+    return out
+
+
+def run_from_row(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        state=RunState(row["state"]),
+        run_type=row["run_type"],
+        logical_date=parse_iso(row["logical_date"]),
+        data_interval_start=parse_iso(row["data_interval_start"]),
+        data_interval_end=parse_iso(row["data_interval_end"]),
+        queued_at=parse_iso(row["queued_at"]) or datetime.min,
+        start_date=parse_iso(row["start_date"]),
+        end_date=parse_iso(row["end_date"]),
+        conf=json.loads(row["conf"]),
+        trigger_key=row["trigger_key"],
+        driver=row["driver"],
+    )
+
+
+def ti_from_row(row: dict[str, Any]) -> TaskInstanceRecord:
+    return TaskInstanceRecord(
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        state=TaskState(row["state"]),
+        try_number=row["try_number"],
+        max_tries=row["max_tries"],
+        start_date=parse_iso(row["start_date"]),
+        end_date=parse_iso(row["end_date"]),
+        duration=row["duration"],
+        pool=row["pool"],
+        priority_weight=row["priority_weight"],
+        operator=row["operator"],
+        next_retry_at=parse_iso(row["next_retry_at"]),
+    )
+
+
+def conn_from_row(r: dict[str, Any]) -> ConnectionRecord:
+    return ConnectionRecord(
+        conn_id=r["conn_id"],
+        conn_type=r["conn_type"],
+        host=r["host"],
+        login=r["login"],
+        password=r["password"],
+        schema=r["schema_name"],
+        port=r["port"],
+        extra=r["extra"],
+        description=r["description"],
+    )
