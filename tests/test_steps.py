@@ -32,7 +32,10 @@ def test_the_driver_handles_every_input_of_the_union() -> None:
 def test_a_step_starts_empty() -> None:
     """A step commands nothing until the driver adds to it."""
     step = Step()
-    assert step == Step([], [], [], [], [], [], [], [], None)
+    lists = [step.writes, step.ready, step.unready, step.cancel, step.timers]
+    lists += [step.cancel_timers, step.defer, step.alerts]
+    assert lists == [[]] * 8
+    assert step.ended is None
 
 
 def test_a_timer_is_keyed_by_kind_and_task() -> None:

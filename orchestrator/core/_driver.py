@@ -417,7 +417,8 @@ class RunDriver:
                 self._end(RunState.FAILED, self.stop_reason, now, step)
             return
         if self._graph.unfinished > 0:
-            if not self._in_flight and not self._graph.has_pending():
+            # A step that readied an instance has one on its way: no need to look for one.
+            if not self._in_flight and not step.ready and not self._graph.has_pending():
                 self._end(RunState.FAILED, self._graph.deadlock_reason(), now, step)
             return
         states = {tid: self.tis[tid].state for tid in self.dag.task_dict}

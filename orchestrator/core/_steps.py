@@ -257,16 +257,28 @@ class Alert:
     error: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Step:
     """The commands of one input, carried out by the shell in this order."""
 
-    writes: list[Record] = field(default_factory=list)  # one unit, committed first
-    ready: list[str] = field(default_factory=list)  # now scheduled: into the ready queue
-    unready: list[str] = field(default_factory=list)  # no longer scheduled: out of it
-    cancel: list[str] = field(default_factory=list)  # tries to stop (running or deferred)
-    timers: list[Timer] = field(default_factory=list)
-    cancel_timers: list[tuple[str, str | None]] = field(default_factory=list)
-    defer: list[Defer] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    ended: RunState | None = None  # the run ended (its record is in ``writes``)
+    writes: list[Record]  # one unit, committed first
+    ready: list[str]  # now scheduled: into the ready queue
+    unready: list[str]  # no longer scheduled: out of it
+    cancel: list[str]  # tries to stop (running or deferred)
+    timers: list[Timer]
+    cancel_timers: list[tuple[str, str | None]]
+    defer: list[Defer]
+    alerts: list[Alert]
+    ended: RunState | None  # the run ended (its record is in ``writes``)
+
+    def __init__(self) -> None:
+        # Written out: a step is made for every input, on the hot path.
+        self.writes = []
+        self.ready = []
+        self.unready = []
+        self.cancel = []
+        self.timers = []
+        self.cancel_timers = []
+        self.defer = []
+        self.alerts = []
+        self.ended = None

@@ -87,21 +87,24 @@ class Deferrals(Protocol):
 
 async def task_callbacks(live: LiveRun, step: Step, result: TryResult) -> None:
     """Run the callbacks of the step's task alerts, with the try's context."""
-    alerts = [a for a in step.alerts if a.task_id is not None]
-    if not alerts:
-        return
-    live.callbacks += 1
-    try:
-        for alert in alerts:
-            task = live.dag.task_dict[alert.task_id or ""]
+    callbacks = []
+    for alert in step.alerts:
+        if alert.task_id is not None:
+            task = live.dag.task_dict[alert.task_id]
             callback = {
                 AlertEvent.TASK_SUCCESS: task.on_success_callback,
                 AlertEvent.TASK_FAILURE: task.on_failure_callback,
                 AlertEvent.TASK_RETRY: task.on_retry_callback,
             }.get(alert.event)
             if callback is not None:
-                context = {**result.context, "exception": result.error}
-                await run_callback(callback, context, kind=alert.event.value)
+                callbacks.append((alert, callback))
+    if not callbacks:
+        return
+    live.callbacks += 1
+    try:
+        for alert, callback in callbacks:
+            context = {**result.context, "exception": result.error}
+            await run_callback(callback, context, kind=alert.event.value)
     finally:
         live.callbacks -= 1
         if live.callbacks == 0:

@@ -353,7 +353,7 @@ class Scheduler:
         started = live.driver.feed(TryStarted(item.task_id, _HOSTNAME, str(path)), self.clock.now())
         await self.store.write(self.store.statements(started.writes))
         # The queued write was submitted before this one, so it is committed too.
-        self._notify(live, [replace(ti, state=TaskState.QUEUED), replace(ti)])
+        self._notify(live, [replace(ti, state=TaskState.QUEUED), ti])
         result = TryResult("failed", None, retryable=False)
         with anyio.CancelScope() as scope:
             live.scopes[item.task_id] = scope
