@@ -114,15 +114,7 @@ class RunIntake:
 
     # -- RunRequests, for task code (resources.Services.runs) ---------------------------------
 
-    async def request_run(
-        self,
-        dag_id: str,
-        *,
-        conf: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-        logical_date: datetime | None = None,
-    ) -> RunRecord:
-        return await self.manual(dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
+    request_run = manual
 
     async def run_state(self, dag_id: str, run_id: str) -> RunState:
         return (await self.store.get_run(dag_id, run_id)).state
