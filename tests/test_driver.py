@@ -394,7 +394,7 @@ def test_a_stop_fails_a_deferred_instance_and_withdraws_its_wait() -> None:
     driver.feed(TryStarted("sense"), T0)
     driver.feed(Deferred("sense", {"key": "k"}), T0)
     step = driver.feed(Stop("stopped"), T0)
-    assert step.cancel == ["sense"]
+    assert (step.cancel, step.withdraw) == ([], ["sense"])
     assert driver.tis["sense"].state == TaskState.FAILED
     assert step.ended is RunState.FAILED
 

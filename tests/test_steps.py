@@ -33,8 +33,8 @@ def test_a_step_starts_empty() -> None:
     """A step commands nothing until the driver adds to it."""
     step = Step()
     lists = [step.writes, step.ready, step.unready, step.cancel, step.timers]
-    lists += [step.cancel_timers, step.defer, step.alerts]
-    assert lists == [[]] * 8
+    lists += [step.cancel_timers, step.defer, step.withdraw, step.alerts]
+    assert lists == [[]] * 9
     assert step.ended is None
 
 

@@ -24,6 +24,7 @@ __all__ = ["Admission"]
 class Admission:
     def __init__(self) -> None:
         self._queued: dict[str, list[RunRecord]] = {}  # per DAG, waiting for room
+        self._queued_ids: set[tuple[str, str]] = set()
         self._active: dict[str, set[str]] = {}  # per DAG, run ids being driven
         self._paused: dict[str, bool] = {}
 
@@ -33,13 +34,12 @@ class Admission:
 
     def knows(self, dag_id: str, run_id: str) -> bool:
         """Whether the run is queued or active here (rule 3)."""
-        return run_id in self._active.get(dag_id, ()) or any(
-            r.run_id == run_id for r in self._queued.get(dag_id, ())
-        )
+        return (dag_id, run_id) in self._queued_ids or run_id in self._active.get(dag_id, ())
 
     def add(self, run: RunRecord) -> None:
         """A stored run to start when its DAG has room."""
         self._queued.setdefault(run.dag_id, []).append(run)
+        self._queued_ids.add((run.dag_id, run.run_id))
 
     def is_paused(self, dag_id: str) -> bool:
         return self._paused.get(dag_id, False)
@@ -66,6 +66,7 @@ class Admission:
         started = []
         while queue and (len(active) < max_active_runs or queue[0].state == RunState.RUNNING):
             run = queue.pop(0)
+            self._queued_ids.discard((dag_id, run.run_id))
             active.add(run.run_id)
             started.append(run)
         return started

@@ -263,7 +263,7 @@ class RunDriver:
                 self._graph.finished(ti)
                 step.writes.append(ti)
             elif ti.state == TaskState.DEFERRED:
-                step.cancel.append(task_id)
+                step.withdraw.append(task_id)
                 self._end_try(ti, TryOutcome.FAILED, event.reason, now=now, step=step)
             elif task_id in self._in_flight:
                 step.cancel.append(task_id)

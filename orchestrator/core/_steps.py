@@ -264,10 +264,11 @@ class Step:
     writes: list[Record]  # one unit, committed first
     ready: list[str]  # now scheduled: into the ready queue
     unready: list[str]  # no longer scheduled: out of it
-    cancel: list[str]  # tries to stop (running or deferred)
+    cancel: list[str]  # tries in flight to stop
     timers: list[Timer]
     cancel_timers: list[tuple[str, str | None]]
     defer: list[Defer]
+    withdraw: list[str]  # deferred instances whose wait the engine must drop
     alerts: list[Alert]
     ended: RunState | None  # the run ended (its record is in ``writes``)
 
@@ -280,5 +281,6 @@ class Step:
         self.timers = []
         self.cancel_timers = []
         self.defer = []
+        self.withdraw = []
         self.alerts = []
         self.ended = None

@@ -243,9 +243,10 @@ class Scheduler:
             self._arm(live, timer)
         for task_id in step.cancel:
             scope = live.scopes.get(task_id)
-            if scope is not None:
+            if scope is not None:  # a try not started yet sees the stop and does not run
                 scope.cancel()
-            elif self.deferrals is not None:
+        for task_id in step.withdraw:
+            if self.deferrals is not None:
                 self.deferrals.withdraw(live.key, task_id)
         for defer in step.defer:
             if self.deferrals is not None:
@@ -327,7 +328,13 @@ class Scheduler:
         queued = []
         while (popped := self.queue.pop()) is not None:
             item, problem = popped
-            live = self._runs[item.run]
+            live = self._runs.get(item.run)
+            if live is None or live.tis[item.task_id].state != TaskState.SCHEDULED:
+                # The driver withdraws what stops being ready; this would be a bug there.
+                log.error("stale ready entry dropped", run=item.run, task_id=item.task_id)
+                if problem is None:
+                    self.queue.release(item)
+                continue
             if problem is not None:
                 step = live.driver.feed(NotStarted(item.task_id, problem), now)
                 log.error(
@@ -423,11 +430,12 @@ class Scheduler:
         """What the step wrote, as written (later steps may move the instances on)."""
         if self.on_change is None:
             return []
-        tis: list[Snapshot] = [
-            replace(w)
+        written = {
+            id(w): w
             for w in step.writes
             if isinstance(w, TaskInstanceRecord) and w.state != TaskState.NONE
-        ]
+        }  # an instance written twice in a step (made, then scheduled) is told once
+        tis: list[Snapshot] = [replace(w) for w in written.values()]
         if live.record not in step.writes:
             return tis
         return [*tis, None] if step.ended is not None else [None, *tis]
