@@ -216,3 +216,22 @@ async def test_stopping_a_run_withdraws_a_deferred_wait(settings: Settings) -> N
     assert sink.withdrawn == ["sense"]
     assert live.tis["sense"].state == TaskState.FAILED
     assert live.record.state == RunState.FAILED
+
+
+async def test_a_resumed_try_gets_its_callback_with_the_try_context(settings: Settings) -> None:
+    """A deferred try that the engine ends as a success runs on_success_callback, with ti."""
+    seen: list[tuple[str, int]] = []
+    with DAG("sensing") as dag:
+        EmptyOperator(
+            task_id="sense",
+            on_success_callback=lambda c: seen.append((c["ti"].task_id, c["ti"].try_number)),
+        )
+    stored = TaskInstanceRecord(
+        "sensing", "r1", "sense", state=TaskState.DEFERRED, try_number=1, start_date=T0
+    )
+    async with shell(settings, deferrals=Sink()) as sh:
+        live = await sh.start(dag, stored)
+        await sh.scheduler.resume(live.key, "sense", Resumption.SUCCESS)
+        with anyio.fail_after(10):
+            await live.done.wait()
+    assert seen == [("sense", 1)]

@@ -101,8 +101,8 @@ class LocalExecutor:
         self._threads = anyio.CapacityLimiter(thread_slots)
         install_task_log_capture()
 
-    async def run(self, request: TryRequest) -> TryResult:
-        log = TaskLog(request.log_path)
+    def context_of(self, request: TryRequest) -> dict[str, Any]:
+        """The context the try's code (and its callbacks) see."""
         ti = RuntimeTaskInstance(
             task=request.task,
             run=request.run,
@@ -112,7 +112,12 @@ class LocalExecutor:
             xcom_limit=self.services.settings.xcom_max_bytes,
             log_path=request.log_path,
         )
-        context = build_context(request.dag, ti)
+        return build_context(request.dag, ti)
+
+    async def run(self, request: TryRequest) -> TryResult:
+        log = TaskLog(request.log_path)
+        context = self.context_of(request)
+        ti: RuntimeTaskInstance = context["ti"]
         # The try's start, end and state live in the store; the file holds only what the
         # try itself wrote (and its error), so a silent try costs no file at all.
         timeout = request.task.execution_timeout

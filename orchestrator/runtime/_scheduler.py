@@ -176,13 +176,33 @@ class Scheduler:
         xcoms: dict[str, str] | None = None,
     ) -> None:
         """End a deferred instance's wait (a firing of the trigger engine)."""
-        await self._feed(run, Resumed(task_id, outcome, error, xcoms or {}))
+        live = self._runs.get(run)
+        if live is None:
+            return
+        step = live.driver.feed(Resumed(task_id, outcome, error, xcoms or {}), self.clock.now())
+        ended = None
+        if step.alerts:  # the try ended here: its callbacks get the try's context
+            request = self._request(live, task_id, live.tis[task_id].try_number)
+            ended = TryResult(outcome.value, error, context=self.executor.context_of(request))
+        await self._settle(live, step, *self._apply([(live, step)]), result=ended)
 
     async def _feed(self, run: RunKey, event: Input) -> None:
         live = self._runs.get(run)
         if live is not None:
             step = live.driver.feed(event, self.clock.now())
             await self._settle(live, step, *self._apply([(live, step)]))
+
+    def _request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
+        task = live.dag.task_dict[task_id]
+        return TryRequest(
+            dag=live.dag,
+            task=task,
+            run=live.info,
+            try_number=try_number,
+            max_tries=task.retries + 1,
+            xcoms=live.xcoms,
+            log_path=task_log_path(self.logs_dir, *live.key, task_id, try_number),
+        )
 
     async def _past(self, driver: RunDriver) -> PastRun | None:
         """The run before this one, for depends_on_past."""
@@ -353,11 +373,11 @@ class Scheduler:
             self.store.write_nowait(self.store.statements(queued))
 
     async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
-        task = live.dag.task_dict[item.task_id]
         ti = live.tis[item.task_id]
-        number = live.driver.next_try(item.task_id)
-        path = task_log_path(self.logs_dir, *live.key, item.task_id, number)
-        started = live.driver.feed(TryStarted(item.task_id, _HOSTNAME, str(path)), self.clock.now())
+        request = self._request(live, item.task_id, live.driver.next_try(item.task_id))
+        started = live.driver.feed(
+            TryStarted(item.task_id, _HOSTNAME, str(request.log_path)), self.clock.now()
+        )
         await self.store.write(self.store.statements(started.writes))
         # The queued write was submitted before this one, so it is committed too.
         self._notify(live, [replace(ti, state=TaskState.QUEUED), ti])
@@ -365,17 +385,7 @@ class Scheduler:
         with anyio.CancelScope() as scope:
             live.scopes[item.task_id] = scope
             if live.driver.stop_reason is None:
-                result = await self.executor.run(
-                    TryRequest(
-                        dag=live.dag,
-                        task=task,
-                        run=live.info,
-                        try_number=ti.try_number,
-                        max_tries=task.retries + 1,
-                        xcoms=live.xcoms,
-                        log_path=path,
-                    )
-                )
+                result = await self.executor.run(request)
         live.scopes.pop(item.task_id, None)
         if scope.cancelled_caught:
             result = TryResult("failed", None, retryable=False)
