@@ -78,6 +78,8 @@ def daemon_file(settings: Settings) -> Path:
 
 
 class Daemon:
+    """The service (see the module's rules); the API's ``ControlPlane``."""
+
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -134,7 +136,10 @@ class Daemon:
             )
             self._store = store
             self._intake = RunIntake(
-                store, self.clock, dags=self.folder.dags.get, on_created=self._on_created
+                store,
+                self.clock,
+                dags=lambda dag_id: self.folder.dags.get(dag_id),
+                on_created=self._on_created,
             )
             services = Services(self.settings, store, self._intake)
             executor = LocalExecutor(services, thread_slots=self.settings.parallelism)
