@@ -57,7 +57,7 @@ async def backfill(
 
     async with open_store(settings.db_url, clock=clock) as store:
         await register_dags(store, [dag], paused_default=settings.dags_paused_at_creation)
-        intake = RunIntake(store, clock, dags={dag.dag_id: dag}.get, driver=cli_driver())
+        intake = RunIntake(store, clock, driver=cli_driver())
 
         async def one(info: RunInfo) -> None:
             async with limiter:

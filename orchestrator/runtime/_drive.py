@@ -63,15 +63,14 @@ async def run_dag_once(
     interval from its DAG's schedule).
     """
     clock = clock or SystemClock()
-    known = {**(dags or {}), dag.dag_id: dag}
     async with open_store(settings.db_url, clock=clock) as store:
         await register_dags(store, [dag], paused_default=settings.dags_paused_at_creation)
-        mine = RunIntake(store, clock, dags=known.get, driver=cli_driver())
+        mine = RunIntake(store, clock, dags={dag.dag_id: dag}.get, driver=cli_driver())
         record = await mine.manual(dag.dag_id, conf=conf, logical_date=logical_date)
         if on_started is not None:
             on_started(record)
         return await drive_run(
-            settings, store, dag, record, clock=clock, on_change=on_change, dags=known
+            settings, store, dag, record, clock=clock, on_change=on_change, dags=dags
         )
 
 
