@@ -596,6 +596,21 @@ def test_sigterm_ends_a_run_whose_last_task_finished_in_the_grace_period(
     )
 
 
+def test_sigterm_exits_after_the_grace_period_though_a_thread_is_blocked(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """A sync try blocked in time.sleep past the grace period does not hold the exit."""
+    dag_file("long.py", LONG.format(seconds=60, retries=0))
+    d = daemon(ORCHESTRATOR_SHUTDOWN_GRACE="1")
+    d.api("POST", "/api/v1/dags/long/runs", json={"run_id": "r"})
+    d.wait_for(lambda: running(d, "r", "slow", "once"), 10, "running")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(20) == 0
+    assert time.monotonic() - started < 10
+    assert "shutdown: grace period over" in d.output()
+
+
 def test_second_signal_exits_at_once(daemon: Callable[..., DaemonProc], dag_file: DagFile) -> None:
     """A second SIGTERM during the grace period exits immediately."""
     d = long_run_going(daemon, dag_file, seconds=60, retries=0)
@@ -644,7 +659,7 @@ def test_after_kill_9_queued_runs_proceed(
     d.wait_for(lambda: d.run_state("one", "first") == "running", 10, "first running")
     assert d.run_state("one", "second") == "queued"
     d.kill9()
-    again = daemon()
+    again = daemon(ORCHESTRATOR_SHUTDOWN_GRACE="1")  # its 30 s try need not end at teardown
     assert again.wait_for(lambda: finished(again, "one", "first"), 20) == "failed"
     again.wait_for(lambda: again.run_state("one", "second") == "running", 20, "second running")
 
