@@ -59,14 +59,16 @@ class RunIntake:
         async with self._lock:
             taken = await self.store.taken_runs(runs)
             fresh: list[RunRecord] = []
-            ids: set[tuple[str, str]] = set()
+            ids: set[tuple[str, str]] = set()  # the keys of the runs taken in this batch
             keys: set[tuple[str, str]] = set()
             for run in runs:
-                key = (run.dag_id, run.trigger_key or "")
-                if (run.dag_id, run.run_id) in taken | ids or (run.trigger_key and key in keys):
+                run_key = (run.dag_id, run.run_id)
+                trigger = (run.dag_id, run.trigger_key) if run.trigger_key else None
+                if run_key in taken or run_key in ids or (trigger is not None and trigger in keys):
                     continue
-                ids.add((run.dag_id, run.run_id))
-                keys.add(key)
+                ids.add(run_key)
+                if trigger is not None:
+                    keys.add(trigger)
                 run.driver = self.driver
                 fresh.append(run)
             await self.store.insert_runs(fresh)
