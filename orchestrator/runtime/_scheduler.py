@@ -159,7 +159,8 @@ class Scheduler:
         }
         self._runs[live.key] = live
         step = driver.feed(Start(past, open_tries), self.clock.now())
-        await self._settle(live, step, *self._apply([(live, step)]))
+        ack, (written,) = self._apply([(live, step)])
+        await self._settle(live, step, ack, written)
         return live
 
     async def stop_run(self, dag_id: str, run_id: str, reason: str) -> None:
@@ -184,13 +185,15 @@ class Scheduler:
         if step.alerts:  # the try ended here: its callbacks get the try's context
             request = self._request(live, task_id, live.tis[task_id].try_number)
             ended = TryResult(outcome.value, error, context=self.executor.context_of(request))
-        await self._settle(live, step, *self._apply([(live, step)]), result=ended)
+        ack, (written,) = self._apply([(live, step)])
+        await self._settle(live, step, ack, written, result=ended)
 
     async def _feed(self, run: RunKey, event: Input) -> None:
         live = self._runs.get(run)
         if live is not None:
             step = live.driver.feed(event, self.clock.now())
-            await self._settle(live, step, *self._apply([(live, step)]))
+            ack, (written,) = self._apply([(live, step)])
+            await self._settle(live, step, ack, written)
 
     def _request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
         task = live.dag.task_dict[task_id]
@@ -310,19 +313,16 @@ class Scheduler:
             if not steps:
                 continue
             ack, snapshots = self._apply(steps)
-            await ack.wait()
+            assert self._tg is not None
             for (live, step), written in zip(steps, snapshots, strict=True):
-                self._notify(live, written)
-                if step.ended is not None:
-                    assert self._tg is not None
-                    self._tg.start_soon(self._finish_run, live, step)
+                self._tg.start_soon(self._settle, live, step, ack, written)
 
     async def _settle(
         self,
         live: LiveRun,
         step: Step,
         ack: Ack,
-        snapshots: list[list[Snapshot]],
+        snapshots: list[Snapshot],
         result: TryResult | None = None,
     ) -> None:
         """After the ack: listeners, the try's callbacks, and the run's end if it came."""
@@ -330,12 +330,12 @@ class Scheduler:
         for record in step.writes:
             if isinstance(record, XComRecord):
                 live.xcoms[(record.task_id, record.key)] = record.value
-        self._notify(live, snapshots[0])
+        self._notify(live, snapshots)
         if result is not None:
             live.last_context = result.context
             await task_callbacks(live, step, result)
         if step.ended is not None:
-            await self._finish_run(live, step)
+            await self._finish_run(live)
 
     # -- dispatch and tries -------------------------------------------------------------------
 
@@ -364,8 +364,8 @@ class Scheduler:
                     task_id=item.task_id,
                     reason=problem,
                 )
-                applied = self._apply([(live, step)], dispatch=False)  # this loop goes on
-                self._tg.start_soon(self._settle, live, step, *applied)
+                ack, (written,) = self._apply([(live, step)], dispatch=False)  # the loop goes on
+                self._tg.start_soon(self._settle, live, step, ack, written)
                 continue
             queued += live.driver.feed(Queued(item.task_id), now).writes
             self._tg.start_soon(self._run_try, live, item)
@@ -410,9 +410,9 @@ class Scheduler:
                 error=live.errors.get(item.task_id),
                 state=str(ti.state),
             )
-        applied = self._apply([(live, ended)], dispatch=False)  # rule 2: before the slot is free
+        ack, (written,) = self._apply([(live, ended)], dispatch=False)  # rule 2: before release
         self._release(item)
-        await self._settle(live, ended, *applied, result=result)
+        await self._settle(live, ended, ack, written, result=result)
 
     def _release(self, item: ReadyItem) -> None:
         self.queue.release(item)
@@ -423,7 +423,7 @@ class Scheduler:
 
     # -- the end of a run --------------------------------------------------------
 
-    async def _finish_run(self, live: LiveRun, step: Step) -> None:
+    async def _finish_run(self, live: LiveRun) -> None:
         """The run's end is committed: its callback (after the tasks'), listeners, waiters."""
         record = live.record
         reason = live.errors.get("<run>")
