@@ -12,8 +12,10 @@ Rules:
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import io
 import logging
+import re
 import sys
 import threading
 import time
@@ -91,14 +93,25 @@ def configure_logging(
     )
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~+\-]{0,199}")
+
+
+def _path_part(name: str, value: str) -> str:
+    """``name=value`` for a file name: the value as it is when it is a plain name (``:``
+    turned into ``_``), else a digest of it, so no id can escape, overlong or hold a NUL."""
+    plain = value.replace(":", "_")
+    if not _SAFE_NAME.fullmatch(plain):
+        plain = "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{name}={plain}"
+
+
 def task_log_path(logs_dir: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
-    safe_run = run_id.replace("/", "_").replace(":", "_")
     return (
         logs_dir
-        / f"dag_id={dag_id}"
-        / f"run_id={safe_run}"
-        / f"task_id={task_id}"
-        / (f"attempt={try_number}.log")
+        / _path_part("dag_id", dag_id)
+        / _path_part("run_id", run_id)
+        / _path_part("task_id", task_id)
+        / f"attempt={int(try_number)}.log"
     )
 
 

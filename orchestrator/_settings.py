@@ -29,6 +29,8 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token: str = ""
+    api_allowed_hosts: str = ""
+    api_max_body: int = 1_048_576
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_user: str = ""

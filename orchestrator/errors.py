@@ -8,6 +8,7 @@
     │   └── DuplicateTaskError
     ├── DagImportError            a DAG file could not be imported (carries the traceback)
     ├── ConfigError               a setting is missing or malformed
+    ├── InvalidRequest            a request's value is malformed (a run id, conf, date)
     ├── StoreError                the metadata store failed or refused a write
     │   ├── NotFound              a run, task instance, variable... does not exist
     │   ├── Conflict              a write clashes with what is stored (a run id taken)
@@ -35,6 +36,7 @@ __all__ = [
     "DuplicateTaskError",
     "FailTask",
     "IllegalTransition",
+    "InvalidRequest",
     "NotFound",
     "OrchestratorError",
     "SkipTask",
@@ -75,6 +77,10 @@ class DagImportError(OrchestratorError):
 
 class ConfigError(OrchestratorError):
     pass
+
+
+class InvalidRequest(OrchestratorError, ValueError):
+    """A request (API, CLI, task code) gives a malformed value; the message names the field."""
 
 
 class StoreError(OrchestratorError):

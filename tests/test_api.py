@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from orchestrator import DAG
 from orchestrator.api import ControlPlane, create_app
 from orchestrator.api import _app as app_module
+from orchestrator.api._server import host_names
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
 from orchestrator.dagfiles._loader import ImportErrorRecord
 from orchestrator.errors import Conflict, StoreUnavailable
@@ -25,6 +26,7 @@ from orchestrator.store import Store, open_store
 from triggers._timetable import RunInfo
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -135,16 +137,16 @@ async def test_a_trigger_passes_the_parsed_body_to_the_control_plane(db_url: str
     ("method", "path", "kw", "status", "message"),
     [
         ("POST", "/api/v1/dags/nope/runs", {"json": {}}, 404, "DAG 'nope' not found"),
-        ("POST", "/api/v1/dags/d/runs", {"content": b"{no"}, 400, "malformed JSON body"),
+        ("POST", "/api/v1/dags/d/runs", {"content": b"{no", "headers": JSON}, 400, "malformed"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"conf": [1]}}, 400, "conf: must be a JSON"),
         ("POST", "/api/v1/dags/d/runs", {"json": [1]}, 400, "the body must be a JSON object"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"run_id": " "}}, 400, "run_id: must be"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"logical_date": 5}}, 400, "logical_date"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"colour": 1}}, 400, "unknown field(s): colour"),
         ("PATCH", "/api/v1/dags/d", {"json": {"is_paused": "yes"}}, 400, "is_paused: must be"),
-        ("GET", "/api/v1/dags/d/runs?limit=-1", {}, 400, "limit: must be >= 0"),
+        ("GET", "/api/v1/dags/d/runs?limit=-1", {}, 400, "limit: must be an integer from 0"),
         ("GET", "/api/v1/nowhere", {}, 404, "no such route: GET /api/v1/nowhere"),
-        ("DELETE", "/api/v1/dags/d", {}, 405, "method not allowed"),
+        ("DELETE", "/api/v1/dags/d", {"headers": JSON}, 405, "method not allowed"),
     ],
 )
 async def test_bad_requests_get_a_4xx_naming_the_field_and_change_nothing(
@@ -227,6 +229,133 @@ async def test_run_views_read_the_store(db_url: str, tmp_path: Path) -> None:
     assert logs["tries"][0]["log"] == "hello from the task\n"
     assert missing.status_code == 404
     assert metrics.text == "orchestrator_dags 1.0\n"
+
+
+async def test_the_logs_of_a_task_the_run_does_not_have_are_404(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Not 200 with no tries: the task is named in the error."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, store):
+        await fill(store, tmp_path / "attempt=1.log")
+        response = await api.get("/api/v1/runs/r1/tasks/nope/logs")
+    assert response.status_code == 404
+    assert "has no task 'nope'" in response.json()["error"]
+
+
+DEEP = b'{"conf": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_001
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"conf": {"x": NaN}}', 400, "NaN is not a JSON number"),
+        (b'{"conf": {"x": -Infinity}}', 400, "-Infinity is not a JSON number"),
+        (b'{"conf": {"x": ' + b"9" * 4_301 + b"}}", 400, "malformed JSON body"),
+        (b'{"conf": {"x": ' + b"9" * 1_200 + b"}}", 400, "conf.x: integer longer than"),
+        (DEEP, 400, "malformed JSON body: nested too deeply"),
+        (b'{"conf": ' + b'{"a": ' * 70 + b"1" + b"}" * 71, 400, "nested deeper than 64"),
+        (b'{"conf": {"s": "a\\ud800b"}}', 400, "conf.s: string holds a lone surrogate"),
+        (b'{"conf": {"a\\udfffb": 1}}', 400, "lone surrogate"),
+        (b'{"run_id": "a\\u0000b"}', 400, "run_id: must be 1 to 200 characters"),
+        (b'{"run_id": "a\\ud800b"}', 400, "run_id: must be"),
+        (b'{"run_id": "' + b"r" * 201 + b'"}', 400, "run_id: must be"),
+        (b'{"run_id": "x; touch /tmp/INJECTED #"}', 400, "run_id: must be"),
+        (b'{"run_id": "../../etc"}', 400, "run_id: must be"),
+        (b'{"run_id": ""}', 400, "run_id: must be"),
+        (b'{"run_id": 7}', 400, "run_id: must be"),
+        (b'{"logical_date": "9999-12-31T23:59:59-14:00"}', 400, "logical_date: must lie"),
+        (b'{"logical_date": "0001-01-01"}', 400, "logical_date: must lie between 1900"),
+        (b'{"logical_date": "2026-13-01"}', 400, "not an ISO 8601"),
+        (b'{"conf": {"big": "' + b"x" * 1_048_576 + b'"}}', 413, "over the limit of 1048576"),
+    ],
+)
+async def test_hostile_trigger_bodies_are_4xx_and_trigger_nothing(
+    db_url: str, body: bytes, status: int, message: str
+) -> None:
+    """Non-standard JSON, overlong numbers, deep nesting, surrogates, ids that are not names
+    and dates at the calendar's ends: a 4xx naming the field, never a 500 or a run."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, _):
+        response = await api.post("/api/v1/dags/d/runs", content=body, headers=JSON)
+    assert (response.status_code, message in response.json()["error"]) == (status, True), (
+        response.text[:300]
+    )
+    assert control.triggered == []
+
+
+async def test_a_chunked_body_over_the_limit_is_413(db_url: str) -> None:
+    """A body with no Content-Length is counted as it arrives."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"conf": {"x": "'
+        for _ in range(20):
+            yield b"x" * 65_536
+        yield b'"}}'
+
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, _):
+        response = await api.post("/api/v1/dags/d/runs", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert control.triggered == []
+
+
+@pytest.mark.parametrize("limit", ["99999999999999999999", "10001", "-1", "1e3", "\u00b2"])
+async def test_query_integers_are_bounded(db_url: str, limit: str) -> None:
+    """A 20-digit ?limit is a 400, not an overflow in the store's driver."""
+    async with serving(Control(dags={"d": one_dag()}), db_url) as (api, _):
+        response = await api.get("/api/v1/dags/d/runs", params={"limit": limit})
+    assert response.status_code == 400
+    assert "limit: must be an integer from 0 to 10000" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({"Content-Type": "text/plain"}, 415, "needs Content-Type: application/json"),
+        ({}, 415, "needs Content-Type: application/json"),
+        ({**JSON, "Origin": "https://evil.example"}, 403, "cross-origin write"),
+        ({**JSON, "Host": "evil.example:8080"}, 400, "Host 'evil.example' is not a name"),
+    ],
+)
+async def test_cross_site_writes_are_refused(
+    db_url: str, headers: dict[str, str], status: int, message: str
+) -> None:
+    """What a web page can send without a CORS preflight (a text/plain POST, a form), from
+    its own origin or through a rebound DNS name, triggers nothing."""
+    control = Control(dags={"d": one_dag()})
+    async with open_store(db_url) as store:
+        app = create_app(control, store, hosts=frozenset({"127.0.0.1", "localhost", "::1"}))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as api:
+            refused = await api.post("/api/v1/dags/d/runs", content=b"{}", headers=headers)
+            same_origin = await api.post(
+                "/api/v1/dags/d/runs",
+                content=b"{}",
+                headers={**JSON, "Origin": "http://127.0.0.1:8080"},
+            )
+            rebound_read = await api.get("/api/v1/dags", headers={"Host": "evil.example"})
+            v6 = await api.get("/api/v1/dags", headers={"Host": "[::1]:8080"})
+    assert (refused.status_code, message in refused.json()["error"]) == (status, True)
+    assert same_origin.status_code == 201
+    assert rebound_read.status_code == 400
+    assert v6.status_code == 200
+    assert len(control.triggered) == 1
+
+
+@pytest.mark.parametrize(
+    ("bound", "allowed", "names"),
+    [
+        ("127.0.0.1", "", {"127.0.0.1", "localhost", "::1"}),
+        ("::1", "", {"127.0.0.1", "localhost", "::1"}),
+        ("127.0.0.1", "orch.internal", {"127.0.0.1", "localhost", "::1", "orch.internal"}),
+        ("0.0.0.0", "", None),
+        ("0.0.0.0", "Orch.Example.com, ", {"orch.example.com", "127.0.0.1", "localhost", "::1"}),
+        ("10.1.2.3", "", {"10.1.2.3"}),
+    ],
+)
+def test_the_host_names_an_api_answers_to(bound: str, allowed: str, names: set[str] | None) -> None:
+    assert host_names(bound, allowed) == (None if names is None else frozenset(names))
 
 
 async def fill(store: Store, log_file: Path) -> None:

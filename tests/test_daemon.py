@@ -28,6 +28,7 @@ from tests.helpers import s3_client
 pytestmark = pytest.mark.timeout(120)
 
 DagFile = Callable[[str, str], Path]
+JSON = {"Content-Type": "application/json"}
 
 SIMPLE = """
 from datetime import datetime
@@ -146,7 +147,7 @@ def test_bad_requests_get_4xx_json_and_change_nothing(
     d = daemon()
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("POST", "/api/v1/dags/nope/runs", {"json": {}}, 404, "'nope' not found"),
-        ("POST", "/api/v1/dags/d/runs", {"content": b"{not json"}, 400, "malformed JSON"),
+        ("POST", "/api/v1/dags/d/runs", {"content": b"{no", "headers": JSON}, 400, "malformed"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"conf": [1]}}, 400, "conf: must be a JSON"),
         ("POST", "/api/v1/dags/d/runs", {"json": [1]}, 400, "must be a JSON object"),
         ("POST", "/api/v1/dags/d/runs", {"json": {"logical_date": "x"}}, 400, "logical_date"),
@@ -154,7 +155,7 @@ def test_bad_requests_get_4xx_json_and_change_nothing(
         ("PATCH", "/api/v1/dags/d", {"json": {"is_paused": "yes"}}, 400, "is_paused"),
         ("GET", "/api/v1/runs/none", {}, 404, "no run with id 'none'"),
         ("GET", "/api/v1/nowhere", {}, 404, "no such route"),
-        ("DELETE", "/api/v1/dags/d", {}, 405, "method not allowed"),
+        ("DELETE", "/api/v1/dags/d", {"headers": JSON}, 405, "method not allowed"),
         ("GET", "/api/v1/dags/d/runs?limit=x", {}, 400, "limit"),
     ]
     for method, path, kw, status, message in cases:

@@ -47,6 +47,7 @@ EXPECTED = {
         "DuplicateTaskError",
         "FailTask",
         "IllegalTransition",
+        "InvalidRequest",
         "NotFound",
         "OrchestratorError",
         "SkipTask",

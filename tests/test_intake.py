@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -12,8 +13,14 @@ from orchestrator._clock import ManualClock, SystemClock
 from orchestrator._settings import Settings
 from orchestrator.cli._dags import _trigger_in_store
 from orchestrator.core import RunRecord, RunState
-from orchestrator.core._intake import fired_run, interval_run, manual_run, run_id_for
-from orchestrator.errors import Conflict
+from orchestrator.core._intake import (
+    check_conf,
+    fired_run,
+    interval_run,
+    manual_run,
+    run_id_for,
+)
+from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.operators import EmptyOperator, TriggerDagRunOperator
 from orchestrator.runtime._drive import run_dag_once
 from orchestrator.runtime._intake import RunIntake
@@ -37,6 +44,68 @@ def daily() -> DAG:
 def test_a_run_id_is_its_type_and_logical_date() -> None:
     """Rule 1: {run_type}__{logical date in ISO 8601 UTC}."""
     assert run_id_for("scheduled", NOW) == "scheduled__2026-05-04T10:30:00.000000+00:00"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["manual__2026-05-04T10:30:00.000000+00:00", "r1", "backfill.v2~a+b", "R" * 200],
+)
+def test_run_ids_of_the_documented_pattern_are_taken(given: str) -> None:
+    """Rule 4: Airflow's characters, first a letter or digit, at most 200."""
+    assert manual_run("d", None, NOW, run_id=given).run_id == given
+
+
+@pytest.mark.parametrize(
+    "given", ["", " ", "a\x00b", "a\ud800b", "R" * 201, "x; touch /tmp/I #", "../x", ".", "a/b"]
+)
+def test_run_ids_outside_the_pattern_are_refused_naming_the_field(given: str) -> None:
+    with pytest.raises(InvalidRequest, match="run_id: must be 1 to 200 characters"):
+        manual_run("d", None, NOW, run_id=given)
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"x": float("nan")}, "conf.x: nan is not a JSON number"),
+        ({"x": [1, float("inf")]}, r"conf.x\[1\]: inf is not"),
+        ({"x": 10**1_001}, "conf.x: integer longer than 1,000 digits"),
+        ({"x": {1: 2}}, "conf.x: key 1 is not a string"),
+        ({"x": b"raw"}, "conf.x: bytes is not a JSON value"),
+        ({"x": "a\udfff"}, "conf.x: string holds a lone surrogate"),
+    ],
+)
+def test_a_conf_that_is_not_standard_json_is_refused(conf: dict[str, Any], message: str) -> None:
+    """Rule 4: nothing is stored that cannot be served back as JSON."""
+    with pytest.raises(InvalidRequest, match=message):
+        manual_run("d", None, NOW, conf=conf)
+
+
+def test_a_conf_nested_past_the_bound_is_refused_without_recursion() -> None:
+    conf: dict[str, Any] = {}
+    inner = conf
+    for _ in range(100_000):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(InvalidRequest, match="nested deeper than 64 levels"):
+        check_conf(conf)
+    assert check_conf({"a": [{"b": None, "c": True, "d": 1.5, "e": 10**999}]})
+
+
+@pytest.mark.parametrize(
+    "logical", [datetime(1899, 12, 31, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)]
+)
+def test_a_logical_date_outside_the_range_is_refused(logical: datetime) -> None:
+    with pytest.raises(InvalidRequest, match="logical_date: must lie between 1900-01-01"):
+        manual_run("d", None, NOW, logical_date=logical)
+
+
+async def test_task_code_asking_for_a_bad_run_id_gets_the_error(db_url: str) -> None:
+    """Every path to the intake checks: TriggerDagRunOperator's run id too."""
+    async with open_store(db_url) as store:
+        intake = RunIntake(store, ManualClock(NOW))
+        with pytest.raises(InvalidRequest, match="run_id"):
+            await intake.request_run("d", run_id="a b")
+        assert await store.list_runs() == []
 
 
 def test_a_manual_run_of_a_cron_dag_covers_the_last_complete_interval() -> None:

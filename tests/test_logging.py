@@ -6,11 +6,12 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from orchestrator import DAG
-from orchestrator._logging import TaskLog, configure_logging, register_secret
+from orchestrator._logging import TaskLog, configure_logging, register_secret, task_log_path
 from orchestrator._settings import Settings
 from orchestrator.operators import PythonOperator
 from orchestrator.runtime._drive import run_dag_once
@@ -83,3 +84,30 @@ def test_task_log_flushes_large_output_before_close(tmp_path: Path) -> None:
     log.line("tail")
     log.close()
     assert path.read_text().endswith("tail\n")
+
+
+@pytest.mark.parametrize(
+    ("run_id", "plain"),
+    [
+        ("manual__2026-05-04T10:30:00+00:00", "run_id=manual__2026-05-04T10_30_00+00_00"),
+        ("a\x00b", None),
+        ("../../etc", None),
+        ("r" * 300, None),
+        ("a\ud800b", None),
+    ],
+)
+def test_a_task_log_path_never_holds_an_id_that_is_not_a_plain_name(
+    tmp_path: Path, run_id: str, plain: str | None
+) -> None:
+    """Ids from before validation, or from anywhere: a digest replaces what could escape the
+    logs folder, overrun a file name or hold a NUL; the path stays under the folder."""
+    path = task_log_path(tmp_path, "d", run_id, "t", 1)
+    part = path.parent.parent.name
+    if plain is None:
+        assert part.startswith("run_id=sha256-")
+        assert len(part) == 78
+    else:
+        assert part == plain
+    assert path.resolve().is_relative_to(tmp_path.resolve())
+    path.parent.mkdir(parents=True)
+    path.write_text("ok")

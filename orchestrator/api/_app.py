@@ -7,7 +7,12 @@ Rules:
 2. With a token configured, every route but ``/api/v1/health`` needs
    ``Authorization: Bearer <token>`` (compared in constant time).
 3. Handlers validate everything before the first write, so a refused request
-   changes nothing.
+   changes nothing. A body is standard JSON (no NaN or Infinity) of at most
+   ``max_body`` bytes (413 beyond); query integers are bounded.
+4. No web page can drive the API from a browser: a request whose ``Host`` is not a
+   name of this API is refused (DNS rebinding), and a write (POST, PATCH, PUT,
+   DELETE) must say ``Content-Type: application/json`` and come from no other
+   origin, so a cross-site form or ``text/plain`` request is refused before it acts.
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ from orchestrator._clock import iso
 from orchestrator.api._protocol import ControlPlane, RunQueries
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
-from orchestrator.errors import Conflict, NotFound, StoreUnavailable
+from orchestrator.core._intake import check_conf, check_logical_date, check_run_id
+from orchestrator.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 
 __all__ = ["create_app"]
 
 log = structlog.get_logger("orchestrator.api")
 _OPEN = {"/api/v1/health"}
 _STORE_WAIT = 10.0  # seconds a write request waits for an unavailable store
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+_MAX_QUERY_INT = 10_000
 
 
 class ClientError(Exception):
@@ -53,10 +61,19 @@ class ClientError(Exception):
 class _Handlers:
     """The routes' handlers, on one control plane and one store."""
 
-    def __init__(self, control: ControlPlane, runs: RunQueries, token: str) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        runs: RunQueries,
+        token: str,
+        hosts: frozenset[str] | None,
+        max_body: int,
+    ) -> None:
         self.control = control
         self.runs = runs
         self.token = token
+        self.hosts = hosts
+        self.max_body = max_body
 
     def dag(self, request: Request) -> DAG:
         dag_id = request.path_params["dag_id"]
@@ -65,7 +82,21 @@ class _Handlers:
             raise NotFound(f"DAG {dag_id!r} not found")
         return dag
 
-    async def auth(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def guard(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        """Rules 2 and 4, before any handler runs."""
+        host = _host_name(request.headers.get("host", ""))
+        if self.hosts is not None and host not in self.hosts:
+            return _error(400, f"Host {host!r} is not a name of this API (api_allowed_hosts)")
+        if request.method in _WRITES:
+            origin = request.headers.get("origin")
+            if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+                return _error(403, f"cross-origin write from {origin!r} refused")
+            media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if media != "application/json":
+                return _error(415, "a write needs Content-Type: application/json")
+            length = request.headers.get("content-length", "0")
+            if not (length.isascii() and length.isdigit()) or int(length) > self.max_body:
+                return _error(413, f"the body is over the limit of {self.max_body} bytes")
         if self.token and request.url.path not in _OPEN:
             header = request.headers.get("authorization", "")
             scheme, _, given = header.partition(" ")
@@ -100,7 +131,7 @@ class _Handlers:
 
     async def patch_dag(self, request: Request) -> Response:
         dag = self.dag(request)
-        body = await _json_object(request, allowed={"is_paused"})
+        body = await _json_object(request, self.max_body, allowed={"is_paused"})
         paused = body.get("is_paused")
         if not isinstance(paused, bool):
             raise ClientError(400, "is_paused: must be true or false")
@@ -110,15 +141,13 @@ class _Handlers:
 
     async def trigger(self, request: Request) -> Response:
         dag = self.dag(request)
-        body = await _json_object(request, allowed={"conf", "logical_date", "run_id"})
-        conf = body.get("conf", {})
-        if conf is None:
-            conf = {}
-        if not isinstance(conf, dict):
-            raise ClientError(400, "conf: must be a JSON object")
+        body = await _json_object(
+            request, self.max_body, allowed={"conf", "logical_date", "run_id"}
+        )
+        conf = check_conf(body.get("conf") or {})
         run_id = body.get("run_id")
-        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
-            raise ClientError(400, "run_id: must be a non-empty string")
+        if run_id is not None:
+            check_run_id(run_id)
         logical = _parse_date(body.get("logical_date"), "logical_date")
         with _store_wait():
             record = await self.control.trigger(
@@ -143,6 +172,9 @@ class _Handlers:
     async def task_logs(self, request: Request) -> Response:
         run = await self.resolve_run(request)
         task_id = request.path_params["task_id"]
+        instances = await self.runs.task_instances(run.dag_id, run.run_id)
+        if all(ti.task_id != task_id for ti in instances):
+            raise NotFound(f"run {run.run_id!r} of DAG {run.dag_id!r} has no task {task_id!r}")
         tries = await self.runs.tries(run.dag_id, run.run_id, task_id)
         wanted = request.query_params.get("try")
         if wanted is not None:
@@ -179,9 +211,17 @@ class _Handlers:
         )
 
 
-def create_app(control: ControlPlane, runs: RunQueries, *, token: str = "") -> Starlette:
-    """The API on ``control`` and ``runs``; with ``token``, every route but health needs it."""
-    api = _Handlers(control, runs, token)
+def create_app(
+    control: ControlPlane,
+    runs: RunQueries,
+    *,
+    token: str = "",
+    hosts: frozenset[str] | None = None,
+    max_body: int = 1_048_576,
+) -> Starlette:
+    """The API on ``control`` and ``runs``; with ``token``, every route but health needs it.
+    ``hosts`` are the names a request's Host header may give (None: any)."""
+    api = _Handlers(control, runs, token, hosts, max_body)
     routes = [
         Route("/api/v1/health", api.health),
         Route("/api/v1/dags", api.list_dags),
@@ -196,9 +236,10 @@ def create_app(control: ControlPlane, runs: RunQueries, *, token: str = "") -> S
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=api.auth)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=api.guard)],
         exception_handlers={
             ClientError: _client_error,
+            InvalidRequest: _invalid,
             NotFound: _not_found,
             Conflict: _conflict,
             StoreUnavailable: _unavailable,
@@ -208,14 +249,34 @@ def create_app(control: ControlPlane, runs: RunQueries, *, token: str = "") -> S
     )
 
 
-async def _json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:
+def _host_name(header: str) -> str:
+    """The host of a Host header, without its port (``[::1]:8080`` gives ``::1``)."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0].lower()
+    return header.rpartition(":")[0].lower() if header.count(":") == 1 else header.lower()
+
+
+def _no_constant(name: str) -> Any:
+    raise ClientError(400, f"malformed JSON body: {name} is not a JSON number")
+
+
+async def _json_object(request: Request, limit: int, *, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object with no field outside ``allowed`` (an empty body is {})."""
-    raw = await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ClientError(400, "malformed JSON body: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an overlong integer
         raise ClientError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ClientError(400, "the body must be a JSON object")
@@ -233,21 +294,18 @@ def _parse_date(value: Any, field: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ClientError(400, f"{field}: not an ISO 8601 date/time: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        raise ClientError(400, f"{field}: not an ISO 8601 date/time: {value!a}") from None
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    return check_logical_date(parsed, field)
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ClientError(400, f"{name}: must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ClientError(400, f"{name}: must be >= 0")
-    return value
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 5 or int(raw) > _MAX_QUERY_INT:
+        raise ClientError(400, f"{name}: must be an integer from 0 to {_MAX_QUERY_INT}")
+    return int(raw)
 
 
 async def _read_log(path: str) -> str:
@@ -279,6 +337,10 @@ def _error(status: int, message: str) -> JSONResponse:
 async def _client_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ClientError)
     return _error(exc.status, exc.message)
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    return _error(400, str(exc))
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,24 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_names(bound: str, allowed: str = "") -> frozenset[str] | None:
+    """The names a Host header may give for an API bound to ``bound``: on a loopback
+    address, the loopback names (so a web page's DNS name cannot rebind to it); on a
+    wildcard address, any name unless ``allowed`` lists them; else the address itself.
+    ``allowed`` (comma-separated) always adds to the set."""
+    extra = {name.strip().lower() for name in allowed.split(",") if name.strip()}
+    if bound in ("0.0.0.0", "::", ""):
+        return frozenset(extra | _LOOPBACK) if extra else None
+    try:
+        loopback = ipaddress.ip_address(bound).is_loopback
+    except ValueError:
+        loopback = bound == "localhost"
+    return frozenset(extra | {bound.lower()} | (_LOOPBACK if loopback else set()))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -46,13 +65,18 @@ async def serve_api(
     host: str,
     port: int,
     token: str = "",
+    allowed_hosts: str = "",
+    max_body: int = 1_048_576,
     task_status: Any = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host``:``port`` (0 picks a free port) until cancelled; starts with the URL."""
+    """Listen on ``host``:``port`` (0 picks a free port) until cancelled; starts with the URL.
+    ``allowed_hosts`` (comma-separated) adds names a request's Host header may give."""
     sock = _bind(host, port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        create_app(control, runs, token=token),
+        create_app(
+            control, runs, token=token, hosts=host_names(host, allowed_hosts), max_body=max_body
+        ),
         log_config=None,
         access_log=False,
         lifespan="off",

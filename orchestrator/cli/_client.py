@@ -27,12 +27,15 @@ _TIMEOUT = 30.0
 class DaemonClient:
     def __init__(self, url: str, token: str) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(status, decoded JSON body); raises httpx.TransportError if unreachable."""
+        content = None if body is None else json.dumps(body).encode()
         response = httpx.request(
-            method, self.url + path, json=body, headers=self.headers, timeout=_TIMEOUT
+            method, self.url + path, content=content, headers=self.headers, timeout=_TIMEOUT
         )
         try:
             return response.status_code, response.json()

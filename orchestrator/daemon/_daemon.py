@@ -202,6 +202,8 @@ class Daemon:
                     host=self.settings.api_host,
                     port=self.settings.api_port,
                     token=self.settings.api_token,
+                    allowed_hosts=self.settings.api_allowed_hosts,
+                    max_body=self.settings.api_max_body,
                 )
             )
             self._write_daemon_file()
