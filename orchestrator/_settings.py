@@ -46,6 +46,7 @@ class Settings:
     log_level: str = "info"
     xcom_max_bytes: int = 1_048_576
     dag_import_timeout: float = 30.0
+    dag_import_parallelism: int = 4
     shutdown_grace: float = 30.0
     reconcile_interval: float = 2.0
     dags_sync_interval: float = 5.0
@@ -121,6 +122,10 @@ def load_settings(
     settings = Settings(**values)
     if settings.parallelism < 1:
         raise ConfigError(f"setting parallelism must be >= 1, got {settings.parallelism}")
+    if settings.dag_import_parallelism < 1:
+        raise ConfigError(
+            f"setting dag_import_parallelism must be >= 1, got {settings.dag_import_parallelism}"
+        )
     if settings.log_format not in ("console", "json"):
         raise ConfigError(
             f"setting log_format must be console or json, got {settings.log_format!r}"

@@ -3,6 +3,12 @@ crashed it, ran a task twice, leaked a secret or answered 500 stays here as a te
 
 from __future__ import annotations
 
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +16,11 @@ import anyio
 import httpx
 import pytest
 
+from orchestrator.dagfiles import _trial as trial
+from orchestrator.dagfiles._files import MAX_ERROR_CHARS, _module_name, load_dag_file
+from orchestrator.dagfiles._folder import DagFolder, FolderChange
+from orchestrator.dagfiles._trial import ParseWorker
+from orchestrator.errors import DagImportError
 from tests.daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.timeout(120)
@@ -103,3 +114,259 @@ async def test_twenty_concurrent_triggers_of_one_run_id_make_one_run_and_one_try
     assert [t["try_number"] for t in logs["tries"]] == [1]
     assert logs["tries"][0]["log"].count("run same") == 1
     assert [r["run_id"] for r in d.runs("echo")] == ["same"]
+
+
+# -- hostile DAG files ---------------------------------------------------------------------
+
+GOOD = """
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("good"):
+    EmptyOperator(task_id="a")
+"""
+
+HUGE_ERROR = 'raise ValueError("x" * 20_000_000)\n'
+
+FORKS = """
+import os
+import signal
+if os.fork() != 0:
+    os._exit(0)
+from orchestrator import DAG
+with DAG("forked"):
+    pass
+"""
+
+BLOB = """
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+BLOB = bytearray({size})
+BLOB[::4096] = b"x" * len(BLOB[::4096])
+with DAG("blob"):
+    EmptyOperator(task_id="a")
+"""
+
+
+async def load(folder_path: Path) -> DagFolder:
+    folder = DagFolder(folder_path, ParseWorker(30))
+    try:
+        await folder.rescan()
+    finally:
+        await folder.worker.close()
+    return folder
+
+
+async def test_an_import_error_of_any_size_is_bounded_and_costs_only_its_file(
+    dag_file: DagFile,
+) -> None:
+    """A 20 MB exception message once overran the parse child's reply and ended the daemon."""
+    bad = dag_file("huge.py", HUGE_ERROR)
+    dag_file("good.py", GOOD)
+    folder = await load(bad.parent)
+    assert list(folder.dags) == ["good"]
+    error = folder.errors[str(bad.resolve())]
+    assert error.message.startswith("ValueError: xxx")
+    assert "characters cut" in error.message
+    assert len(error.message) < 5_000
+    assert len(error.traceback) < 40_000
+
+
+def test_an_import_error_of_any_size_is_bounded_in_process_too(dag_file: DagFile) -> None:
+    with pytest.raises(DagImportError) as caught:
+        load_dag_file(dag_file("huge.py", HUGE_ERROR))
+    assert len(caught.value.message) <= MAX_ERROR_CHARS + 100
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("sys.stdout.write('x' * 3_000_000)", "the file's import result is too large"),
+        ("print('not json')", "the trial import gave no readable result"),
+        ("print('[1]')", "the trial import gave no readable result"),
+        ("sys.exit(3)", "importing the file ended the process (exit code 3)"),
+    ],
+)
+async def test_a_reply_the_daemon_cannot_read_is_the_files_import_error(
+    dag_file: DagFile, reply: str, error: str
+) -> None:
+    """Whatever a parse child answers, that file fails and a fresh child takes the next."""
+    path = dag_file("good.py", GOOD)
+    child = f"import sys, time; sys.stdin.readline(); {reply}; sys.stdout.flush(); time.sleep(9)"
+    worker = ParseWorker(30, command=(sys.executable, "-c", child))
+    try:
+        first = await worker.probe(path)
+        worker.command = ParseWorker(30).command
+        second = await worker.probe(path)
+    finally:
+        await worker.close()
+    assert (first.ok, first.error) == (False, error)
+    assert (second.ok, second.dag_ids) == (True, ("good",))
+
+
+async def test_a_file_that_forks_at_import_is_an_import_error_and_leaves_no_copy(
+    dag_file: DagFile,
+) -> None:
+    """The trial child's copy ends at once; the file never reaches the real import."""
+    marker = dag_file("good.py", GOOD).parent / "copies"
+    bad = dag_file(
+        "forks.py",
+        FORKS.replace("os._exit(0)", f"os._exit(0)\nopen({str(marker)!r}, 'a').write('x')"),
+    )
+    folder = await load(bad.parent)
+    assert list(folder.dags) == ["good"]
+    assert "importing the file ended the process" in folder.errors[str(bad.resolve())].message
+    assert not marker.exists()
+
+
+def test_a_fork_during_an_import_in_process_ends_the_copy(dag_file: DagFile) -> None:
+    """Past the trial (a file behaving otherwise the second time), the copy a file forks
+    still ends before it runs on as a second daemon."""
+    path = dag_file(
+        "forks.py",
+        "import os, sys\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\nSTATUS = os.waitstatus_to_exitcode(status)\n",
+    )
+    load_dag_file(path)
+    module = sys.modules[_module_name(path)]
+    assert module.STATUS == 70
+
+
+async def test_the_parse_child_is_recycled_and_a_deleted_file_frees_its_memory(
+    dag_file: DagFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file holding 300 MB at module level: the parse child that imported it is replaced,
+    and once the file is deleted the importing process gives the memory back."""
+    monkeypatch.setattr(trial, "RECYCLE_RSS", 200 * 1024 * 1024)
+    path = dag_file("blob.py", BLOB.format(size=300 * 1024 * 1024))
+    folder = DagFolder(path.parent, ParseWorker(30))
+    try:
+        before = trial._rss(os.getpid())
+        await folder.rescan()
+        assert folder.worker.pids == []  # killed after the probe that grew it
+        assert list(folder.dags) == ["blob"]
+        loaded = trial._rss(os.getpid())
+        path.unlink()
+        change = await folder.rescan()
+        assert change.removed == ["blob"]
+        del change
+        gc.collect()
+        after = trial._rss(os.getpid())
+    finally:
+        await folder.worker.close()
+    assert loaded - before > 250 * 1024 * 1024
+    assert after - before < 100 * 1024 * 1024, (before, loaded, after)
+
+
+def test_a_daemon_with_hostile_dag_files_starts_serves_and_restarts(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """A forking file and a file raising 20 MB once ended every start of the daemon; now they
+    are import errors, the good DAG runs, and a restart comes up again."""
+    dag_file("forks.py", FORKS)
+    dag_file("huge.py", HUGE_ERROR)
+    dag_file("echo.py", ECHO)
+    d = daemon()
+    errors = d.api("GET", "/api/v1/import-errors").json()
+    assert sorted(Path(e["file"]).name for e in errors) == ["forks.py", "huge.py"]
+    assert d.api("POST", "/api/v1/dags/echo/runs", json={"run_id": "r1"}).status_code == 201
+    assert d.wait_for(lambda: ended(d, "r1"), 30) == "success"
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    again = daemon()
+    assert [r["run_id"] for r in again.runs("echo")] == ["r1"]
+
+
+BLOCKED = """
+import os, time
+while not os.path.exists({release!r}):
+    time.sleep(0.02)
+from orchestrator import DAG
+with DAG("{dag_id}"):
+    pass
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_slow_dag_file_holds_up_neither_the_api_nor_the_other_files(
+    home: Path, db_url: str, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """The API answers while a file is still importing (health says loading) and knows the
+    DAGs of the files already in; the daemon is ready once the slow file is in."""
+    release = tmp_path / "release"
+    dag_file("a_slow.py", BLOCKED.format(release=str(release), dag_id="slow"))
+    dag_file("b_good.py", GOOD)
+    port = free_port()
+    d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
+    d.url = f"http://127.0.0.1:{port}"
+    d.log = d.log_path.open("w")
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "daemon"],
+        env=d.env,
+        stdout=d.log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def dags() -> list[str]:
+            try:
+                return [x["dag_id"] for x in d.api("GET", "/api/v1/dags").json()]
+            except httpx.TransportError:
+                return []
+
+        d.wait_for(lambda: dags() == ["good"], 20, "the good DAG while the slow file imports")
+        assert d.api("GET", "/api/v1/health").json()["loading"] is True
+        assert not (home / "daemon.json").exists()
+        release.touch()
+        d.wait_for((home / "daemon.json").exists, 20, "readiness")
+        assert dags() == ["good", "slow"]
+        assert d.api("GET", "/api/v1/health").json()["loading"] is False
+    finally:
+        d.stop()
+
+
+async def test_a_file_added_while_another_imports_is_loaded_at_once(
+    dag_file: DagFile, tmp_path: Path
+) -> None:
+    """Changes are not queued behind a slow import: a new file loads while a file added
+    before it is still importing, and an edit to the slow file imports it again after."""
+    release = tmp_path / "release"
+    folder_path = dag_file("good.py", GOOD).parent
+    folder = DagFolder(folder_path, ParseWorker(30, size=2))
+    seen: list[list[str]] = []
+    got = anyio.Event()
+
+    async def on_change(change: FolderChange) -> None:
+        seen.append([d.dag_id for d in change.upserted])
+        got.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(folder.watch, on_change)
+            slow = dag_file("slow.py", BLOCKED.format(release=str(release), dag_id="slow"))
+            with anyio.fail_after(10):  # the slow file is importing before the next comes
+                while str(slow.resolve()) not in folder._busy:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            dag_file("other.py", GOOD.replace('"good"', '"other"'))
+            with anyio.fail_after(10):
+                while ["other"] not in seen:
+                    await got.wait()
+                    got = anyio.Event()
+            assert "slow" not in folder.dags
+            slow.write_text(BLOCKED.format(release=str(release), dag_id="slow2"))
+            release.touch()
+            with anyio.fail_after(20):
+                while "slow2" not in folder.dags:
+                    await got.wait()
+                    got = anyio.Event()
+            folder.stop()
+            tg.cancel_scope.cancel()
+    finally:
+        await folder.worker.close()
+    assert seen[0] == ["good"]
+    assert "slow" not in folder.dags

@@ -94,7 +94,10 @@ class Daemon:
             from orchestrator.dagfiles._s3 import S3DagSync  # aiobotocore only when it is needed
 
             self.s3 = S3DagSync(settings.dags, settings.dags_folder)
-        self.folder = DagFolder(settings.dags_folder, ParseWorker(settings.dag_import_timeout))
+        self.folder = DagFolder(
+            settings.dags_folder,
+            ParseWorker(settings.dag_import_timeout, size=settings.dag_import_parallelism),
+        )
         self.admission = Admission()
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
@@ -177,23 +180,12 @@ class Daemon:
 
     async def _serve(self) -> None:
         await self._load_state()
-        if self.s3 is not None:
-            # Before the folder's first scan, so the first load sees the files; bounded, so
-            # a slow S3 delays readiness by at most that (files land whole either way).
-            with anyio.move_on_after(30) as scope:
-                try:
-                    await self.s3.sync_with(self.store, self.settings)
-                except Exception as exc:
-                    log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
-            if scope.cancelled_caught:
-                log.error("DAGs sync from S3 took over 30 s; going on", url=self.s3.url)
         async with anyio.create_task_group() as intake:
-            if self.s3 is not None:
-                intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
-            await intake.start(self.folder.watch, self._on_folder_change)
             intake.start_soon(self._trigger_loop)
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
+            # The API answers while the DAG files load (health says "loading"); a DAG is
+            # known to it as soon as its own file is in.
             self.api_url = await intake.start(
                 functools.partial(
                     serve_api,
@@ -206,6 +198,19 @@ class Daemon:
                     max_body=self.settings.api_max_body,
                 )
             )
+            log.info("API serving", api=self.api_url)
+            if self.s3 is not None:
+                # Before the folder's first scan, so the first load sees the files; bounded,
+                # so a slow S3 delays readiness by at most that (files land whole either way).
+                with anyio.move_on_after(30) as scope:
+                    try:
+                        await self.s3.sync_with(self.store, self.settings)
+                    except Exception as exc:
+                        log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
+                if scope.cancelled_caught:
+                    log.error("DAGs sync from S3 took over 30 s; going on", url=self.s3.url)
+                intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
+            await intake.start(self.folder.watch, self._on_folder_change)
             self._write_daemon_file()
             self.ready.set()
             log.info(
@@ -461,6 +466,7 @@ class Daemon:
             "dags": len(self.folder.dags),
             "import_errors": len(self.folder.errors),
             "running_tasks": self.scheduler.running,
+            "loading": not self.ready.is_set(),
         }
 
     async def metrics_text(self) -> bytes:

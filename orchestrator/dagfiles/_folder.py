@@ -3,9 +3,14 @@
 Rules:
 1. Only files that changed are imported again (added, modified, deleted), found
    by watching the folder, never by re-importing everything on a timer.
-2. Each import is a trial import in the parse child under the timeout, then the
+2. Each import is a trial import in a parse child under the timeout, then the
    real one in a worker thread (``_loader.import_dag_file``): the loop never blocks
-   and a bad file costs only its own DAGs.
+   and a bad file costs only its own DAGs. Files import in parallel, up to the
+   parse worker's size, and each file's change is reported as soon as it is in: a
+   slow file holds up neither the others nor changes made while it imports. One
+   file is imported by one task at a time; a change to it meanwhile imports it again
+   after. Deleted files are let go of first, so a DAG moved from one file to another
+   in one change keeps loading.
 3. A file's DAGs are replaced as a unit. A file that stops importing keeps no
    DAGs and gets an import error; fixing it clears the error.
 4. A DAG id is owned by the first file that defined it; another file defining
@@ -23,12 +28,12 @@ import anyio.lowlevel
 import structlog
 
 from orchestrator.authoring._dag import DAG
-from orchestrator.dagfiles._files import dag_files
+from orchestrator.dagfiles._files import dag_files, forget_dag_file
 from orchestrator.dagfiles._loader import ImportErrorRecord, import_dag_file
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagImportError
 
-__all__ = ["DagFolder", "FolderChange"]
+__all__ = ["DagFolder", "FolderChange", "Report"]
 
 log = structlog.get_logger("orchestrator.loader")
 
@@ -41,6 +46,9 @@ class FolderChange:
     removed: list[str]
 
 
+Report = Callable[[FolderChange], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class DagFolder:
     folder: Path
@@ -49,6 +57,9 @@ class DagFolder:
     errors: dict[str, ImportErrorRecord] = field(default_factory=dict)
     _by_file: dict[str, list[str]] = field(default_factory=dict)
     _sigs: dict[str, tuple[int, int]] = field(default_factory=dict)  # (mtime_ns, size)
+    _busy: set[str] = field(default_factory=set)  # files importing now
+    _again: set[str] = field(default_factory=set)  # files changed while importing
+    _apply: anyio.Lock = field(default_factory=anyio.Lock)
     # awatch waits in a worker thread that cancellation cannot interrupt; the thread
     # checks this event every step, so stop() must be called before cancelling watch().
     _stop: anyio.Event = field(default_factory=anyio.Event)
@@ -65,7 +76,7 @@ class DagFolder:
     def import_errors(self) -> list[ImportErrorRecord]:
         return [self.errors[k] for k in sorted(self.errors)]
 
-    async def rescan(self) -> FolderChange:
+    async def rescan(self, report: Report | None = None) -> FolderChange:
         """Re-import the files added, changed or deleted since they were last read."""
         if not await anyio.Path(self.folder).exists():
             if str(self.folder) not in self.errors:
@@ -73,49 +84,104 @@ class DagFolder:
             self.errors[str(self.folder)] = ImportErrorRecord(
                 str(self.folder), "the DAGs folder does not exist", ""
             )
-            return await self.refresh({Path(p) for p in self._sigs})
+            return await self.refresh({Path(p) for p in self._sigs}, report)
         self.errors.pop(str(self.folder), None)
         current = await anyio.to_thread.run_sync(_signatures, self.folder)
         stale = {Path(p) for p in set(current) ^ set(self._sigs)}
         stale |= {Path(p) for p, sig in current.items() if self._sigs.get(p, sig) != sig}
-        return await self.refresh(stale)
+        return await self.refresh(stale, report)
 
-    async def refresh(self, paths: set[Path]) -> FolderChange:
-        """Re-import ``paths`` (each may have been added, changed or deleted)."""
-        upserted: list[DAG] = []
+    async def refresh(self, paths: set[Path], report: Report | None = None) -> FolderChange:
+        """Re-import ``paths`` (each may have been added, changed or deleted), in parallel;
+        each file's change goes to ``report`` when it is in. Returns all of them."""
+        upserted: dict[str, DAG] = {}
         removed: set[str] = set()
-        for path in sorted(paths):
-            before = set(self._by_file.pop(str(path), []))
-            self.errors.pop(str(path), None)
-            self._sigs.pop(str(path), None)
-            dags: list[DAG] = []
-            sig = await anyio.to_thread.run_sync(_signature, self.folder, path)
-            if sig is not None:
-                self._sigs[str(path)] = sig
-                dags = await self._import(path)
-            kept = self._adopt(path, dags)
-            upserted.extend(kept)
-            removed |= before - {d.dag_id for d in kept}
+
+        async def one(path: Path) -> None:
+            key = str(path)
+            if key in self._busy:
+                self._again.add(key)
+                return
+            self._busy.add(key)
+            try:
+                while True:
+                    change = await self._refresh_file(path, report)
+                    for dag in change.upserted:
+                        upserted[dag.dag_id] = dag
+                    removed.update(change.removed)
+                    if key not in self._again:
+                        break
+                    self._again.discard(key)
+            finally:
+                self._busy.discard(key)
+
+        signatures = {
+            path: await anyio.to_thread.run_sync(_signature, self.folder, path) for path in paths
+        }
+        gone = sorted(p for p, sig in signatures.items() if sig is None)
+        for path in gone:
+            await one(path)
+        async with anyio.create_task_group() as tg:
+            for path in sorted(set(paths) - set(gone)):
+                tg.start_soon(one, path)
+        return FolderChange(
+            [upserted[d] for d in sorted(upserted) if d in self.dags],
+            sorted(d for d in removed if d not in self.dags),
+        )
+
+    async def _refresh_file(self, path: Path, report: Report | None) -> FolderChange:
+        """Import one file afresh and apply what it defines now, as one change, reported
+        before any other file's change is applied (so reports arrive in the order of the
+        changes)."""
+        sig = await anyio.to_thread.run_sync(_signature, self.folder, path)
+        dags: list[DAG] = []
+        error = None
+        if sig is None:
+            forget_dag_file(path)
+        else:
+            dags, error = await self._import(path)
+        async with self._apply:
+            change = self._apply_file(path, sig, dags, error)
+            if report is not None and (change.upserted or change.removed):
+                await report(change)
+        return change
+
+    def _apply_file(
+        self,
+        path: Path,
+        sig: tuple[int, int] | None,
+        dags: list[DAG],
+        error: ImportErrorRecord | None,
+    ) -> FolderChange:
+        """The file's DAGs replaced as a unit (rule 3)."""
+        before = set(self._by_file.pop(str(path), []))
+        self.errors.pop(str(path), None)
+        self._sigs.pop(str(path), None)
+        if sig is not None:
+            self._sigs[str(path)] = sig
+        if error is not None:
+            self.errors[str(path)] = error
+        kept = self._adopt(path, dags)
+        removed = before - {d.dag_id for d in kept}
         for dag_id in removed:
             if not any(dag_id in ids for ids in self._by_file.values()):
                 self.dags.pop(dag_id, None)
-        gone = sorted(d for d in removed if d not in self.dags)
-        return FolderChange(upserted, gone)
+        return FolderChange(kept, sorted(d for d in removed if d not in self.dags))
 
-    async def _import(self, path: Path) -> list[DAG]:
+    async def _import(self, path: Path) -> tuple[list[DAG], ImportErrorRecord | None]:
+        forget_dag_file(path)
         try:
             dags = await import_dag_file(path, self.worker)
         except DagImportError as exc:
-            self.errors[str(path)] = ImportErrorRecord(exc.file, exc.message, exc.traceback)
             log.error(
                 "DAG file failed to import",
                 file=exc.file,
                 error=exc.message,
                 traceback=exc.traceback or None,
             )
-            return []
+            return [], ImportErrorRecord(exc.file, exc.message, exc.traceback)
         log.info("DAG file loaded", file=str(path), dags=[d.dag_id for d in dags])
-        return dags
+        return dags, None
 
     def _adopt(self, path: Path, dags: list[DAG]) -> list[DAG]:
         kept = []
@@ -150,7 +216,7 @@ class DagFolder:
         started = False
         while not self._stop.is_set():
             if not await anyio.Path(self.folder).is_dir():
-                await self._report(on_change, await self.rescan())
+                await self.rescan(on_change)
                 if not started:
                     task_status.started()
                     started = True
@@ -163,24 +229,17 @@ class DagFolder:
                     # One checkpoint lets the pump set the watcher up (awatch does it before
                     # its first await); the rescan then covers anything changed before that.
                     await anyio.lowlevel.checkpoint()
-                    await self._report(on_change, await self.rescan())
+                    await self.rescan(on_change)
                     if not started:
                         task_status.started()
                         started = True
                     async for paths in receive:
-                        await self._report(on_change, await self.refresh(paths))
+                        tg.start_soon(self.refresh, paths, on_change)
                 except BaseException:
                     # The pump's watcher thread cannot be cancelled, only told to stop;
                     # without this it would hold the task group for up to rust_timeout.
                     self.stop()
                     raise
-
-    @staticmethod
-    async def _report(
-        on_change: Callable[[FolderChange], Awaitable[None]], change: FolderChange
-    ) -> None:
-        if change.upserted or change.removed:
-            await on_change(change)
 
     async def _pump(self, send: anyio.abc.ObjectSendStream[set[Path]]) -> None:
         from watchfiles import awatch

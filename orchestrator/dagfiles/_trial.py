@@ -1,10 +1,14 @@
 """Trial imports of DAG files in a child process, under a timeout.
 
 A DAG file is user code run at import: it may hang, call ``sys.exit`` or
-``os._exit``, or crash the interpreter. Before a process imports a file for real,
-a long-lived child imports it first; only a file that imported there, in time, is
-imported by the caller. A file that overruns the timeout gets its child killed
-(with anything it started) and a fresh child takes the next file.
+``os._exit``, fork, raise an error of any size, or crash the interpreter. Before a
+process imports a file for real, a long-lived child imports it first; only a file
+that imported there, in time, is imported by the caller. Whatever goes wrong in the
+child (a timeout, an exit, a reply that is not one bounded JSON line) is that file's
+import error, and the child is killed (with anything it started) and a fresh one
+takes the next file. The child is also recycled once it has grown past
+``RECYCLE_RSS`` or served ``RECYCLE_PROBES`` files, so memory a file held at module
+level is given back.
 
 Protocol: one JSON line per file each way, with the child in ``_trial_child``.
 """
@@ -27,7 +31,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 __all__ = ["ParseWorker", "Probe"]
 
-_MAX_LINE = 16 * 1024 * 1024
+_MAX_LINE = 1024 * 1024  # the child bounds its replies well below this
+RECYCLE_RSS = 256 * 1024 * 1024
+RECYCLE_PROBES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +47,22 @@ class Probe:
     traceback: str = ""
 
 
-@dataclass(slots=True)
-class ParseWorker:
-    """A child process that imports DAG files on request; restarted after a kill."""
+class _Child:
+    """One parse child: imports one file at a time, restarted after a failure."""
 
-    timeout: float
-    _process: Process | None = None
-    _reader: BufferedByteReceiveStream | None = None
-    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+    def __init__(self, command: tuple[str, ...], seconds: float) -> None:
+        self.command = command
+        self.seconds = seconds
+        self.process: Process | None = None
+        self.reader: BufferedByteReceiveStream | None = None
+        self.probes = 0
 
     async def probe(self, path: Path) -> Probe:
-        async with self._lock:
-            return await self._probe(path)
-
-    async def _probe(self, path: Path) -> Probe:
+        timeout = self.seconds
         process, reader = await self._ensure()
         assert process.stdin is not None
         line = b""
-        with anyio.move_on_after(self.timeout):
+        with anyio.move_on_after(timeout):
             try:
                 await process.stdin.send(json.dumps({"path": str(path)}).encode() + b"\n")
                 line = await reader.receive_until(b"\n", _MAX_LINE)
@@ -67,38 +71,49 @@ class ParseWorker:
                 return Probe(
                     str(path), False, error=f"importing the file ended the process ({code})"
                 )
+            except anyio.DelimiterNotFound:
+                await self.close()
+                return Probe(str(path), False, error="the file's import result is too large")
         if not line:
             await self.close()
             return Probe(
                 str(path),
                 False,
-                error=f"import timed out after {self.timeout:g}s (dag_import_timeout); stopped",
+                error=f"import timed out after {timeout:g}s (dag_import_timeout); stopped",
             )
-        reply: dict[str, Any] = json.loads(line)
-        return Probe(
-            str(path),
-            bool(reply["ok"]),
-            tuple(reply.get("dag_ids", ())),
-            reply.get("error", ""),
-            reply.get("traceback", ""),
-        )
+        self.probes += 1
+        if self.probes >= RECYCLE_PROBES or _rss(process.pid) > RECYCLE_RSS:
+            await self.close()
+        try:
+            reply: dict[str, Any] = json.loads(line)
+            return Probe(
+                str(path),
+                bool(reply["ok"]),
+                tuple(str(d) for d in reply.get("dag_ids", ())),
+                str(reply.get("error", "")),
+                str(reply.get("traceback", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            await self.close()
+            return Probe(str(path), False, error="the trial import gave no readable result")
 
     async def _ensure(self) -> tuple[Process, BufferedByteReceiveStream]:
-        if self._process is None or self._process.returncode is not None:
-            self._process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator.dagfiles._trial_child"],
+        if self.process is None or self.process.returncode is not None:
+            self.probes = 0
+            self.process = await anyio.open_process(
+                list(self.command),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            assert self._process.stdout is not None
-            self._reader = BufferedByteReceiveStream(self._process.stdout)
-        assert self._reader is not None
-        return self._process, self._reader
+            assert self.process.stdout is not None
+            self.reader = BufferedByteReceiveStream(self.process.stdout)
+        assert self.reader is not None
+        return self.process, self.reader
 
     async def _reap(self) -> str:
-        process = self._process
+        process = self.process
         await self.close()
         if process is None or process.returncode is None:
             return "no exit status"
@@ -106,8 +121,7 @@ class ParseWorker:
         return f"signal {-code}" if code < 0 else f"exit code {code}"
 
     async def close(self) -> None:
-        """Kill the child and everything it started; the next probe starts a new one."""
-        process, self._process, self._reader = self._process, None, None
+        process, self.process, self.reader = self.process, None, None
         if process is None:
             return
         with anyio.CancelScope(shield=True):
@@ -116,3 +130,47 @@ class ParseWorker:
                     os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             await process.aclose()
+
+
+@dataclass(slots=True)
+class ParseWorker:
+    """Up to ``size`` parse children importing files at once, each started on demand."""
+
+    timeout: float
+    command: tuple[str, ...] = (sys.executable, "-m", "orchestrator.dagfiles._trial_child")
+    size: int = 1
+    _idle: list[_Child] = field(default_factory=list)
+    _busy: set[_Child] = field(default_factory=set)
+    _limiter: anyio.CapacityLimiter | None = None
+
+    async def probe(self, path: Path) -> Probe:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(1, self.size))
+        async with self._limiter:
+            child = self._idle.pop() if self._idle else _Child(self.command, self.timeout)
+            child.command, child.seconds = self.command, self.timeout
+            self._busy.add(child)
+            try:
+                return await child.probe(path)
+            finally:
+                self._busy.discard(child)
+                self._idle.append(child)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the children alive now."""
+        return [c.process.pid for c in (*self._idle, *self._busy) if c.process is not None]
+
+    async def close(self) -> None:
+        """Kill every child and everything it started; the next probe starts a new one."""
+        for child in (*self._idle, *self._busy):
+            await child.close()
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
