@@ -6,15 +6,21 @@ Rules:
 2. While a try runs, its ``print`` output, its ``sys.stderr`` and its ``logging``
    records go to that try's file. The routing key is a context variable, so tasks
    running at once in threads or on the loop never mix their output.
-3. Every registered secret is replaced by ``***`` before a line is written anywhere.
+3. Every registered secret is replaced by ``***`` before a line is written anywhere,
+   in the forms it is written in (as it is, URL-encoded), and whole lines at a time,
+   so a secret written in two pieces is masked too.
+4. A try's log file holds at most ``max_bytes``: past that, its start is kept, then a
+   line saying how much was dropped, then the last ``TAIL_BYTES`` of its output.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import hashlib
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -23,10 +29,12 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 
 __all__ = [
+    "MaskedLines",
     "TaskLog",
     "configure_logging",
     "current_task_log",
@@ -42,16 +50,43 @@ _MIN_SECRET = 4  # shorter strings would mask ordinary words
 
 
 def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every log line from now on."""
+    """Mask ``value`` in every log line from now on, as it is and URL-encoded."""
     if value and len(value) >= _MIN_SECRET:
-        _secrets.add(value)
+        _secrets.update({value, quote(value, safe=""), quote_plus(value)})
 
 
 def mask(text: str) -> str:
-    for secret in _secrets:
+    # Longest first: a secret that contains another is masked whole.
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+class MaskedLines(io.TextIOBase):
+    """A text stream that masks secrets a whole line at a time before passing it on
+    (for a process whose output another reads, such as a task's child process)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        head, newline, self._pending = self._pending.rpartition("\n")
+        if newline:
+            self._out.write(mask(head + newline))
+            self._out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._out.write(mask(self._pending))
+            self._pending = ""
+        self._out.flush()
+
+    def fileno(self) -> int:
+        return self._out.fileno()
 
 
 _SENSITIVE_KEYS = ("password", "secret", "token", "fernet", "api_key", "private_key")
@@ -126,12 +161,20 @@ class TaskLog:
 
     FLUSH_BYTES = 64 * 1024
     FLUSH_SECONDS = 1.0
+    TAIL_BYTES = 1024 * 1024
+    DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = path
-        self._parts: list[str] = []
-        self._size = 0
-        self._file: io.TextIOWrapper | None = None
+        self.max_bytes = max(max_bytes, 2 * self.TAIL_BYTES)
+        self._pending = ""  # the last line, not ended yet: masked once it is whole
+        self._parts: list[bytes] = []
+        self._size = 0  # bytes in _parts
+        self._kept = 0  # bytes of the log's start written or queued
+        self._tail: collections.deque[bytes] = collections.deque()
+        self._tail_size = 0
+        self._dropped = 0
+        self._file: io.BufferedWriter | None = None
         self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
 
@@ -139,8 +182,12 @@ class TaskLog:
         if not text:
             return
         with self._lock:
-            self._parts.append(mask(text))
-            self._size += len(text)
+            head, newline, self._pending = (self._pending + text).rpartition("\n")
+            whole = head + newline
+            if len(self._pending) >= self.FLUSH_BYTES:  # a very long line: take it as it is
+                whole, self._pending = whole + self._pending, ""
+            if whole:
+                self._add(mask(whole).encode("utf-8", "replace"))
             if (
                 self._size >= self.FLUSH_BYTES
                 or time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS
@@ -150,20 +197,58 @@ class TaskLog:
     def line(self, message: str) -> None:
         self.write(message.rstrip("\n") + "\n")
 
+    def _add(self, data: bytes) -> None:
+        """Queue ``data`` for the file, or past the cap keep it as the tail (rule 4)."""
+        room = self.max_bytes - self.TAIL_BYTES - self._kept
+        if room > 0:
+            head, data = data[:room], data[room:]
+            self._parts.append(head)
+            self._size += len(head)
+            self._kept += len(head)
+        if not data:
+            return
+        if len(data) > self.TAIL_BYTES:
+            self._dropped += len(data) - self.TAIL_BYTES
+            data = data[-self.TAIL_BYTES :]
+        self._tail.append(data)
+        self._tail_size += len(data)
+        while self._tail_size - len(self._tail[0]) >= self.TAIL_BYTES:
+            dropped = self._tail.popleft()
+            self._tail_size -= len(dropped)
+            self._dropped += len(dropped)
+
     def _flush(self) -> None:
         self._flushed_at = time.monotonic()
         if not self._parts:
             return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._file.write("".join(self._parts))
-        self._file.flush()
+        self._file_handle().write(b"".join(self._parts))
+        self._file.flush()  # type: ignore[union-attr]
         self._parts.clear()
         self._size = 0
 
+    def _file_handle(self) -> io.BufferedWriter:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._file = open(fd, "ab")  # noqa: SIM115 - closed in close()
+        return self._file
+
     def close(self) -> None:
         with self._lock:
+            if self._pending:
+                self._add(mask(self._pending).encode("utf-8", "replace"))
+                self._pending = ""
+            if self._tail:
+                tail = b"".join(self._tail)
+                if self._dropped:
+                    self._parts.append(
+                        f"\n[... {self._dropped} bytes of output dropped: the log is capped "
+                        f"at {self.max_bytes} bytes (task_log_max_bytes) ...]\n".encode()
+                    )
+                self._parts.append(tail)
+                self._tail.clear()
+                self._tail_size = self._dropped = 0
+                self._kept = self.max_bytes  # anything written after close goes to the tail
             self._flush()
             if self._file is not None:
                 self._file.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "make_private_dir"]
 
 _PREFIX = "ORCHESTRATOR_"
 
@@ -45,6 +45,7 @@ class Settings:
     log_format: str = "console"
     log_level: str = "info"
     xcom_max_bytes: int = 1_048_576
+    task_log_max_bytes: int = 104_857_600
     dag_import_timeout: float = 30.0
     dag_import_parallelism: int = 4
     shutdown_grace: float = 30.0
@@ -64,6 +65,14 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0700), or make it so if it is ours: the
+    home holds the database, the task logs and the Fernet key."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
 
 
 def _convert(name: str, raw: Any, kind: type) -> Any:

@@ -638,6 +638,13 @@ def test_after_kill_9_lost_tries_are_retried_or_failed_never_succeeded(
     assert states["slow"]["try_number"] == 2
     assert states["once"]["state"] == "failed"
     assert states["once"]["try_number"] == 1
+    # The try history closes the lost tries: failed, with an end date and the reason.
+    for task_id, number in (("slow", 1), ("once", 1)):
+        path = f"/api/v1/runs/r/tasks/{task_id}/logs"
+        lost = again.api("GET", path, params={"dag_id": "long", "try": number}).json()
+        assert lost["tries"][0]["state"] == "failed", lost
+        assert lost["tries"][0]["end_date"] is not None
+        assert "the process running this try stopped" in lost["tries"][0]["error"]
 
 
 def test_after_kill_9_queued_runs_proceed(

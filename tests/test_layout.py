@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
         "orchestrator._settings",
         "orchestrator._aio",
         "orchestrator._logging",
+        "orchestrator._processes",
     },
     {"orchestrator.core"},
     {"orchestrator.store"},

@@ -111,3 +111,32 @@ def test_a_task_log_path_never_holds_an_id_that_is_not_a_plain_name(
     assert path.resolve().is_relative_to(tmp_path.resolve())
     path.parent.mkdir(parents=True)
     path.write_text("ok")
+
+
+def test_a_secret_written_in_pieces_or_url_encoded_is_masked(tmp_path: Path) -> None:
+    register_secret("pa ss/Word-42")
+    log = TaskLog(tmp_path / "attempt=1.log")
+    log.write("first pa ss/")
+    log.write("Word-42 end\n")
+    log.line("uri x://u:pa%20ss%2FWord-42@h and pa+ss%2FWord-42")
+    log.write("unfinished pa ss/Word-42")
+    log.close()
+    assert (tmp_path / "attempt=1.log").read_text() == (
+        "first *** end\nuri x://u:***@h and ***\nunfinished ***"
+    )
+
+
+def test_a_task_log_is_capped_keeping_its_start_and_its_end(tmp_path: Path) -> None:
+    """200 lines of 64 KiB into a log capped at 4 MiB: the file holds the start, a line
+    saying how much was dropped, and the last MiB."""
+    path = tmp_path / "attempt=1.log"
+    log = TaskLog(path, max_bytes=4 * 1024 * 1024)
+    for i in range(200):
+        log.line(f"{i:05d}" + "x" * (64 * 1024 - 6))
+    log.close()
+    data = path.read_bytes()
+    assert len(data) < 4 * 1024 * 1024 + 200
+    assert data.startswith(b"00000x")
+    assert b"bytes of output dropped: the log is capped at 4194304 bytes" in data
+    assert data.rstrip(b"x\n").endswith(b"00199")
+    assert data.count(b"\n") < 70

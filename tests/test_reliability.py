@@ -4,11 +4,13 @@ crashed it, ran a task twice, leaked a secret or answered 500 stays here as a te
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,12 +18,19 @@ import anyio
 import httpx
 import pytest
 
+from orchestrator import DAG
+from orchestrator._processes import marked, sweep, without_daemon_secrets
+from orchestrator._settings import Settings
+from orchestrator.core import TaskState
 from orchestrator.dagfiles import _trial as trial
 from orchestrator.dagfiles._files import MAX_ERROR_CHARS, _module_name, load_dag_file
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagImportError
+from orchestrator.operators import BashOperator
+from orchestrator.runtime._drive import run_dag_once
 from tests.daemon_proc import DaemonProc
+from tests.helpers import gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -370,3 +379,215 @@ async def test_a_file_added_while_another_imports_is_loaded_at_once(
         await folder.worker.close()
     assert seen[0] == ["good"]
     assert "slow" not in folder.dags
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+VAR_SECRET = "Var-Secret-7f3a"
+CONN_SECRET = "p@ss Conn/Secret"  # URL-encoding changes it: p%40ss%20Conn%2FSecret
+TOKEN = "Api-Token-55e1"
+
+LEAKY = """
+from orchestrator import DAG, Connection, Variable
+from orchestrator.operators import BashOperator, PythonOperator
+
+def split_and_raise():
+    value = Variable.get("region")
+    print(value[:6], end="", flush=True)
+    print(value[6:])
+    raise ValueError(f"auth failed for {value}")
+
+def in_a_process():
+    conn = Connection.get("src")
+    print("password", conn.password)
+    print("uri", conn.get_uri())
+
+with DAG("leaky"):
+    PythonOperator(task_id="split", python_callable=split_and_raise, retries=0)
+    PythonOperator(task_id="child", python_callable=in_a_process, isolation="process")
+    BashOperator(
+        task_id="bash",
+        bash_command='echo "env: $ORCHESTRATOR_CONN_SRC $ORCHESTRATOR_API_TOKEN"; '
+        'echo "asked: $PW"',
+        env={"PW": "{{ var.value.region }}"},
+        append_env=True,
+    )
+"""
+
+
+def test_secrets_reach_no_log_no_stored_error_no_response_and_no_task_environment(
+    home: Path, db_url: str, dag_file: DagFile
+) -> None:
+    """A variable set with --secret under a plain key, a connection password (also as
+    get_uri() writes it), the API token: none appears in any file of the home (task logs,
+    the database and its WAL), the daemon's log, or any API response."""
+    from urllib.parse import quote, quote_plus
+
+    dag_file("leaky.py", LEAKY)
+    uri = f"postgres://user:{quote(CONN_SECRET, safe='')}@db.example:5432/x"
+    env = {
+        "ORCHESTRATOR_DB": db_url,
+        "ORCHESTRATOR_API_TOKEN": TOKEN,
+        "ORCHESTRATOR_CONN_SRC": uri,
+    }
+    setting = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "variables",
+            "set",
+            "region",
+            VAR_SECRET,
+            "--secret",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert setting.returncode == 0, setting.stderr
+    d = DaemonProc(home, env).start()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        made = d.api("POST", "/api/v1/dags/leaky/runs", json={"run_id": "r"}, headers=auth)
+        assert made.status_code == 201
+
+        def ended_run() -> str | None:
+            response = d.api("GET", "/api/v1/runs/r", headers=auth)
+            state = response.json()["state"]
+            return state if state in ("success", "failed") else None
+
+        assert d.wait_for(ended_run, 60) == "failed"
+        responses = [
+            d.api("GET", path, headers=auth).text
+            for path in (
+                "/api/v1/dags/leaky/runs",
+                "/api/v1/runs/r",
+                "/api/v1/runs/r/tasks/split/logs",
+                "/api/v1/runs/r/tasks/child/logs",
+                "/api/v1/runs/r/tasks/bash/logs",
+                "/api/v1/import-errors",
+                "/metrics",
+            )
+        ]
+        logs = {t: json.loads(responses[i])["tries"][0] for i, t in ((2, "split"), (3, "child"))}
+        bash_log = json.loads(responses[4])["tries"][0]["log"]
+    finally:
+        d.stop()
+    # The tasks did see their secrets; what they wrote of them is masked.
+    assert "auth failed for ***" in logs["split"]["error"]
+    assert "***" in logs["split"]["log"]
+    assert "password ***" in logs["child"]["log"]
+    assert "uri postgres://user:***@db.example" in logs["child"]["log"]
+    assert "asked: ***" in bash_log
+    assert "env:  \n" in bash_log or bash_log.startswith("env:  ")  # nothing inherited
+    forms = {
+        s.encode()
+        for secret in (VAR_SECRET, CONN_SECRET, TOKEN)
+        for s in (secret, quote(secret, safe=""), quote_plus(secret))
+    }
+    places = {"daemon log": d.output().encode()}
+    places.update({f"response {i}": text.encode() for i, text in enumerate(responses)})
+    for path in home.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes()
+    for where, data in places.items():
+        for form in forms:
+            assert form not in data, f"{form!r} in {where}"
+
+
+# -- hostile tasks -------------------------------------------------------------------------
+
+
+async def test_a_bash_try_ends_with_its_shell_and_what_it_left_behind_is_killed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``setsid sleep 300 &`` once held the try running until the sleep ended (it holds
+    stdout) and outlived it; now the try ends with bash, and the escaped process dies."""
+    pidfile = tmp_path / "escaped.pid"
+    with DAG("escape") as dag:
+        BashOperator(task_id="b", bash_command=f"setsid sleep 300 & echo $! > {pidfile}; echo done")
+    started = time.monotonic()
+    live = await run_dag_once(settings, dag)
+    assert live.tis["b"].state == TaskState.SUCCESS
+    assert time.monotonic() - started < 10
+    assert gone(int(pidfile.read_text()))
+
+
+ESCAPING = """
+import subprocess
+from datetime import timedelta
+from orchestrator import DAG
+from orchestrator.operators import BashOperator, PythonOperator
+COMMAND = {command!r}
+def run():
+    subprocess.call(["bash", "-c", COMMAND])
+with DAG("escape_timeout"):
+    if {isolation!r} == "thread":
+        BashOperator(task_id="t", bash_command=COMMAND, execution_timeout=timedelta(seconds=1))
+    else:
+        PythonOperator(
+            task_id="t",
+            python_callable=run,
+            isolation="process",
+            execution_timeout=timedelta(seconds=3),
+        )
+"""
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+async def test_a_timed_out_try_kills_what_escaped_its_process_group(
+    settings: Settings, tmp_path: Path, dag_file: DagFile, isolation: str
+) -> None:
+    """A double fork into a new session survives the process-group kill; the try's mark
+    still finds it, for Bash and for a task in its own process."""
+    pidfile = tmp_path / "escaped.pid"
+    command = f"setsid sleep 300 > /dev/null 2>&1 < /dev/null & echo $! > {pidfile}; sleep 60"
+    path = dag_file("escape.py", ESCAPING.format(command=command, isolation=isolation))
+    (dag,) = load_dag_file(path)
+    live = await run_dag_once(settings, dag)
+    assert live.tis["t"].state == TaskState.FAILED
+    assert gone(int(pidfile.read_text()))
+
+
+def test_a_shell_task_does_not_inherit_the_daemons_secrets() -> None:
+    env = {
+        "PATH": "/bin",
+        "ORCHESTRATOR_API_TOKEN": "t",
+        "ORCHESTRATOR_FERNET_KEY": "k",
+        "ORCHESTRATOR_DB": "postgresql://u:p@h/d",
+        "ORCHESTRATOR_CONN_SRC": "x://u:p@h",
+        "ORCHESTRATOR_VAR_ANY": "v",
+        "ORCHESTRATOR_HOME": "/h",
+    }
+    assert without_daemon_secrets(env) == {"PATH": "/bin", "ORCHESTRATOR_HOME": "/h"}
+
+
+def test_a_sweep_kills_only_processes_carrying_the_mark(tmp_path: Path) -> None:
+    env, mark = marked(dict(os.environ))
+    mine = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        assert sweep(mark) == 1
+        assert mine.wait(5) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_home_the_database_and_task_logs_are_private(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, home: Path
+) -> None:
+    """Once 0755/0644: the home is 0700, every file in it 0600 (SQLite only)."""
+    dag_file("echo.py", ECHO)
+    d = daemon()
+    d.api("POST", "/api/v1/dags/echo/runs", json={"run_id": "r"})
+    assert d.wait_for(lambda: ended(d, "r"), 30) == "success"
+    d.stop()
+    assert home.stat().st_mode & 0o777 == 0o700
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.name == "attempt=1.log" for p in files)
+    loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert {k: v for k, v in loose.items() if v != "0o600"} == {}

@@ -44,7 +44,7 @@ import anyio
 import structlog
 
 from orchestrator._clock import Clock, SystemClock
-from orchestrator._settings import Settings
+from orchestrator._settings import Settings, make_private_dir
 from orchestrator.api import serve_api
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
@@ -133,7 +133,7 @@ class Daemon:
 
     async def run(self) -> None:
         """Serve until asked to stop; returns after the graceful shutdown."""
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.settings.home)
         timers = Timers(self.clock)
         async with open_store(self.settings.db_url, clock=self.clock) as store:
             await store.lock_for_daemon(
@@ -239,7 +239,9 @@ class Daemon:
         path = daemon_file(self.settings)
         info = {"pid": os.getpid(), "api_url": self.api_url, "db": self.settings.db_url}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(info))
         tmp.replace(path)
 
     # -- state from the store ----------------------------------------------------------------

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import anyio
-from anyio.abc import Process
 
-from orchestrator._logging import current_task_log
+from orchestrator._logging import current_task_log, mask
+from orchestrator._processes import end_group, marked, relay_output, sweep, without_daemon_secrets
 from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.errors import DagDefinitionError, SkipTask
 
 __all__ = ["BashOperator"]
-
-_KILL_GRACE_SECONDS = 5.0
 
 
 class BashOperator(BaseOperator):
@@ -25,7 +22,10 @@ class BashOperator(BaseOperator):
 
     Exit code ``skip_on_exit_code`` (99) finishes the task as skipped; any other
     non-zero code fails it. On timeout or cancel the whole process group gets
-    SIGTERM, then SIGKILL after a grace period. The last line of output is the XCom.
+    SIGTERM, then SIGKILL after a grace period. The try ends when ``bash`` exits,
+    and whatever it started that still runs then is killed, in its process group
+    or not (``_processes`` rule 2). The command sees the daemon's environment
+    without the daemon's secrets (rule 1). The last line of output, masked, is the XCom.
     """
 
     template_fields: ClassVar[Sequence[str]] = ("bash_command", "env", "cwd")
@@ -54,9 +54,9 @@ class BashOperator(BaseOperator):
 
     def _environment(self, context: dict[str, Any]) -> dict[str, str]:
         if self.env is None:
-            env = dict(os.environ)
+            env = without_daemon_secrets(os.environ)
         elif self.append_env:
-            env = {**os.environ, **{k: str(v) for k, v in self.env.items()}}
+            env = {**without_daemon_secrets(os.environ), **{k: str(v) for k, v in self.env.items()}}
         else:
             env = {k: str(v) for k, v in self.env.items()}
         ti = context["ti"]
@@ -74,53 +74,31 @@ class BashOperator(BaseOperator):
     async def execute(self, context: dict[str, Any]) -> Any:
         if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             raise FileNotFoundError(f"{self._where}: cwd {self.cwd!r} is not a directory")
+        env, mark = marked(self._environment(context))
         # Shielded: a cancel landing after the process started but before open_process
         # returned would otherwise leave it running, outside the kill-on-cancel block.
         with anyio.CancelScope(shield=True):
             process = await anyio.open_process(
                 ["bash", "-c", self.bash_command],
                 cwd=self.cwd,
-                env=self._environment(context),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        last_line = ""
         log = current_task_log()
-        emit = log.line if log is not None else print
         try:
-            assert process.stdout is not None
-            buffer = b""
-            async for chunk in process.stdout:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    last_line = raw.decode(errors="replace")
-                    emit(last_line)
-            if buffer:
-                last_line = buffer.decode(errors="replace")
-                emit(last_line)
-            code = await process.wait()
+            code, last_line = await relay_output(process, log.line if log is not None else print)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await _kill_group(process)
+                await end_group(process)
             raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(sweep, mark)
         if self.skip_on_exit_code is not None and code == self.skip_on_exit_code:
             raise SkipTask(f"bash command exited with {code}")
         if code != 0:
             raise RuntimeError(f"bash command failed: exit code {code}")
-        return last_line
-
-
-async def _kill_group(process: Process) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left of it after the grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        if sig == signal.SIGTERM:
-            with anyio.move_on_after(_KILL_GRACE_SECONDS):
-                await process.wait()
-    await process.wait()
+        return mask(last_line)  # output, masked as the log is

@@ -6,15 +6,27 @@ into ``<home>/fernet.key`` with mode 0600 and reused from then on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from orchestrator._settings import Settings
+from orchestrator._logging import register_secret
+from orchestrator._settings import Settings, make_private_dir
 from orchestrator.errors import ConfigError
 
-__all__ = ["Cipher", "cipher_for"]
+__all__ = ["Cipher", "cipher_for", "is_sensitive", "register_own_secrets"]
+
+_SENSITIVE = ("password", "secret", "token", "api_key", "apikey", "private_key", "credential")
+
+
+def is_sensitive(key: str) -> bool:
+    """Keys that look like secrets are encrypted at rest and masked in logs."""
+    lowered = key.lower()
+    return any(word in lowered for word in _SENSITIVE)
 
 
 class Cipher:
@@ -47,7 +59,7 @@ def _key_file(home: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    home.mkdir(parents=True, exist_ok=True)
+    make_private_dir(home)
     key = Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -59,4 +71,30 @@ def _key_file(home: Path) -> bytes:
 
 
 def cipher_for(settings: Settings) -> Cipher:
-    return Cipher(settings.fernet_key or _key_file(settings.home))
+    key = settings.fernet_key or _key_file(settings.home)
+    register_secret(key if isinstance(key, str) else key.decode(errors="replace"))
+    return Cipher(key)
+
+
+def register_own_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Mask the process's own secrets from the start: the API token, the Fernet key,
+    mail and webhook secrets, the database password, and the passwords of connections
+    and the values of variables given in the environment (``ORCHESTRATOR_CONN_*``,
+    ``ORCHESTRATOR_VAR_*`` whose name looks secret), so none can reach a log even
+    before a task reads it."""
+    environ = os.environ if environ is None else environ
+    for value in (
+        settings.api_token,
+        settings.fernet_key,
+        settings.smtp_password,
+        settings.webhook_secret,
+        urlsplit(settings.db_url).password,
+    ):
+        register_secret(value)
+    for name, value in environ.items():
+        if name.startswith("ORCHESTRATOR_VAR_") and is_sensitive(name):
+            register_secret(value)
+        elif name.startswith("ORCHESTRATOR_CONN_"):
+            with contextlib.suppress(ValueError):
+                parts = urlsplit(value)
+                register_secret(unquote(parts.password or ""))

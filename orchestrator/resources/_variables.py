@@ -9,20 +9,13 @@ from typing import Any
 from orchestrator._logging import register_secret
 from orchestrator._settings import Settings, load_settings
 from orchestrator.errors import NotFound
-from orchestrator.resources._secrets import cipher_for
+from orchestrator.resources._secrets import cipher_for, is_sensitive
 from orchestrator.resources._services import call_store, current_services
 from orchestrator.store import Store
 
 __all__ = ["Variable", "is_sensitive"]
 
 _NOTSET: Any = object()
-_SENSITIVE = ("password", "secret", "token", "api_key", "apikey", "private_key", "credential")
-
-
-def is_sensitive(key: str) -> bool:
-    """Keys that look like secrets are encrypted at rest and masked in logs."""
-    lowered = key.lower()
-    return any(word in lowered for word in _SENSITIVE)
 
 
 def _settings() -> Settings:
@@ -32,14 +25,16 @@ def _settings() -> Settings:
 
 async def read_variable(store: Store, settings: Settings, key: str) -> str | None:
     env = os.environ.get(f"ORCHESTRATOR_VAR_{key.upper()}")
+    encrypted = False
     if env is not None:
         value = env
     else:
         row = await store.get_variable(key)
         if row is None:
             return None
-        value = cipher_for(settings).decrypt(row[0]) if row[1] else row[0]
-    if is_sensitive(key):
+        encrypted = bool(row[1])
+        value = cipher_for(settings).decrypt(row[0]) if encrypted else row[0]
+    if encrypted or is_sensitive(key):  # set with --secret, or a key that looks secret
         register_secret(value)
     return value
 

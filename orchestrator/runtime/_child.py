@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from orchestrator._logging import MaskedLines, mask
 from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.runtime._context import (
@@ -71,9 +72,15 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    # Secrets this process reads (a connection's password) are masked in what it prints.
+    sys.stdout = MaskedLines(sys.stdout)
+    sys.stderr = MaskedLines(sys.stderr)
     spec = json.loads(sys.stdin.read())
     outcome = _run(spec)
+    if outcome.get("error"):
+        outcome["error"] = mask(outcome["error"])
     sys.stdout.flush()
+    sys.stderr.flush()
     Path(spec["result_path"]).write_text(json.dumps(outcome))
 
 

@@ -37,8 +37,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from orchestrator._logging import TaskLog, install_task_log_capture, task_log_context
+from orchestrator._logging import (
+    TaskLog,
+    current_task_log,
+    install_task_log_capture,
+    mask,
+    task_log_context,
+)
+from orchestrator._processes import marked, relay_output, sweep
 from orchestrator.errors import FailTask, SkipTask, TaskTimeout
+from orchestrator.resources._secrets import register_own_secrets
 from orchestrator.resources._services import (
     Services,
     context_scope,
@@ -100,6 +108,7 @@ class LocalExecutor:
         self.services = services
         self._threads = anyio.CapacityLimiter(thread_slots)
         install_task_log_capture()
+        register_own_secrets(services.settings)
 
     def context_of(self, request: TryRequest) -> dict[str, Any]:
         """The context the try's code (and its callbacks) see."""
@@ -115,7 +124,7 @@ class LocalExecutor:
         return build_context(request.dag, ti)
 
     async def run(self, request: TryRequest) -> TryResult:
-        log = TaskLog(request.log_path)
+        log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
         context = self.context_of(request)
         ti: RuntimeTaskInstance = context["ti"]
         # The try's start, end and state live in the store; the file holds only what the
@@ -205,9 +214,9 @@ class LocalExecutor:
             return TryResult("skipped", pushed=ti.pushed)
         if isinstance(error, FailTask):
             log.line(f"ERROR (no retry): {error}")
-            return TryResult("failed", str(error) or "FailTask", retryable=False)
+            return TryResult("failed", mask(str(error)) or "FailTask", retryable=False)
         log.write("".join(traceback.format_exception(error)))
-        return TryResult("failed", f"{type(error).__name__}: {error}")
+        return TryResult("failed", mask(f"{type(error).__name__}: {error}"))
 
     @contextmanager
     def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:
@@ -247,34 +256,39 @@ class LocalExecutor:
             "result_path": str(result_path),
         }
         settings = self.services.settings
-        env = {
-            **os.environ,
-            "ORCHESTRATOR_HOME": str(settings.home.resolve()),
-            "ORCHESTRATOR_DB": settings.db_url,
-        }
-        # Small local file operations; the child's output is written by the OS, not the loop.
-        request.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(request.log_path, "a", encoding="utf-8") as out:  # noqa: ASYNC230
-            with anyio.CancelScope(shield=True):  # see BashOperator.execute: no unguarded child
-                process = await anyio.open_process(
-                    [sys.executable, "-m", "orchestrator.runtime._child"],
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=out,
-                    env=env,
-                    start_new_session=True,
-                )
-            try:
-                assert process.stdin is not None
-                await process.stdin.send(json.dumps(spec).encode())
-                await process.stdin.aclose()
-                code = await process.wait()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    await process.wait()
-                raise
+        env, mark = marked(
+            {
+                **os.environ,
+                "ORCHESTRATOR_HOME": str(settings.home.resolve()),
+                "ORCHESTRATOR_DB": settings.db_url,
+            }
+        )
+        await anyio.Path(request.log_path.parent).mkdir(parents=True, exist_ok=True)
+        log = current_task_log()
+        with anyio.CancelScope(shield=True):  # see BashOperator.execute: no unguarded child
+            process = await anyio.open_process(
+                [sys.executable, "-m", "orchestrator.runtime._child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            assert process.stdin is not None
+            await process.stdin.send(json.dumps(spec).encode())
+            await process.stdin.aclose()
+            # Through this process's log: masked, bounded, like every try's output.
+            code, _ = await relay_output(process, log.line if log is not None else print)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(sweep, mark)
         if not result_path.exists():
             reason = (
                 f"killed by signal {signal.Signals(-code).name}"

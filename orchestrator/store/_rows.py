@@ -1,7 +1,8 @@
 """Records and rows: the SQL that writes each record, and the records rows read back.
 
 Rules (the store's): every write is an upsert or an insert-if-absent on a natural
-key; times are ISO 8601 UTC text, JSON is text.
+key; times are ISO 8601 UTC text, JSON is text; a try's error text is stored with
+every registered secret masked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator._clock import iso, parse_iso
+from orchestrator._logging import mask
 from orchestrator.core._records import (
     Record,
     RunRecord,
@@ -129,7 +131,7 @@ def try_statement(tr: TryRecord) -> Statement:
             tr.duration,
             tr.hostname,
             tr.log_path,
-            tr.error,
+            mask(tr.error) if tr.error else tr.error,
         ),
     )
 

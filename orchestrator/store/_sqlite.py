@@ -33,6 +33,22 @@ _PRAGMAS = (
 )
 
 
+def _private(path: Path) -> None:
+    """Create ``path`` and its WAL and shared-memory files with mode 0600 if absent (SQLite
+    gives the last two the database file's mode), and make an existing database of ours
+    0600: it holds try errors, XComs and encrypted secrets."""
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            continue  # not ours to create here; SQLite's open reports what matters
+        try:
+            if os.fstat(fd).st_uid == os.getuid():
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
 class SqliteBackend:
     dialect = "sqlite"
 
@@ -46,7 +62,9 @@ class SqliteBackend:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteBackend:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create, readable by its owner only) the database at ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private(path)
         try:
             writer = await aiosqlite.connect(path, isolation_level=None)
             for pragma in _PRAGMAS:
@@ -125,7 +143,7 @@ class SqliteBackend:
             return None
         lock = self._path.with_name(self._path.name + "-daemon.lock")
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open the daemon lock {lock}: {exc}") from exc
         try:
