@@ -212,10 +212,15 @@ class TaskLog:
             data = data[-self.TAIL_BYTES :]
         self._tail.append(data)
         self._tail_size += len(data)
-        while self._tail_size - len(self._tail[0]) >= self.TAIL_BYTES:
-            dropped = self._tail.popleft()
-            self._tail_size -= len(dropped)
-            self._dropped += len(dropped)
+        excess = self._tail_size - self.TAIL_BYTES
+        while excess > 0:
+            first = self._tail.popleft()
+            if len(first) > excess:
+                self._tail.appendleft(first[excess:])
+            cut = min(excess, len(first))
+            self._tail_size -= cut
+            self._dropped += cut
+            excess -= cut
 
     def _flush(self) -> None:
         self._flushed_at = time.monotonic()

@@ -368,3 +368,25 @@ async def fill(store: Store, log_file: Path) -> None:
             ),
         ]
     )
+
+
+async def test_a_log_is_served_from_its_end_in_windows(db_url: str, tmp_path: Path) -> None:
+    """A big log is never sent whole: its last MiB by default, any window on request."""
+    log_file = tmp_path / "attempt=1.log"
+    lines = [f"line {i:07d}\n" for i in range(400_000)]  # 5.2 MB
+    log_file.write_text("".join(lines))
+    size = log_file.stat().st_size
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, store):
+        await fill(store, log_file)
+        path = "/api/v1/runs/r1/tasks/a/logs"
+        tail = (await api.get(path)).json()["tries"][0]
+        head = (await api.get(path, params={"offset": 0, "length": 26})).json()["tries"][0]
+        past = (await api.get(path, params={"offset": size + 5})).json()["tries"][0]
+        too_big = await api.get(path, params={"length": 8 * 1024 * 1024 + 1})
+    assert (tail["log_size"], tail["log_offset"]) == (size, size - 1024 * 1024)
+    assert tail["log"].endswith("line 0399999\n")
+    assert len(tail["log"]) == 1024 * 1024
+    assert (head["log"], head["log_offset"]) == ("line 0000000\nline 0000001\n", 0)
+    assert (past["log"], past["log_offset"]) == ("", size)
+    assert too_big.status_code == 400

@@ -591,3 +591,34 @@ def test_the_home_the_database_and_task_logs_are_private(
     assert any(p.name == "attempt=1.log" for p in files)
     loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in files}
     assert {k: v for k, v in loose.items() if v != "0o600"} == {}
+
+
+LOUD = """
+from orchestrator import DAG
+from orchestrator.operators import BashOperator
+with DAG("loud"):
+    BashOperator(
+        task_id="t",
+        bash_command="head -c 60000000 /dev/zero | tr '\\\\0' x | fold -w 1000; echo the end",
+    )
+"""
+
+
+def test_a_task_printing_60_mb_leaves_a_capped_log_served_in_a_window(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, home: Path
+) -> None:
+    """Once a 200 MB file, one GET of 210 MB of JSON and a daemon at 458 MB: now the file
+    stops at the cap, a GET sends its last MiB, and the daemon stays small."""
+    dag_file("loud.py", LOUD)
+    d = daemon(ORCHESTRATOR_TASK_LOG_MAX_BYTES=str(8 * 1024 * 1024))
+    d.api("POST", "/api/v1/dags/loud/runs", json={"run_id": "r"})
+    assert d.wait_for(lambda: d.run_state("loud", "r") == "success", 60)
+    (log_file,) = home.rglob("attempt=1.log")
+    assert log_file.stat().st_size < 8 * 1024 * 1024 + 200
+    response = d.api("GET", "/api/v1/runs/r/tasks/t/logs")
+    assert len(response.content) < 1.1 * 1024 * 1024
+    tail = response.json()["tries"][0]
+    assert tail["log"].endswith("the end\n")
+    assert "bytes of output dropped" in log_file.read_text()
+    assert d.proc is not None
+    assert trial._rss(d.proc.pid) < 200 * 1024 * 1024

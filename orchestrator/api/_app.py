@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -49,6 +49,9 @@ _OPEN = {"/api/v1/health"}
 _STORE_WAIT = 10.0  # seconds a write request waits for an unavailable store
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _MAX_QUERY_INT = 10_000
+_LOG_WINDOW = 1024 * 1024  # a log is served from its end, this much at a time by default
+_MAX_LOG_WINDOW = 8 * 1024 * 1024
+_MAX_OFFSET = 999_999_999_999_999
 
 
 class ClientError(Exception):
@@ -182,8 +185,13 @@ class _Handlers:
             tries = [t for t in tries if t.try_number == number]
             if not tries:
                 raise NotFound(f"task {task_id!r} of run {run.run_id!r} has no try {number}")
+        offset = _int_param(request, "offset", -1, maximum=_MAX_OFFSET)
+        length = _int_param(request, "length", _LOG_WINDOW, maximum=_MAX_LOG_WINDOW)
         out = []
         for attempt in tries:
+            text, start, size = await anyio.to_thread.run_sync(
+                _read_log, attempt.log_path, offset, length
+            )
             out.append(
                 {
                     "try_number": attempt.try_number,
@@ -191,7 +199,9 @@ class _Handlers:
                     "start_date": iso(attempt.start_date),
                     "end_date": iso(attempt.end_date),
                     "error": attempt.error,
-                    "log": await _read_log(attempt.log_path),
+                    "log": text,
+                    "log_offset": start,
+                    "log_size": size,
                 }
             )
         return JSONResponse(
@@ -299,23 +309,29 @@ def _parse_date(value: Any, field: str) -> datetime | None:
     return check_logical_date(parsed, field)
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+def _int_param(request: Request, name: str, default: int, *, maximum: int = _MAX_QUERY_INT) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 5 or int(raw) > _MAX_QUERY_INT:
-        raise ClientError(400, f"{name}: must be an integer from 0 to {_MAX_QUERY_INT}")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15 or int(raw) > maximum:
+        raise ClientError(400, f"{name}: must be an integer from 0 to {maximum}")
     return int(raw)
 
 
-async def _read_log(path: str) -> str:
+def _read_log(path: str, offset: int, length: int) -> tuple[str, int, int]:
+    """Up to ``length`` bytes of the log at ``path`` from ``offset`` (-1: its last
+    ``length`` bytes), as (text, where the text starts, the log's size). Blocking."""
     if not path:
-        return ""
+        return "", 0, 0
     try:
-        data = await anyio.Path(Path(path)).read_bytes()
+        with open(path, "rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            start = max(0, size - length) if offset < 0 else min(offset, size)
+            log.seek(start)
+            data = log.read(length)
     except FileNotFoundError:
-        return ""
-    return data.decode("utf-8", errors="replace")
+        return "", 0, 0
+    return data.decode("utf-8", errors="replace"), start, size
 
 
 @contextlib.contextmanager
