@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator._clock import iso
+from orchestrator.api._openapi import openapi_document
 from orchestrator.api._protocol import ControlPlane, RunQueries
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
@@ -111,6 +112,9 @@ class _Handlers:
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", **self.control.health()})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
 
     async def list_dags(self, request: Request) -> Response:
         dags = sorted(self.control.dags.values(), key=lambda d: d.dag_id)
@@ -234,6 +238,7 @@ def create_app(
     api = _Handlers(control, runs, token, hosts, max_body)
     routes = [
         Route("/api/v1/health", api.health),
+        Route("/api/v1/openapi.json", api.openapi),
         Route("/api/v1/dags", api.list_dags),
         Route("/api/v1/dags/{dag_id}", api.get_dag, methods=["GET"]),
         Route("/api/v1/dags/{dag_id}", api.patch_dag, methods=["PATCH"]),

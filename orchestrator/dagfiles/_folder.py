@@ -14,7 +14,9 @@ Rules:
 3. A file's DAGs are replaced as a unit. A file that stops importing keeps no
    DAGs and gets an import error; fixing it clears the error.
 4. A DAG id is owned by the first file that defined it; another file defining
-   it gets an import error until the owner lets it go.
+   it gets an import error until the owner lets it go. Among files read in the
+   same change (the first load), the one that sorts first owns it, whichever
+   finished importing first.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class DagFolder:
         each file's change goes to ``report`` when it is in. Returns all of them."""
         upserted: dict[str, DAG] = {}
         removed: set[str] = set()
+        claimed: dict[str, str] = {}  # DAG id -> the file that took it in this refresh
 
         async def one(path: Path) -> None:
             key = str(path)
@@ -105,7 +108,7 @@ class DagFolder:
             self._busy.add(key)
             try:
                 while True:
-                    change = await self._refresh_file(path, report)
+                    change = await self._refresh_file(path, report, claimed)
                     for dag in change.upserted:
                         upserted[dag.dag_id] = dag
                     removed.update(change.removed)
@@ -129,7 +132,9 @@ class DagFolder:
             sorted(d for d in removed if d not in self.dags),
         )
 
-    async def _refresh_file(self, path: Path, report: Report | None) -> FolderChange:
+    async def _refresh_file(
+        self, path: Path, report: Report | None, claimed: dict[str, str]
+    ) -> FolderChange:
         """Import one file afresh and apply what it defines now, as one change, reported
         before any other file's change is applied (so reports arrive in the order of the
         changes)."""
@@ -141,7 +146,7 @@ class DagFolder:
         else:
             dags, error = await self._import(path)
         async with self._apply:
-            change = self._apply_file(path, sig, dags, error)
+            change = self._apply_file(path, sig, dags, error, claimed)
             if report is not None and (change.upserted or change.removed):
                 await report(change)
         return change
@@ -152,6 +157,7 @@ class DagFolder:
         sig: tuple[int, int] | None,
         dags: list[DAG],
         error: ImportErrorRecord | None,
+        claimed: dict[str, str],
     ) -> FolderChange:
         """The file's DAGs replaced as a unit (rule 3)."""
         before = set(self._by_file.pop(str(path), []))
@@ -161,7 +167,7 @@ class DagFolder:
             self._sigs[str(path)] = sig
         if error is not None:
             self.errors[str(path)] = error
-        kept = self._adopt(path, dags)
+        kept = self._adopt(path, dags, claimed)
         removed = before - {d.dag_id for d in kept}
         for dag_id in removed:
             if not any(dag_id in ids for ids in self._by_file.values()):
@@ -183,7 +189,7 @@ class DagFolder:
         log.info("DAG file loaded", file=str(path), dags=[d.dag_id for d in dags])
         return dags, None
 
-    def _adopt(self, path: Path, dags: list[DAG]) -> list[DAG]:
+    def _adopt(self, path: Path, dags: list[DAG], claimed: dict[str, str]) -> list[DAG]:
         kept = []
         for dag in dags:
             current = self.dags.get(dag.dag_id)
@@ -193,14 +199,22 @@ class DagFolder:
                 and owner != str(path)
                 and dag.dag_id in self._by_file.get(owner, ())
             ):
-                message = f"DAG {dag.dag_id!r} is already defined in {owner}"
-                self.errors[str(path)] = ImportErrorRecord(str(path), message, "")
-                log.error("DAG file failed to import", file=str(path), error=message)
-                continue
+                if claimed.get(dag.dag_id) == owner and path < Path(owner):
+                    self._by_file[owner].remove(dag.dag_id)  # rule 4: the first in order
+                    self._refuse(Path(owner), dag.dag_id, str(path))
+                else:
+                    self._refuse(path, dag.dag_id, owner)
+                    continue
             self.dags[dag.dag_id] = dag
+            claimed[dag.dag_id] = str(path)
             kept.append(dag)
         self._by_file[str(path)] = [d.dag_id for d in kept]
         return kept
+
+    def _refuse(self, path: Path, dag_id: str, owner: str) -> None:
+        message = f"DAG {dag_id!r} is already defined in {owner}"
+        self.errors[str(path)] = ImportErrorRecord(str(path), message, "")
+        log.error("DAG file failed to import", file=str(path), error=message)
 
     async def watch(
         self,

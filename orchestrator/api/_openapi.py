@@ -1,0 +1,384 @@
+"""The API described as an OpenAPI 3.1 document, served at ``/api/v1/openapi.json``.
+
+The routes of ``_app`` and the paths here are the same set (a test holds them so);
+the shapes are those of SPEC section 7 and the CLI's ``--json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.core._intake import MAX_CONF_DEPTH, RUN_ID_PATTERN
+
+__all__ = ["openapi_document"]
+
+_DATE = {"type": ["string", "null"], "format": "date-time"}
+_ERROR = {
+    "description": "a client mistake or a refusal, naming the field or object",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    },
+}
+_KEY = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,250}$"}
+_RUN_ID = {"type": "string", "pattern": f"^{RUN_ID_PATTERN.pattern}$"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Dag": {
+        "type": "object",
+        "required": ["dag_id", "file", "schedule", "is_paused", "tags"],
+        "properties": {
+            "dag_id": {"type": "string"},
+            "file": {"type": "string"},
+            "schedule": {"type": "string"},
+            "is_paused": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "DagDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Dag"},
+            {
+                "type": "object",
+                "required": ["tasks", "next_run"],
+                "properties": {
+                    "tasks": {"type": "array", "items": {"type": "string"}},
+                    "next_run": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "logical_date": _DATE,
+                            "data_interval_start": _DATE,
+                            "data_interval_end": _DATE,
+                        },
+                    },
+                },
+            },
+        ]
+    },
+    "Run": {
+        "type": "object",
+        "required": [
+            "dag_id",
+            "run_id",
+            "state",
+            "run_type",
+            "logical_date",
+            "start_date",
+            "end_date",
+            "conf",
+        ],
+        "properties": {
+            "dag_id": {"type": "string"},
+            "run_id": {"type": "string"},
+            "state": {"enum": ["queued", "running", "success", "failed"]},
+            "run_type": {
+                "enum": [
+                    "manual",
+                    "scheduled",
+                    "backfill",
+                    "dataset_triggered",
+                    "event_triggered",
+                ]
+            },
+            "logical_date": _DATE,
+            "start_date": _DATE,
+            "end_date": _DATE,
+            "conf": {"type": "object"},
+        },
+    },
+    "RunDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Run"},
+            {
+                "type": "object",
+                "required": ["tasks"],
+                "properties": {
+                    "tasks": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["task_id", "state", "try_number"],
+                            "properties": {
+                                "task_id": {"type": "string"},
+                                "state": {"type": "string"},
+                                "try_number": {"type": "integer"},
+                                "start_date": _DATE,
+                                "end_date": _DATE,
+                                "duration": {"type": ["number", "null"]},
+                            },
+                        },
+                    }
+                },
+            },
+        ]
+    },
+    "TaskLogs": {
+        "type": "object",
+        "required": ["dag_id", "run_id", "task_id", "tries"],
+        "properties": {
+            "dag_id": {"type": "string"},
+            "run_id": {"type": "string"},
+            "task_id": {"type": "string"},
+            "tries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["try_number", "state", "log", "log_offset", "log_size"],
+                    "properties": {
+                        "try_number": {"type": "integer"},
+                        "state": {"type": "string"},
+                        "start_date": _DATE,
+                        "end_date": _DATE,
+                        "error": {"type": ["string", "null"]},
+                        "log": {"type": "string"},
+                        "log_offset": {"type": "integer", "minimum": 0},
+                        "log_size": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+        },
+    },
+    "ImportError": {
+        "type": "object",
+        "required": ["file", "error", "traceback"],
+        "properties": {
+            "file": {"type": "string"},
+            "error": {"type": "string"},
+            "traceback": {"type": "string"},
+        },
+    },
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _query_int(name: str, maximum: int, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
+    }
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+_DAG_ID = _path("dag_id", _KEY)
+_DAG_FILTER = {
+    "name": "dag_id",
+    "in": "query",
+    "required": False,
+    "description": "the DAG, when several DAGs have a run with this id",
+    "schema": _KEY,
+}
+_PATHS: dict[str, Any] = {
+    "/api/v1/health": {
+        "get": {
+            "summary": "Liveness and counts; never needs the token",
+            "security": [],
+            "responses": {
+                "200": _json(
+                    "the daemon is up",
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"const": "ok"},
+                            "dags": {"type": "integer"},
+                            "import_errors": {"type": "integer"},
+                            "running_tasks": {"type": "integer"},
+                            "loading": {"type": "boolean"},
+                        },
+                    },
+                )
+            },
+        }
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": _json("the OpenAPI document", {"type": "object"})},
+        }
+    },
+    "/api/v1/dags": {
+        "get": {
+            "summary": "Every DAG, by id",
+            "responses": {"200": _json("the DAGs", {"type": "array", "items": _ref("Dag")})},
+        }
+    },
+    "/api/v1/dags/{dag_id}": {
+        "parameters": [_DAG_ID],
+        "get": {
+            "summary": "One DAG, with its tasks and next run",
+            "responses": {"200": _json("the DAG", _ref("DagDetail")), "404": _ERROR},
+        },
+        "patch": {
+            "summary": "Pause or unpause a DAG",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["is_paused"],
+                            "additionalProperties": False,
+                            "properties": {"is_paused": {"type": "boolean"}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json("the DAG", _ref("Dag")),
+                "400": _ERROR,
+                "404": _ERROR,
+                "503": _ERROR,
+            },
+        },
+    },
+    "/api/v1/dags/{dag_id}/runs": {
+        "parameters": [_DAG_ID],
+        "get": {
+            "summary": "The DAG's runs, newest first",
+            "parameters": [
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["queued", "running", "success", "failed"]},
+                },
+                _query_int("limit", 10_000, "at most this many runs (100)"),
+            ],
+            "responses": {
+                "200": _json("the runs", {"type": "array", "items": _ref("Run")}),
+                "400": _ERROR,
+                "404": _ERROR,
+            },
+        },
+        "post": {
+            "summary": "Trigger a run",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "conf": {
+                                    "type": ["object", "null"],
+                                    "description": (
+                                        "standard JSON: finite numbers, integers of at most "
+                                        "1,000 digits, no lone surrogates, nested at most "
+                                        f"{MAX_CONF_DEPTH} deep"
+                                    ),
+                                },
+                                "logical_date": {
+                                    "type": ["string", "null"],
+                                    "format": "date-time",
+                                    "description": "from 1900-01-01 to 9000-01-01 (UTC)",
+                                },
+                                "run_id": _RUN_ID,
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json("the run, queued", _ref("Run")),
+                "400": _ERROR,
+                "404": _ERROR,
+                "409": _ERROR,
+                "413": _ERROR,
+                "415": _ERROR,
+                "503": _ERROR,
+            },
+        },
+    },
+    "/api/v1/runs/{run_id}": {
+        "parameters": [_path("run_id", {"type": "string"}), _DAG_FILTER],
+        "get": {
+            "summary": "One run and its tasks",
+            "responses": {
+                "200": _json("the run", _ref("RunDetail")),
+                "404": _ERROR,
+                "409": _ERROR,
+            },
+        },
+    },
+    "/api/v1/runs/{run_id}/tasks/{task_id}/logs": {
+        "parameters": [
+            _path("run_id", {"type": "string"}),
+            _path("task_id", {"type": "string"}),
+            _DAG_FILTER,
+        ],
+        "get": {
+            "summary": "A task's tries, each with a window of its log (its end by default)",
+            "parameters": [
+                _query_int("try", 10_000, "only this try"),
+                _query_int("offset", 999_999_999_999_999, "the window's first byte"),
+                _query_int("length", 8 * 1024 * 1024, "the window's length in bytes"),
+            ],
+            "responses": {
+                "200": _json("the tries", _ref("TaskLogs")),
+                "400": _ERROR,
+                "404": _ERROR,
+                "409": _ERROR,
+            },
+        },
+    },
+    "/api/v1/import-errors": {
+        "get": {
+            "summary": "The DAG files that failed to import",
+            "responses": {
+                "200": _json("the errors", {"type": "array", "items": _ref("ImportError")})
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "the metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API as an OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Orchestrator API",
+            "version": "1",
+            "description": (
+                "The daemon's HTTP API. Writes need Content-Type: application/json; "
+                "with a token configured, every route but /api/v1/health needs "
+                "Authorization: Bearer <token>."
+            ),
+        },
+        "paths": _PATHS,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],  # the token when one is configured
+    }
