@@ -101,6 +101,33 @@ def test_hostile_trigger_requests_are_refused_and_the_daemon_runs_on(
     assert d.api("GET", "/api/v1/dags/echo/runs").status_code == 200
 
 
+def test_what_a_web_page_can_send_triggers_nothing(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile
+) -> None:
+    """No token (the default on loopback): a text/plain POST (no CORS preflight needed), a
+    form post, a cross-origin JSON post and a rebound DNS name are refused; a 20 MB conf
+    is 413. None of them makes a run."""
+    dag_file("echo.py", ECHO)
+    d = daemon()
+    path = "/api/v1/dags/echo/runs"
+    refused = [
+        d.api("POST", path, content=b"{}", headers={"Content-Type": "text/plain"}),
+        d.api("POST", path, data={"conf": "{}"}),
+        d.api(
+            "POST",
+            path,
+            json={},
+            headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        ),
+        d.api("POST", path, json={}, headers={"Host": "evil.example"}),
+        d.api("GET", "/api/v1/dags", headers={"Host": "rebound.evil.example:8080"}),
+        d.api("POST", path, json={"conf": {"x": "x" * 20_000_000}}),
+    ]
+    assert [r.status_code for r in refused] == [415, 415, 403, 400, 400, 413]
+    assert d.runs("echo") == []
+    assert d.api("POST", path, json={}).status_code == 201
+
+
 async def test_twenty_concurrent_triggers_of_one_run_id_make_one_run_and_one_try(
     daemon: Callable[..., DaemonProc], dag_file: DagFile
 ) -> None:
