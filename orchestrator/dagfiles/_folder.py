@@ -49,6 +49,7 @@ class FolderChange:
 
 
 Report = Callable[[FolderChange], Awaitable[None]]
+_GATHER_SECONDS = 0.05  # how long a report waits for other files importing at the same time
 
 
 @dataclass(slots=True)
@@ -61,7 +62,8 @@ class DagFolder:
     _sigs: dict[str, tuple[int, int]] = field(default_factory=dict)  # (mtime_ns, size)
     _busy: set[str] = field(default_factory=set)  # files importing now
     _again: set[str] = field(default_factory=set)  # files changed while importing
-    _apply: anyio.Lock = field(default_factory=anyio.Lock)
+    _unreported: list[FolderChange] = field(default_factory=list)  # applied, not reported
+    _delivering: bool = False
     # awatch waits in a worker thread that cancellation cannot interrupt; the thread
     # checks this event every step, so stop() must be called before cancelling watch().
     _stop: anyio.Event = field(default_factory=anyio.Event)
@@ -100,7 +102,7 @@ class DagFolder:
         removed: set[str] = set()
         claimed: dict[str, str] = {}  # DAG id -> the file that took it in this refresh
 
-        async def one(path: Path) -> None:
+        async def one(path: Path, sig: tuple[int, int] | None) -> None:
             key = str(path)
             if key in self._busy:
                 self._again.add(key)
@@ -108,48 +110,70 @@ class DagFolder:
             self._busy.add(key)
             try:
                 while True:
-                    change = await self._refresh_file(path, report, claimed)
+                    change = await self._refresh_file(path, sig, claimed)
                     for dag in change.upserted:
                         upserted[dag.dag_id] = dag
                     removed.update(change.removed)
+                    if report is not None and (change.upserted or change.removed):
+                        self._unreported.append(change)
+                        await self._deliver(report)
                     if key not in self._again:
                         break
                     self._again.discard(key)
+                    sig = await anyio.to_thread.run_sync(_signature, self.folder, path)
             finally:
                 self._busy.discard(key)
 
-        signatures = {
-            path: await anyio.to_thread.run_sync(_signature, self.folder, path) for path in paths
-        }
-        gone = sorted(p for p, sig in signatures.items() if sig is None)
-        for path in gone:
-            await one(path)
+        signatures = await anyio.to_thread.run_sync(_signatures_of, self.folder, sorted(paths))
+        for path, sig in signatures.items():
+            if sig is None:  # deleted files first
+                await one(path, sig)
         async with anyio.create_task_group() as tg:
-            for path in sorted(set(paths) - set(gone)):
-                tg.start_soon(one, path)
+            for path, sig in signatures.items():
+                if sig is not None:
+                    tg.start_soon(one, path, sig)
         return FolderChange(
             [upserted[d] for d in sorted(upserted) if d in self.dags],
             sorted(d for d in removed if d not in self.dags),
         )
 
+    async def _deliver(self, report: Report) -> None:
+        """Report the changes applied so far, in the order they were applied, merged into
+        one. One task delivers at a time and takes along whatever was applied meanwhile;
+        while other files are still importing it waits a moment for them, so many files
+        loading at once make a few reports, not one each."""
+        if self._delivering:
+            return  # the delivery under way takes this change too
+        self._delivering = True
+        try:
+            while self._unreported:
+                if len(self._busy) > 1:
+                    await anyio.sleep(_GATHER_SECONDS)
+                changes, self._unreported = self._unreported, []
+                upserted: dict[str, DAG] = {}
+                removed: set[str] = set()
+                for change in changes:
+                    for dag_id in change.removed:
+                        upserted.pop(dag_id, None)
+                        removed.add(dag_id)
+                    for dag in change.upserted:
+                        removed.discard(dag.dag_id)
+                        upserted[dag.dag_id] = dag
+                await report(FolderChange(list(upserted.values()), sorted(removed)))
+        finally:
+            self._delivering = False
+
     async def _refresh_file(
-        self, path: Path, report: Report | None, claimed: dict[str, str]
+        self, path: Path, sig: tuple[int, int] | None, claimed: dict[str, str]
     ) -> FolderChange:
-        """Import one file afresh and apply what it defines now, as one change, reported
-        before any other file's change is applied (so reports arrive in the order of the
-        changes)."""
-        sig = await anyio.to_thread.run_sync(_signature, self.folder, path)
+        """Import one file afresh and apply what it defines now, as one change."""
         dags: list[DAG] = []
         error = None
         if sig is None:
             forget_dag_file(path)
         else:
             dags, error = await self._import(path)
-        async with self._apply:
-            change = self._apply_file(path, sig, dags, error, claimed)
-            if report is not None and (change.upserted or change.removed):
-                await report(change)
-        return change
+        return self._apply_file(path, sig, dags, error, claimed)
 
     def _apply_file(
         self,
@@ -275,6 +299,10 @@ class DagFolder:
 
 def _is_python(_change: object, path: str) -> bool:
     return path.endswith(".py")
+
+
+def _signatures_of(folder: Path, paths: list[Path]) -> dict[Path, tuple[int, int] | None]:
+    return {path: _signature(folder, path) for path in paths}
 
 
 def _signatures(folder: Path) -> dict[str, tuple[int, int]]:
