@@ -18,6 +18,7 @@ import hypothesis
 import pytest
 
 from orchestrator._settings import Settings, load_settings
+from tests.daemon_proc import DaemonProc
 
 # Properties here are about correctness, not speed: a loaded CI machine must not fail
 # an example for taking longer than Hypothesis's default 200 ms deadline.
@@ -130,3 +131,19 @@ def aws_conn(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"aws://testing:testing@/?endpoint_url={moto_url}&region_name=us-east-1"
     monkeypatch.setenv("ORCHESTRATOR_CONN_AWS_DEFAULT", uri)
     return uri
+
+
+@pytest.fixture
+def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
+    """Start ``orchestrator daemon`` subprocesses on the test's home and store (extra
+    settings as keyword arguments); each is stopped at the end of the test."""
+    started: list[DaemonProc] = []
+
+    def start(**env: str) -> DaemonProc:
+        proc = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, **env}).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

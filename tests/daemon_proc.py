@@ -25,9 +25,9 @@ class DaemonProc:
         self.url = ""
         self.log_path = home.parent / f"daemon-{time.monotonic_ns()}.log"
 
-    def start(self, within: float = 20.0) -> DaemonProc:
-        info = self.home / "daemon.json"
-        info.unlink(missing_ok=True)
+    def spawn(self) -> DaemonProc:
+        """Start the process without waiting for it to be ready."""
+        (self.home / "daemon.json").unlink(missing_ok=True)
         self.started_at = time.monotonic()
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -37,6 +37,11 @@ class DaemonProc:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        return self
+
+    def start(self, within: float = 20.0) -> DaemonProc:
+        info = self.home / "daemon.json"
+        self.spawn()
         self.wait_for(info.exists, within, "daemon.json")
         self.url = json.loads(info.read_text())["api_url"]
         self.ready_after = time.monotonic() - self.started_at

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -45,20 +45,6 @@ from orchestrator.operators import EmptyOperator
 with DAG("daily", schedule="@daily", start_date=datetime(2026, 1, 1)):
     EmptyOperator(task_id="a")
 """
-
-
-@pytest.fixture
-def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
-    started: list[DaemonProc] = []
-
-    def start(**env: str) -> DaemonProc:
-        proc = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, **env}).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -43,20 +43,6 @@ from orchestrator.operators import BashOperator
 with DAG("echo", schedule=None, start_date=datetime(2026, 1, 1)):
     BashOperator(task_id="say", bash_command="echo run {{ run_id }}")
 """
-
-
-@pytest.fixture
-def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
-    started: list[DaemonProc] = []
-
-    def start(**env: str) -> DaemonProc:
-        proc = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, **env}).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def ended(d: DaemonProc, run_id: str) -> str | None:
@@ -339,14 +325,7 @@ def test_a_slow_dag_file_holds_up_neither_the_api_nor_the_other_files(
     port = free_port()
     d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
     d.url = f"http://127.0.0.1:{port}"
-    d.log = d.log_path.open("w")
-    d.proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "daemon"],
-        env=d.env,
-        stdout=d.log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    d.spawn()
     try:
 
         def dags() -> list[str]:
@@ -550,9 +529,11 @@ from orchestrator.operators import BashOperator, PythonOperator
 COMMAND = {command!r}
 def run():
     subprocess.call(["bash", "-c", COMMAND])
-with DAG("escape_timeout"):
+with DAG("escape_timeout", dagrun_timeout={dagrun_timeout}):
     if {isolation!r} == "thread":
         BashOperator(task_id="t", bash_command=COMMAND, execution_timeout=timedelta(seconds=1))
+    elif {isolation!r} == "dagrun":
+        BashOperator(task_id="t", bash_command=COMMAND)
     else:
         PythonOperator(
             task_id="t",
@@ -563,15 +544,20 @@ with DAG("escape_timeout"):
 """
 
 
-@pytest.mark.parametrize("isolation", ["thread", "process"])
+@pytest.mark.parametrize("isolation", ["thread", "process", "dagrun"])
 async def test_a_timed_out_try_kills_what_escaped_its_process_group(
     settings: Settings, tmp_path: Path, dag_file: DagFile, isolation: str
 ) -> None:
     """A double fork into a new session survives the process-group kill; the try's mark
-    still finds it, for Bash and for a task in its own process."""
+    still finds it, for Bash and for a task in its own process, on execution_timeout and
+    on dagrun_timeout."""
     pidfile = tmp_path / "escaped.pid"
     command = f"setsid sleep 300 > /dev/null 2>&1 < /dev/null & echo $! > {pidfile}; sleep 60"
-    path = dag_file("escape.py", ESCAPING.format(command=command, isolation=isolation))
+    dagrun_timeout = "timedelta(seconds=1)" if isolation == "dagrun" else "None"
+    path = dag_file(
+        "escape.py",
+        ESCAPING.format(command=command, isolation=isolation, dagrun_timeout=dagrun_timeout),
+    )
     (dag,) = load_dag_file(path)
     live = await run_dag_once(settings, dag)
     assert live.tis["t"].state == TaskState.FAILED
