@@ -49,15 +49,21 @@ _secrets: set[str] = set()
 _MIN_SECRET = 4  # shorter strings would mask ordinary words
 
 
+_longest_first: list[str] = []  # a secret that contains another is masked whole
+
+
 def register_secret(value: str | None) -> None:
     """Mask ``value`` in every log line from now on, as it is and URL-encoded."""
+    global _longest_first
     if value and len(value) >= _MIN_SECRET:
-        _secrets.update({value, quote(value, safe=""), quote_plus(value)})
+        forms = {value, quote(value, safe=""), quote_plus(value)}
+        if not forms <= _secrets:
+            _secrets.update(forms)
+            _longest_first = sorted(_secrets, key=len, reverse=True)
 
 
 def mask(text: str) -> str:
-    # Longest first: a secret that contains another is masked whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, "***")
     return text
