@@ -635,3 +635,29 @@ def test_a_task_printing_60_mb_leaves_a_capped_log_served_in_a_window(
     assert "bytes of output dropped" in log_file.read_text()
     assert d.proc is not None
     assert trial._rss(d.proc.pid) < 200 * 1024 * 1024
+
+
+def test_sigterm_while_a_dag_file_still_imports_stops_the_daemon_at_once(
+    home: Path, db_url: str, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """The stop does not wait for the first load (up to the import timeout) to end."""
+    dag_file("slow.py", BLOCKED.format(release=str(tmp_path / "never"), dag_id="slow"))
+    port = free_port()
+    d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
+    d.url = f"http://127.0.0.1:{port}"
+    d.spawn()
+    try:
+
+        def loading() -> bool:
+            try:
+                return bool(d.api("GET", "/api/v1/health").json()["loading"])
+            except httpx.TransportError:
+                return False
+
+        d.wait_for(loading, 20, "the API while the slow file imports")
+        d.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert d.wait(15) == 0
+        assert time.monotonic() - stopped < 10
+    finally:
+        d.stop()

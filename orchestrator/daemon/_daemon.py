@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from orchestrator._aio import unless_set
 from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.api import serve_api
@@ -185,7 +186,7 @@ class Daemon:
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
             # The API answers while the DAG files load (health says "loading"); a DAG is
-            # known to it as soon as its own file is in.
+            # known to it as soon as its own file is in; a stop does not wait for the load.
             self.api_url = await intake.start(
                 functools.partial(
                     serve_api,
@@ -210,17 +211,18 @@ class Daemon:
                 if scope.cancelled_caught:
                     log.error("DAGs sync from S3 took over 30 s; going on", url=self.s3.url)
                 intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
-            await intake.start(self.folder.watch, self._on_folder_change)
-            self._write_daemon_file()
-            self.ready.set()
-            log.info(
-                "daemon ready",
-                api=self.api_url,
-                dags=len(self.folder.dags),
-                import_errors=len(self.folder.errors),
-                db=self.store.dialect,
-            )
-            await self._stop.wait()
+            load = functools.partial(intake.start, self.folder.watch, self._on_folder_change)
+            if await unless_set(self._stop, load, on_set=self.folder.stop):
+                self._write_daemon_file()
+                self.ready.set()
+                log.info(
+                    "daemon ready",
+                    api=self.api_url,
+                    dags=len(self.folder.dags),
+                    import_errors=len(self.folder.errors),
+                    db=self.store.dialect,
+                )
+                await self._stop.wait()
             log.info("shutdown: no new work", grace_s=self.settings.shutdown_grace)
             self.folder.stop()
             intake.cancel_scope.cancel()
