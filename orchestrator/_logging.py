@@ -232,8 +232,9 @@ class TaskLog:
         self._flushed_at = time.monotonic()
         if not self._parts:
             return
-        self._file_handle().write(b"".join(self._parts))
-        self._file.flush()  # type: ignore[union-attr]
+        out = self._file_handle()
+        out.write(b"".join(self._parts))
+        out.flush()
         self._parts.clear()
         self._size = 0
 

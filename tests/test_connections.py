@@ -6,8 +6,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from orchestrator._logging import mask
+from orchestrator._settings import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.resources._connections import Connection
+from orchestrator.resources._connections import Connection, register_own_secrets
 from orchestrator.resources._secrets import Cipher
 
 
@@ -77,3 +78,11 @@ def test_loaded_secrets_are_masked() -> None:
     """Once a connection is loaded, its password is masked in log text."""
     Connection.from_uri("m", "http://u:masked-pw-42@h/")
     assert mask("the password is masked-pw-42!") == "the password is ***!"
+
+
+def test_the_processs_own_secrets_are_masked_from_the_start() -> None:
+    """The database password as written (URL-encoded in the URL), the API token, and the
+    passwords of connections given in the environment, before any task reads them."""
+    settings = Settings(db="postgresql://u:Db%40Pass-91@h/d", api_token="Tok-From-Settings")
+    register_own_secrets(settings, {"ORCHESTRATOR_CONN_SRC": "x://u:Conn-Pass-77@h"})
+    assert mask("Db@Pass-91 Tok-From-Settings Conn-Pass-77") == "*** *** ***"

@@ -3,6 +3,7 @@ crashed it, ran a task twice, leaked a secret or answered 500 stays here as a te
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -11,8 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -308,10 +310,28 @@ with DAG("{dag_id}"):
 """
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def spawned(home: Path, db_url: str) -> Iterator[DaemonProc]:
+    """A daemon started without waiting for it to be ready, on a port known before it
+    listens (its daemon.json is written only once the DAG files are in)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
+    d.url = f"http://127.0.0.1:{port}"
+    d.spawn()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def answer(d: DaemonProc, path: str) -> Any:
+    """The JSON a GET of ``path`` answers, None while the API does not listen yet."""
+    try:
+        return d.api("GET", path).json()
+    except httpx.TransportError:
+        return None
 
 
 def test_a_slow_dag_file_holds_up_neither_the_api_nor_the_other_files(
@@ -322,17 +342,10 @@ def test_a_slow_dag_file_holds_up_neither_the_api_nor_the_other_files(
     release = tmp_path / "release"
     dag_file("a_slow.py", BLOCKED.format(release=str(release), dag_id="slow"))
     dag_file("b_good.py", GOOD)
-    port = free_port()
-    d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
-    d.url = f"http://127.0.0.1:{port}"
-    d.spawn()
-    try:
+    with spawned(home, db_url) as d:
 
         def dags() -> list[str]:
-            try:
-                return [x["dag_id"] for x in d.api("GET", "/api/v1/dags").json()]
-            except httpx.TransportError:
-                return []
+            return [x["dag_id"] for x in answer(d, "/api/v1/dags") or []]
 
         d.wait_for(lambda: dags() == ["good"], 20, "the good DAG while the slow file imports")
         assert d.api("GET", "/api/v1/health").json()["loading"] is True
@@ -341,8 +354,6 @@ def test_a_slow_dag_file_holds_up_neither_the_api_nor_the_other_files(
         d.wait_for((home / "daemon.json").exists, 20, "readiness")
         assert dags() == ["good", "slow"]
         assert d.api("GET", "/api/v1/health").json()["loading"] is False
-    finally:
-        d.stop()
 
 
 async def test_a_file_added_while_another_imports_is_loaded_at_once(
@@ -642,22 +653,13 @@ def test_sigterm_while_a_dag_file_still_imports_stops_the_daemon_at_once(
 ) -> None:
     """The stop does not wait for the first load (up to the import timeout) to end."""
     dag_file("slow.py", BLOCKED.format(release=str(tmp_path / "never"), dag_id="slow"))
-    port = free_port()
-    d = DaemonProc(home, {"ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_API_PORT": str(port)})
-    d.url = f"http://127.0.0.1:{port}"
-    d.spawn()
-    try:
-
-        def loading() -> bool:
-            try:
-                return bool(d.api("GET", "/api/v1/health").json()["loading"])
-            except httpx.TransportError:
-                return False
-
-        d.wait_for(loading, 20, "the API while the slow file imports")
+    with spawned(home, db_url) as d:
+        d.wait_for(
+            lambda: (answer(d, "/api/v1/health") or {}).get("loading"),
+            20,
+            "the API while the slow file imports",
+        )
         d.signal(signal.SIGTERM)
         stopped = time.monotonic()
         assert d.wait(15) == 0
         assert time.monotonic() - stopped < 10
-    finally:
-        d.stop()

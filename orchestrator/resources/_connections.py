@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -11,11 +13,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from orchestrator._logging import register_secret
 from orchestrator._settings import Settings, load_settings
 from orchestrator.errors import ConfigError, NotFound
-from orchestrator.resources._secrets import Cipher, cipher_for
+from orchestrator.resources._secrets import Cipher, cipher_for, is_sensitive
 from orchestrator.resources._services import call_store, current_services
 from orchestrator.store import ConnectionRecord, Store
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "register_own_secrets"]
 
 
 @dataclass(slots=True)
@@ -142,3 +144,26 @@ async def read_connection(store: Store, settings: Settings, conn_id: str) -> Con
             f"or set ORCHESTRATOR_CONN_{conn_id.upper()})"
         )
     return Connection.from_record(record, cipher_for(settings))
+
+
+def register_own_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Mask the process's own secrets from the start: the API token, the Fernet key,
+    mail and webhook secrets, the database password, and the connections and the
+    variables given in the environment (``ORCHESTRATOR_CONN_*``, and
+    ``ORCHESTRATOR_VAR_*`` whose name looks secret), so none can reach a log even
+    before a task reads it."""
+    environ = os.environ if environ is None else environ
+    for value in (
+        settings.api_token,
+        settings.fernet_key,
+        settings.smtp_password,
+        settings.webhook_secret,
+        unquote(urlsplit(settings.db_url).password or ""),
+    ):
+        register_secret(value)
+    for name, value in environ.items():
+        if name.startswith("ORCHESTRATOR_VAR_") and is_sensitive(name):
+            register_secret(value)
+        elif name.startswith("ORCHESTRATOR_CONN_"):
+            with contextlib.suppress(ConfigError):  # reported when a task asks for it
+                Connection.from_uri(name.removeprefix("ORCHESTRATOR_CONN_").lower(), value)

@@ -6,11 +6,8 @@ into ``<home>/fernet.key`` with mode 0600 and reused from then on.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -18,7 +15,7 @@ from orchestrator._logging import register_secret
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.errors import ConfigError
 
-__all__ = ["Cipher", "cipher_for", "is_sensitive", "register_own_secrets"]
+__all__ = ["Cipher", "cipher_for", "is_sensitive"]
 
 _SENSITIVE = ("password", "secret", "token", "api_key", "apikey", "private_key", "credential")
 
@@ -74,27 +71,3 @@ def cipher_for(settings: Settings) -> Cipher:
     key = settings.fernet_key or _key_file(settings.home)
     register_secret(key if isinstance(key, str) else key.decode(errors="replace"))
     return Cipher(key)
-
-
-def register_own_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-    """Mask the process's own secrets from the start: the API token, the Fernet key,
-    mail and webhook secrets, the database password, and the passwords of connections
-    and the values of variables given in the environment (``ORCHESTRATOR_CONN_*``,
-    ``ORCHESTRATOR_VAR_*`` whose name looks secret), so none can reach a log even
-    before a task reads it."""
-    environ = os.environ if environ is None else environ
-    for value in (
-        settings.api_token,
-        settings.fernet_key,
-        settings.smtp_password,
-        settings.webhook_secret,
-        urlsplit(settings.db_url).password,
-    ):
-        register_secret(value)
-    for name, value in environ.items():
-        if name.startswith("ORCHESTRATOR_VAR_") and is_sensitive(name):
-            register_secret(value)
-        elif name.startswith("ORCHESTRATOR_CONN_"):
-            with contextlib.suppress(ValueError):
-                parts = urlsplit(value)
-                register_secret(unquote(parts.password or ""))

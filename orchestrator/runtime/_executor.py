@@ -46,7 +46,7 @@ from orchestrator._logging import (
 )
 from orchestrator._processes import marked, relay_output, sweep
 from orchestrator.errors import FailTask, SkipTask, TaskTimeout
-from orchestrator.resources._secrets import register_own_secrets
+from orchestrator.resources._connections import register_own_secrets
 from orchestrator.resources._services import (
     Services,
     context_scope,
