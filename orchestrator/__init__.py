@@ -7,15 +7,32 @@ from orchestrator.core._state import RunState, TaskState, TriggerRule
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.resources._connections import Connection
 from orchestrator.resources._variables import Variable
-from triggers import Cron, Dataset, DatasetAndTime, DatasetOrTime
+from triggers import (
+    Asset,
+    AssetAll,
+    AssetAny,
+    AssetOrTimeSchedule,
+    Cron,
+    Dataset,
+    DatasetAll,
+    DatasetAndTime,
+    DatasetAny,
+    DatasetOrTime,
+)
 
 __all__ = [
     "DAG",
+    "Asset",
+    "AssetAll",
+    "AssetAny",
+    "AssetOrTimeSchedule",
     "BaseOperator",
     "Connection",
     "Cron",
     "Dataset",
+    "DatasetAll",
     "DatasetAndTime",
+    "DatasetAny",
     "DatasetOrTime",
     "FailTask",
     "RunState",

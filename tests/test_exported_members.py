@@ -9,6 +9,12 @@ import pytest
 EXPECTED = {
     "orchestrator": {
         "DAG",
+        "Asset",
+        "AssetAll",
+        "AssetAny",
+        "AssetOrTimeSchedule",
+        "DatasetAll",
+        "DatasetAny",
         "BaseOperator",
         "Connection",
         "Cron",
@@ -60,6 +66,12 @@ EXPECTED = {
     },
     "triggers": {
         "PRESETS",
+        "Asset",
+        "AssetAll",
+        "AssetAny",
+        "AssetOrTimeSchedule",
+        "DatasetEvent",
+        "normalize_uri",
         "Cron",
         "Dataset",
         "DatasetAll",
@@ -88,5 +100,8 @@ def test_triggers_names_are_the_same_objects_in_orchestrator() -> None:
     import orchestrator
     import triggers
 
-    for name in ("Cron", "Dataset", "DatasetOrTime", "DatasetAndTime"):
+    for name in ("Cron", "Dataset", "DatasetOrTime", "DatasetAndTime", "Asset", "AssetAny"):
         assert getattr(orchestrator, name) is getattr(triggers, name)
+    assert triggers.Asset is triggers.Dataset
+    assert triggers.AssetAll is triggers.DatasetAll
+    assert triggers.AssetAny is triggers.DatasetAny

@@ -2,21 +2,48 @@
 
 This package knows nothing of tasks or the store: it turns definitions and inputs
 (time, dataset updates) into decisions.
+
+``Asset``, ``AssetAll``, ``AssetAny`` and ``AssetOrTimeSchedule`` are Airflow 3's
+names for ``Dataset``, ``DatasetAll``, ``DatasetAny`` and ``DatasetOrTime``: the
+same objects.
 """
 
 from triggers._cron import PRESETS, Cron
-from triggers._dataset import Dataset, DatasetAll, DatasetAny, DatasetCondition
-from triggers._schedule import DatasetAndTime, DatasetOrTime, Schedule, parse_schedule
+from triggers._dataset import (
+    Dataset,
+    DatasetAll,
+    DatasetAny,
+    DatasetCondition,
+    DatasetEvent,
+    normalize_uri,
+)
+from triggers._schedule import (
+    AssetOrTimeSchedule,
+    DatasetAndTime,
+    DatasetOrTime,
+    Schedule,
+    parse_schedule,
+)
+
+Asset = Dataset
+AssetAll = DatasetAll
+AssetAny = DatasetAny
 
 __all__ = [
     "PRESETS",
+    "Asset",
+    "AssetAll",
+    "AssetAny",
+    "AssetOrTimeSchedule",
     "Cron",
     "Dataset",
     "DatasetAll",
     "DatasetAndTime",
     "DatasetAny",
     "DatasetCondition",
+    "DatasetEvent",
     "DatasetOrTime",
     "Schedule",
+    "normalize_uri",
     "parse_schedule",
 ]

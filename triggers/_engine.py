@@ -1,15 +1,15 @@
 """The trigger engine: definitions and inputs in, firings out.
 
 Pure: it reads no clock and does no I/O. The daemon gives it definitions (a DAG's
-timetable), room (how many more runs each DAG may start) and state rebuilt from the
-store (each DAG's latest scheduled run). Then ``feed(input)`` takes one of the
-:data:`EngineInput` union and answers with a list of the :data:`Firing` union:
-"create a run of DAG d" and "resume task instance t". ``next_deadline`` says when
-the engine must next be fed the time.
+timetable, its dataset condition), room (how many more runs each DAG may start) and
+state rebuilt from the store (each DAG's latest scheduled run, its pending dataset
+events). Then ``feed(input)`` takes one of the :data:`EngineInput` union and answers
+with a list of the :data:`Firing` union: "create a run of DAG d" and "resume task
+instance t". ``next_deadline`` says when the engine must next be fed the time.
 
-Time is the one input wired today (:class:`TimePassed`). Dataset updates, events
-and sensor results join the union with their own issues, each answered with
-firings of the same two kinds.
+Inputs today: the time (:class:`TimePassed`) and a dataset update
+(:class:`DatasetUpdated`). Events and sensor results join the union with their own
+issues, each answered with firings of the same two kinds.
 
 Rules:
 1. One heap orders every DAG's next due instant. Entries are never removed in
@@ -20,20 +20,40 @@ Rules:
    long catch-up creates runs as earlier ones finish, not all at once.
 3. Each firing is computed from the latest run and ``now`` at the moment it fires,
    so after a stall a ``catchup=False`` DAG fires only its latest interval.
+4. A dataset consumer (``triggers._consumers``) fires a ``dataset_triggered`` run
+   when its condition holds over its pending events, unless it is paused or a run it
+   fired is still queued or running (``busy``): events that arrive meanwhile wait
+   for the next run, which the daemon's ``release`` (the run ended) or ``unpause``
+   lets fire at the next input. The run consumes its events (``CreateRun.consumes``);
+   its logical date is the firing time (later than its previous one), its data
+   interval spans its events' timestamps, its trigger key names its first event.
+5. ``DatasetAndTime``: at each time instant, a run is made only if the condition
+   holds over the pending events, and it consumes them; otherwise the instant passes
+   without a run.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from triggers._consumers import ConsumedLog, Consumer
+from triggers._dataset import DatasetCondition, DatasetEvent
 from triggers._timetable import RunInfo, Timetable
 
-__all__ = ["CreateRun", "EngineInput", "Firing", "ResumeTask", "TimePassed", "TriggerEngine"]
+__all__ = [
+    "CreateRun",
+    "DatasetUpdated",
+    "EngineInput",
+    "Firing",
+    "ResumeTask",
+    "TimePassed",
+    "TriggerEngine",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +63,20 @@ class TimePassed:
     now: datetime
 
 
-EngineInput = TimePassed
+@dataclass(frozen=True, slots=True)
+class DatasetUpdated:
+    """A dataset event was stored at ``now``.
+
+    ``consumers``, when set, are the only DAGs it was delivered to (an event found in
+    the store); None means every consumer of its URI (an event just written).
+    """
+
+    event: DatasetEvent
+    now: datetime
+    consumers: frozenset[str] | None = None
+
+
+EngineInput = TimePassed | DatasetUpdated
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,7 @@ class CreateRun:
     run: RunInfo
     trigger_key: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    consumes: tuple[DatasetEvent, ...] = ()  # the dataset events this run takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +125,11 @@ class TriggerEngine:
         self._slots: dict[str, _Slot] = {}
         self._heap: list[tuple[datetime, int, str]] = []
         self._seq = itertools.count()
+        self._consumers: dict[str, Consumer] = {}
+        self._by_uri: dict[str, set[str]] = {}
+        self._consumed = ConsumedLog()
+        self._due: set[str] = set()  # consumers to look at with the next input
+        self._logical: dict[str, datetime] = {}  # each consumer's latest firing
 
     def __contains__(self, key: str) -> bool:
         return key in self._slots
@@ -110,8 +149,117 @@ class TriggerEngine:
         self._push(key, slot)
 
     def remove(self, key: str) -> None:
-        """Forget ``key`` (deleted or paused DAG); its heap entry goes stale."""
+        """Forget ``key``'s time schedule (deleted or paused DAG); its heap entry goes stale."""
         self._slots.pop(key, None)
+
+    def remove_datasets(self, key: str) -> None:
+        """Forget ``key`` as a dataset consumer (its DAG is gone or has no datasets now)."""
+        consumer = self._consumers.pop(key, None)
+        if consumer is not None:
+            for uri in consumer.uris:
+                self._by_uri.get(uri, set()).discard(key)
+
+    # -- dataset consumers -------------------------------------------------------------------
+
+    def set_datasets(
+        self,
+        key: str,
+        condition: DatasetCondition,
+        *,
+        each: bool = False,
+        timed: bool = False,
+        pending: Iterable[DatasetEvent] = (),
+        busy: bool = False,
+        paused: bool = False,
+    ) -> None:
+        """Register (or redefine) ``key`` as a consumer of ``condition``'s datasets.
+
+        ``pending`` are events stored for it and not consumed; they join what it holds
+        (a redefinition keeps the pending events its new condition still names).
+        """
+        fresh = Consumer(condition, each=each, timed=timed, busy=busy, paused=paused)
+        old = self._consumers.get(key)
+        if old is not None:
+            fresh.busy = old.busy or busy
+            fresh.pending = {i: e for i, e in old.pending.items() if e.uri in fresh.uris}
+            for uri in old.uris - fresh.uris:
+                self._by_uri.get(uri, set()).discard(key)
+        self._consumers[key] = fresh
+        for uri in fresh.uris:
+            self._by_uri.setdefault(uri, set()).add(key)
+        for event in pending:
+            self._hold(key, fresh, event)
+        self._due.add(key)
+
+    def set_dataset_paused(self, key: str, paused: bool) -> None:
+        """A paused consumer keeps receiving events and fires once it is unpaused."""
+        consumer = self._consumers.get(key)
+        if consumer is not None:
+            consumer.paused = paused
+            self._due.add(key)
+
+    def release(self, key: str) -> None:
+        """The dataset-triggered run ``key`` fired has ended: it may fire again."""
+        consumer = self._consumers.get(key)
+        if consumer is not None:
+            consumer.busy = False
+            self._due.add(key)
+
+    def pending_events(self, key: str) -> list[DatasetEvent]:
+        """The events ``key`` holds and has not consumed, oldest first."""
+        consumer = self._consumers.get(key)
+        return list(consumer.pending.values()) if consumer is not None else []
+
+    def consumers_of(self, uri: str) -> frozenset[str]:
+        return frozenset(self._by_uri.get(uri, ()))
+
+    def _hold(self, key: str, consumer: Consumer, event: DatasetEvent) -> bool:
+        if event.uri not in consumer.uris or event.id in consumer.pending:
+            return False
+        if (key, event.id) in self._consumed:
+            return False
+        consumer.pending[event.id] = event
+        return True
+
+    def _dataset_updated(self, update: DatasetUpdated) -> list[Firing]:
+        event = update.event
+        keys = self._by_uri.get(event.uri, set())
+        if update.consumers is not None:
+            keys = keys & update.consumers
+        for key in keys:
+            if self._hold(key, self._consumers[key], event):
+                self._due.add(key)
+        return self._fire_consumers(update.now)
+
+    def _fire_consumers(self, now: datetime) -> list[Firing]:
+        fired: list[Firing] = []
+        due, self._due = self._due, set()
+        for key in sorted(due):
+            consumer = self._consumers.get(key)
+            if consumer is None or consumer.timed or consumer.busy or consumer.paused:
+                continue
+            taken = consumer.take()
+            if taken is None:
+                continue
+            logical = now
+            previous = self._logical.get(key)
+            if previous is not None and logical <= previous:
+                logical = previous + timedelta(microseconds=1)
+            self._logical[key] = logical
+            times = [event.timestamp for event in taken]
+            info = RunInfo(logical, min(times), max(times))
+            trigger_key = f"dataset:{taken[0].id}"
+            fired.append(
+                CreateRun(key, "dataset_triggered", info, trigger_key, consumes=tuple(taken))
+            )
+            self._consume(key, consumer, taken)
+            consumer.busy = True
+        return fired
+
+    def _consume(self, key: str, consumer: Consumer, taken: list[DatasetEvent]) -> None:
+        for event in taken:
+            consumer.pending.pop(event.id, None)
+            self._consumed.add((key, event.id))
 
     def last_run(self, key: str) -> RunInfo | None:
         slot = self._slots.get(key)
@@ -143,7 +291,9 @@ class TriggerEngine:
 
     def feed(self, event: EngineInput) -> list[Firing]:
         """The firings ``event`` causes, in order."""
-        return self._time_passed(event.now)
+        if isinstance(event, DatasetUpdated):
+            return self._dataset_updated(event)
+        return self._time_passed(event.now) + self._fire_consumers(event.now)
 
     def _time_passed(self, now: datetime) -> list[Firing]:
         """Every firing due at ``now``, in due order."""
@@ -162,7 +312,18 @@ class TriggerEngine:
                     continue
             if slot.free <= 0 or slot.pending is None:
                 continue  # parked until set_free
-            fired.append(CreateRun(key, "scheduled", slot.pending))
+            consumer = self._consumers.get(key)
+            consumes: tuple[DatasetEvent, ...] = ()
+            if consumer is not None and consumer.timed:
+                taken = consumer.take()
+                if taken is None:  # rule 5: this instant passes without a run
+                    slot.last = slot.pending
+                    slot.pending = slot.timetable.next_run(slot.last, now)
+                    self._push(key, slot)
+                    continue
+                self._consume(key, consumer, taken)
+                consumes = tuple(taken)
+            fired.append(CreateRun(key, "scheduled", slot.pending, consumes=consumes))
             slot.free -= 1
             slot.last = slot.pending
             slot.pending = slot.timetable.next_run(slot.last, now)

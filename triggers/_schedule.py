@@ -10,6 +10,7 @@ from triggers._cron import Cron
 from triggers._dataset import DatasetCondition, as_condition
 
 __all__ = [
+    "AssetOrTimeSchedule",
     "DatasetAndTime",
     "DatasetOrTime",
     "Schedule",
@@ -79,8 +80,19 @@ class Schedule:
         return self.time is None and self.datasets is None and not self.once
 
 
+def AssetOrTimeSchedule(*, timetable: TimeSchedule | str, assets: object) -> DatasetOrTime:
+    """Airflow 3's name for :class:`DatasetOrTime` (``timetable=``, ``assets=``)."""
+    return DatasetOrTime(cron=timetable, datasets=assets)  # type: ignore[arg-type]
+
+
+def _checked(condition: DatasetCondition) -> DatasetCondition:
+    for dataset in condition.datasets():
+        dataset.check("dataset")
+    return condition
+
+
 def parse_schedule(value: object) -> Schedule:
-    """Parse ``schedule=``; raises ValueError saying what is wrong."""
+    """Parse ``schedule=``; raises ValueError saying what is wrong (naming a bad URI)."""
     if value is None:
         return Schedule()
     if isinstance(value, str) and value.strip() == "@once":
@@ -92,9 +104,11 @@ def parse_schedule(value: object) -> Schedule:
         combine = "or" if isinstance(value, DatasetOrTime) else "and"
         assert isinstance(value.cron, Cron | timedelta)
         assert isinstance(value.datasets, DatasetCondition)
-        return Schedule(time=value.cron, datasets=value.datasets, combine=combine, text=str(value))
+        return Schedule(
+            time=value.cron, datasets=_checked(value.datasets), combine=combine, text=str(value)
+        )
     if isinstance(value, DatasetCondition | list | tuple):
-        condition = as_condition(value)
+        condition = _checked(as_condition(value))
         return Schedule(datasets=condition, text=str(condition))
     raise ValueError(
         f"unsupported schedule {value!r}: use a cron string, a preset, a timedelta, Cron(...), "

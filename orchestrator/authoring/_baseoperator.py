@@ -130,7 +130,7 @@ class BaseOperator(DependencyMixin):
         pool: str | None = None,
         pool_slots: int = 1,
         priority_weight: int = 1,
-        outlets: Iterable[Dataset] | None = None,
+        outlets: Dataset | Iterable[Dataset] | None = None,
         email: str | Iterable[str] | None = None,
         email_on_failure: bool = True,
         email_on_retry: bool = True,
@@ -180,12 +180,20 @@ class BaseOperator(DependencyMixin):
         if not isinstance(priority_weight, int) or isinstance(priority_weight, bool):
             raise DagDefinitionError(f"{where}: priority_weight must be an int")
         self.priority_weight = priority_weight
-        self.outlets = list(outlets or [])
-        for outlet in self.outlets:
+        if isinstance(outlets, Dataset):
+            outlets = [outlets]
+        self.outlets: list[Dataset] = []
+        for outlet in outlets or []:
             if not isinstance(outlet, Dataset):
                 raise DagDefinitionError(
                     f"{where}: outlets must be Dataset objects, got {outlet!r}"
                 )
+            try:
+                outlet.check(f"{where}: outlets")
+            except ValueError as exc:
+                raise DagDefinitionError(str(exc)) from None
+            if outlet not in self.outlets:
+                self.outlets.append(outlet)
         self.email = [email] if isinstance(email, str) else list(email or [])
         self.email_on_failure = bool(email_on_failure)
         self.email_on_retry = bool(email_on_retry)
