@@ -19,10 +19,12 @@ from orchestrator.api import ControlPlane, create_app
 from orchestrator.api import _app as app_module
 from orchestrator.api._server import host_names
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
+from orchestrator.daemon._datasets import external_event
 from orchestrator.dagfiles._loader import ImportErrorRecord
 from orchestrator.errors import Conflict, StoreUnavailable
 from orchestrator.operators import EmptyOperator
-from orchestrator.store import Store, open_store
+from orchestrator.store import DatasetRefs, Store, open_store
+from triggers._dataset import DatasetEvent
 from triggers._timetable import RunInfo
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -39,6 +41,7 @@ class Control:
     triggered: list[dict[str, Any]] = field(default_factory=list)
     fail_with: BaseException | None = None
     hang: bool = False
+    updates: list[DatasetEvent] = field(default_factory=list)
 
     def is_paused(self, dag_id: str) -> bool:
         return self.paused.get(dag_id, False)
@@ -71,6 +74,11 @@ class Control:
 
     async def set_paused(self, dag_id: str, paused: bool) -> None:
         self.paused[dag_id] = paused
+
+    async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
+        event = external_event(uri, extra, T0)  # the daemon's own checks
+        self.updates.append(event)
+        return event, ["consumer"]
 
 
 def one_dag() -> DAG:
@@ -418,3 +426,73 @@ async def test_the_openapi_document_describes_exactly_the_routes(db_url: str) ->
     assert documented == routes
     assert doc["openapi"] == "3.1.0"
     schemathesis.openapi.from_dict(doc).validate()
+
+
+# -- datasets ----------------------------------------------------------------------------
+
+
+async def test_a_dataset_update_is_checked_and_answered_with_its_consumers(db_url: str) -> None:
+    """POST /datasets/events: 201 with the normalised event; a bad URI or extra is a 400
+    naming the field, and nothing is recorded."""
+    control = Control()
+    async with serving(control, db_url) as (api, _):
+        ok = await api.post(
+            "/api/v1/datasets/events", json={"uri": "S3://B/k/", "extra": {"rows": 3}}
+        )
+        bodies: list[dict[str, Any]] = [
+            {"uri": "s3://b/a key"},
+            {"uri": 7},
+            {"uri": "s3://b/k", "extra": [1]},
+            {"uri": "s3://b/k", "extra": "x"},
+            {"extra": {}},
+            {"uri": "s3://b/k", "other": 1},
+        ]
+        bad = [await api.post("/api/v1/datasets/events", json=body) for body in bodies]
+    assert ok.status_code == 201
+    doc = ok.json()
+    assert (doc["uri"], doc["extra"], doc["consumers"]) == ("s3://b/k", {"rows": 3}, ["consumer"])
+    assert [r.status_code for r in bad] == [400] * 6
+    messages = [r.json()["error"] for r in bad]
+    assert messages[0].startswith("uri:")
+    assert "whitespace" in messages[0]
+    assert messages[1].startswith("uri:")
+    assert messages[2].startswith("extra:")
+    assert messages[3].startswith("extra:")
+    assert messages[4] == "uri: missing"
+    assert [e.uri for e in control.updates] == ["s3://b/k"]
+
+
+async def test_datasets_and_their_events_are_listed_from_the_store(db_url: str) -> None:
+    """GET /datasets (uri, last_updated, consumers, producers) and GET /datasets/events
+    (newest first, ?uri= filters, with the runs each event triggered)."""
+    async with serving(Control(), db_url) as (api, store):
+        await store.set_dataset_refs(
+            [
+                DatasetRefs("down", consumes=frozenset({"s3://b/k"})),
+                DatasetRefs("up", produces=frozenset({"s3://b/k", "s3://b/other"})),
+            ]
+        )
+        first = DatasetEvent("e1", "s3://b/k", T0, {"n": 1})
+        second = DatasetEvent("e2", "s3://b/other", T0.replace(hour=1))
+        await store.record_dataset_events([first, second])
+        listed = (await api.get("/api/v1/datasets")).json()
+        events = (await api.get("/api/v1/datasets/events")).json()
+        only = (await api.get("/api/v1/datasets/events", params={"uri": "S3://b/k"})).json()
+        bad = await api.get("/api/v1/datasets/events", params={"uri": "a b"})
+    assert listed == [
+        {
+            "uri": "s3://b/k",
+            "last_updated": "2026-02-01T00:00:00.000000+00:00",
+            "consumers": ["down"],
+            "producers": ["up"],
+        },
+        {
+            "uri": "s3://b/other",
+            "last_updated": "2026-02-01T01:00:00.000000+00:00",
+            "consumers": [],
+            "producers": ["up"],
+        },
+    ]
+    assert [e["id"] for e in events] == ["e2", "e1"]
+    assert [(e["id"], e["extra"], e["triggered_runs"]) for e in only] == [("e1", {"n": 1}, [])]
+    assert bad.status_code == 400

@@ -210,6 +210,9 @@ class TriggerEngine:
         consumer = self._consumers.get(key)
         return list(consumer.pending.values()) if consumer is not None else []
 
+    def knows_consumer(self, key: str) -> bool:
+        return key in self._consumers
+
     def consumers_of(self, uri: str) -> frozenset[str]:
         return frozenset(self._by_uri.get(uri, ()))
 

@@ -42,6 +42,8 @@ from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.core._intake import check_conf, check_logical_date, check_run_id
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from orchestrator.store._datasets import event_json
+from triggers._dataset import normalize_uri
 
 __all__ = ["create_app"]
 
@@ -212,6 +214,28 @@ class _Handlers:
             {"dag_id": run.dag_id, "run_id": run.run_id, "task_id": task_id, "tries": out}
         )
 
+    async def datasets(self, request: Request) -> Response:
+        return JSONResponse([d.to_json() for d in await self.runs.list_datasets()])
+
+    async def dataset_events(self, request: Request) -> Response:
+        uri = request.query_params.get("uri")
+        if uri is not None:
+            try:
+                uri = normalize_uri(uri)
+            except ValueError as exc:
+                raise ClientError(400, f"uri: {exc}") from None
+        limit = _int_param(request, "limit", 100)
+        found = await self.runs.dataset_events(uri, limit)
+        return JSONResponse([event_json(event, runs) for event, runs in found])
+
+    async def update_dataset(self, request: Request) -> Response:
+        body = await _json_object(request, self.max_body, allowed={"uri", "extra"})
+        if "uri" not in body:
+            raise ClientError(400, "uri: missing")
+        with _store_wait():
+            event, consumers = await self.control.update_dataset(body["uri"], body.get("extra"))
+        return JSONResponse({**event_json(event), "consumers": consumers}, status_code=201)
+
     async def import_errors(self, request: Request) -> Response:
         return JSONResponse([e.to_json() for e in self.control.import_errors])
 
@@ -246,6 +270,9 @@ def create_app(
         Route("/api/v1/dags/{dag_id}/runs", api.trigger, methods=["POST"]),
         Route("/api/v1/runs/{run_id}", api.get_run),
         Route("/api/v1/runs/{run_id}/tasks/{task_id}/logs", api.task_logs),
+        Route("/api/v1/datasets", api.datasets),
+        Route("/api/v1/datasets/events", api.dataset_events, methods=["GET"]),
+        Route("/api/v1/datasets/events", api.update_dataset, methods=["POST"]),
         Route("/api/v1/import-errors", api.import_errors),
         Route("/metrics", api.metrics),
     ]

@@ -143,6 +143,36 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Dataset": {
+        "type": "object",
+        "required": ["uri", "last_updated", "consumers", "producers"],
+        "properties": {
+            "uri": {"type": "string"},
+            "last_updated": _DATE,
+            "consumers": {"type": "array", "items": {"type": "string"}},
+            "producers": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "DatasetEvent": {
+        "type": "object",
+        "required": ["id", "uri", "extra", "timestamp", "triggered_runs"],
+        "properties": {
+            "id": {"type": "string"},
+            "uri": {"type": "string"},
+            "extra": {"type": "object"},
+            "timestamp": _DATE,
+            "source_dag_id": {"type": ["string", "null"]},
+            "source_run_id": {"type": ["string", "null"]},
+            "source_task_id": {"type": ["string", "null"]},
+            "triggered_runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"dag_id": {"type": "string"}, "run_id": {"type": "string"}},
+                },
+            },
+        },
+    },
     "ImportError": {
         "type": "object",
         "required": ["file", "error", "traceback"],
@@ -337,6 +367,66 @@ _PATHS: dict[str, Any] = {
                 "400": _ERROR,
                 "404": _ERROR,
                 "409": _ERROR,
+            },
+        },
+    },
+    "/api/v1/datasets": {
+        "get": {
+            "summary": "Every dataset: its last update, the DAGs consuming and producing it",
+            "responses": {
+                "200": _json("the datasets", {"type": "array", "items": _ref("Dataset")})
+            },
+        }
+    },
+    "/api/v1/datasets/events": {
+        "get": {
+            "summary": "Recent dataset events, newest first, with the runs they triggered",
+            "parameters": [
+                {"name": "uri", "in": "query", "schema": {"type": "string", "minLength": 1}},
+                _query_int("limit", 10_000, "at most this many events"),
+            ],
+            "responses": {
+                "200": _json("the events", {"type": "array", "items": _ref("DatasetEvent")}),
+                "400": _ERROR,
+            },
+        },
+        "post": {
+            "summary": "Update a dataset from outside: its consumers see the event",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["uri"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "uri": {"type": "string", "minLength": 1, "maxLength": 3000},
+                                "extra": {"type": "object"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(
+                    "the event and the DAGs it was delivered to",
+                    {
+                        "allOf": [
+                            _ref("DatasetEvent"),
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "consumers": {"type": "array", "items": {"type": "string"}}
+                                },
+                            },
+                        ]
+                    },
+                ),
+                "400": _ERROR,
+                "413": _ERROR,
+                "415": _ERROR,
+                "503": _ERROR,
             },
         },
     },

@@ -1,9 +1,9 @@
 """What the HTTP API may ask and command: the two protocols it depends on.
 
 The API knows no daemon. It is given a :class:`ControlPlane` (the live DAGs, their
-paused flags and next runs, health and metrics; triggering and pausing) and
-:class:`RunQueries` (the store's reads of runs, task instances and tries, which the
-store itself provides).
+paused flags and next runs, health and metrics; triggering, pausing, dataset
+updates) and :class:`RunQueries` (the store's reads of runs, task instances, tries
+and datasets, which the store itself provides).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.dagfiles._loader import ImportErrorRecord
+from orchestrator.store._datasets import DatasetInfo
+from triggers._dataset import DatasetEvent
 from triggers._timetable import RunInfo
 
 __all__ = ["ControlPlane", "RunQueries"]
@@ -51,6 +53,10 @@ class ControlPlane(Protocol):
 
     async def set_paused(self, dag_id: str, paused: bool) -> None: ...
 
+    async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
+        """Record an update from outside; InvalidRequest (nothing written) for a bad URI or
+        extra. Answers the event and the DAGs it was delivered to."""
+
 
 class RunQueries(Protocol):
     async def list_runs(
@@ -62,3 +68,9 @@ class RunQueries(Protocol):
     async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]: ...
 
     async def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TryRecord]: ...
+
+    async def list_datasets(self) -> list[DatasetInfo]: ...
+
+    async def dataset_events(
+        self, uri: str | None = None, limit: int = 100
+    ) -> list[tuple[DatasetEvent, list[tuple[str, str]]]]: ...

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from orchestrator._settings import Settings
-from orchestrator.daemon._daemon import daemon_file
+from orchestrator.daemon._file import daemon_file
 
 __all__ = ["DaemonClient", "find_daemon"]
 

@@ -30,6 +30,7 @@ __all__ = [
     "print_json",
     "resolve_run",
     "table",
+    "via_daemon",
     "with_store",
 ]
 
@@ -128,3 +129,29 @@ def command(
     parser: argparse.ArgumentParser = sub.add_parser(name, **kw)
     parser.set_defaults(func=func)
     return parser
+
+
+def via_daemon(settings: Settings, method: str, path: str, body: Any = None) -> Any | None:
+    """The API's answer if a daemon is up (a 4xx fails the command), else None."""
+    import httpx
+
+    from orchestrator.cli._client import find_daemon
+
+    client = find_daemon(settings)
+    if client is None:
+        return None
+    try:
+        status, doc = client.request(method, path, body)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # the request was never sent
+        print(f"daemon at {client.url} not reachable ({exc}); using the store", file=sys.stderr)
+        return None
+    except httpx.TransportError as exc:
+        # Sent but unanswered: the daemon may still apply it, so writing to the store as
+        # well could make a second run.
+        fail(
+            f"daemon at {client.url} did not answer ({exc!r}); the change may still be "
+            "applied: check with `orchestrator runs list`"
+        )
+    if status >= 400:
+        fail(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+    return doc

@@ -11,7 +11,7 @@ __all__ = ["register"]
 
 
 def cmd_daemon(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator.daemon._daemon import run_daemon
+    from orchestrator.daemon._main import run_daemon
 
     return run_daemon(settings)
 

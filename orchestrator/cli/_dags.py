@@ -23,6 +23,7 @@ from orchestrator.cli._common import (
     load_dags_of,
     print_json,
     table,
+    via_daemon,
     with_store,
 )
 from orchestrator.core import TaskInstanceRecord
@@ -136,32 +137,6 @@ def _summary(dag: DAG, live: Any) -> None:
     print(f"\nrun {record.run_id}: {record.state} in {took:.3f}s", flush=True)
 
 
-def _via_daemon(settings: Settings, method: str, path: str, body: Any = None) -> Any | None:
-    """The API's answer if a daemon is up (a 4xx fails the command), else None."""
-    import httpx
-
-    from orchestrator.cli._client import find_daemon
-
-    client = find_daemon(settings)
-    if client is None:
-        return None
-    try:
-        status, doc = client.request(method, path, body)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # the request was never sent
-        print(f"daemon at {client.url} not reachable ({exc}); using the store", file=sys.stderr)
-        return None
-    except httpx.TransportError as exc:
-        # Sent but unanswered: the daemon may still apply it, so writing to the store as
-        # well could make a second run.
-        fail(
-            f"daemon at {client.url} did not answer ({exc!r}); the change may still be "
-            "applied: check with `orchestrator runs list`"
-        )
-    if status >= 400:
-        fail(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
-    return doc
-
-
 def cmd_dags_trigger(settings: Settings, args: argparse.Namespace) -> int:
     conf = json_arg(args.conf, "--conf")
     logical = date_arg(args.logical_date, "--logical-date")
@@ -170,7 +145,7 @@ def cmd_dags_trigger(settings: Settings, args: argparse.Namespace) -> int:
         body["run_id"] = args.run_id
     if logical is not None:
         body["logical_date"] = logical.isoformat()
-    doc = _via_daemon(settings, "POST", f"/api/v1/dags/{args.dag_id}/runs", body)
+    doc = via_daemon(settings, "POST", f"/api/v1/dags/{args.dag_id}/runs", body)
     if doc is None:
         doc = _trigger_in_store(
             settings, find_dag(settings, args.dag_id), conf, args.run_id, logical
@@ -199,7 +174,7 @@ def _trigger_in_store(
 
 def cmd_dags_pause(settings: Settings, args: argparse.Namespace) -> int:
     paused = args.action == "pause"
-    doc = _via_daemon(settings, "PATCH", f"/api/v1/dags/{args.dag_id}", {"is_paused": paused})
+    doc = via_daemon(settings, "PATCH", f"/api/v1/dags/{args.dag_id}", {"is_paused": paused})
     if doc is None:
         find_dag(settings, args.dag_id)
         with_store(settings, lambda store: store.set_paused(args.dag_id, paused))

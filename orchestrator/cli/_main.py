@@ -16,13 +16,23 @@ from collections.abc import Sequence
 
 from orchestrator._logging import configure_logging
 from orchestrator._settings import load_settings
-from orchestrator.cli import _connections, _daemon, _dags, _db, _pools, _runs, _tasks, _variables
+from orchestrator.cli import (
+    _connections,
+    _daemon,
+    _dags,
+    _datasets,
+    _db,
+    _pools,
+    _runs,
+    _tasks,
+    _variables,
+)
 from orchestrator.cli._common import UsageError
 from orchestrator.errors import ConfigError, OrchestratorError
 
 __all__ = ["main"]
 
-_GROUPS = (_daemon, _dags, _runs, _tasks, _variables, _connections, _pools, _db)
+_GROUPS = (_daemon, _dags, _runs, _tasks, _datasets, _variables, _connections, _pools, _db)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from orchestrator.core._cascade import clear_instance, with_downstream
 from orchestrator.core._driver import RunDriver
 from orchestrator.core._ready import ReadyItem, ReadyQueue
 from orchestrator.core._records import (
+    DatasetEventRecord,
     Record,
     RunRecord,
     TaskInstanceRecord,
@@ -66,6 +67,7 @@ __all__ = [
     "AlertEvent",
     "Clear",
     "DagSpec",
+    "DatasetEventRecord",
     "Defer",
     "Deferred",
     "Input",

@@ -25,16 +25,21 @@ Rules:
 6. Task alerts follow the ends of tries seen here (``TryEnded``, ``Resumed``); a
    try found lost when a run starts again, or failed before it could start, is
    recorded without one.
+7. A try that succeeds emits one dataset event per outlet of its task, in the writes
+   that record its success (so in the same transaction); its id names the try, so a
+   task cleared and run again emits anew, and a repeated write is one event.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.core._cascade import Cascade, clear_instance
 from orchestrator.core._records import (
+    DatasetEventRecord,
     RunRecord,
     TaskInstanceRecord,
     TryRecord,
@@ -74,8 +79,9 @@ from orchestrator.core._steps import (
     TryOutcome,
     TryStarted,
 )
+from triggers._dataset import DatasetEvent
 
-__all__ = ["RunDriver"]
+__all__ = ["RunDriver", "outlet_event_id"]
 
 _CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}
 _TASK_ALERTS = {
@@ -83,6 +89,12 @@ _TASK_ALERTS = {
     TaskState.FAILED: AlertEvent.TASK_FAILURE,
     TaskState.UP_FOR_RETRY: AlertEvent.TASK_RETRY,
 }
+
+
+def outlet_event_id(ti: TaskInstanceRecord, uri: str) -> str:
+    """The id of the event a try of ``ti`` emits for ``uri``: the same for the same try."""
+    key = "\x00".join((ti.dag_id, ti.run_id, ti.task_id, str(ti.try_number), uri))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class RunDriver:
@@ -217,6 +229,7 @@ class RunDriver:
             retryable=event.retryable,
             xcoms=event.xcoms,
             skip=event.skip,
+            outlet_extras=event.outlet_extras,
             alert=True,
             now=now,
             step=step,
@@ -331,6 +344,7 @@ class RunDriver:
         retryable: bool = True,
         xcoms: Mapping[str, str] | None = None,
         skip: frozenset[str] = frozenset(),
+        outlet_extras: Mapping[str, Mapping[str, Any]] | None = None,
         alert: bool = False,
         retry_at: datetime | None = None,
     ) -> None:
@@ -374,6 +388,21 @@ class RunDriver:
             XComRecord(ti.dag_id, ti.run_id, ti.task_id, key, value)
             for key, value in (xcoms or {}).items()
         ]
+        if ti.state == TaskState.SUCCESS:
+            for outlet in task.outlets:  # rule 7
+                step.writes.append(
+                    DatasetEventRecord(
+                        DatasetEvent(
+                            id=outlet_event_id(ti, outlet.uri),
+                            uri=outlet.uri,
+                            timestamp=now,
+                            extra=dict((outlet_extras or {}).get(outlet.uri, {})),
+                            source_dag_id=ti.dag_id,
+                            source_run_id=ti.run_id,
+                            source_task_id=ti.task_id,
+                        )
+                    )
+                )
         if ti.state == TaskState.UP_FOR_RETRY:
             assert ti.next_retry_at is not None
             step.timers.append(Timer("retry", ti.task_id, ti.next_retry_at))

@@ -12,8 +12,10 @@ from typing import Any
 
 from orchestrator._clock import iso
 from orchestrator.core._state import RunState, TaskState
+from triggers._dataset import DatasetEvent
 
 __all__ = [
+    "DatasetEventRecord",
     "Record",
     "RunRecord",
     "TaskInstanceRecord",
@@ -114,4 +116,11 @@ class XComsCleared:
     task_id: str
 
 
-Record = RunRecord | TaskInstanceRecord | TryRecord | XComRecord | XComsCleared
+@dataclass(frozen=True, slots=True)
+class DatasetEventRecord:
+    """A dataset event, stored with its delivery to each consumer the store knows of."""
+
+    event: DatasetEvent
+
+
+Record = RunRecord | TaskInstanceRecord | TryRecord | XComRecord | XComsCleared | DatasetEventRecord

@@ -8,13 +8,14 @@ out the commands.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.core._records import Record, TryRecord
 from orchestrator.core._state import RunState, TaskState, TriggerRule
+from triggers._dataset import Dataset
 
 __all__ = [
     "LOST_TRY",
@@ -72,6 +73,8 @@ class TaskSpec(Protocol):
     def priority_weight(self) -> int: ...
     @property
     def task_type(self) -> str: ...
+    @property
+    def outlets(self) -> Sequence[Dataset]: ...
 
 
 class DagSpec(Protocol):
@@ -143,6 +146,7 @@ class TryEnded:
     retryable: bool = True
     xcoms: Mapping[str, str] = field(default_factory=dict)
     skip: frozenset[str] = frozenset()  # downstream task ids a branch did not follow
+    outlet_extras: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # uri -> extra
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ Rules:
 1. The store is the truth. On start the daemon reads the paused flags, each DAG's
    latest scheduled run (the trigger engine's memory) and the queued and running
    runs it drives; everything in memory here is rebuilt from those.
-2. Inputs in, firings out: the trigger engine turns the time (and, with their
-   issues, dataset updates, events and sensor results) into firings. Every run,
+2. Inputs in, firings out: the trigger engine turns the time and dataset updates
+   (``_datasets``; events and sensor results with their issues) into firings. Every run,
    fired or asked for (API, a task), is made by the one run intake, stored
    (queued) before anything acts on it, then handed to admission, which starts
    queued runs in order while the DAG is under ``max_active_runs`` and not paused.
@@ -29,15 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import socket
-import sys
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -51,6 +47,8 @@ from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
+from orchestrator.daemon._datasets import DatasetFeed
+from orchestrator.daemon._file import daemon_file, write_daemon_file
 from orchestrator.daemon._metrics import Metrics
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
 from orchestrator.dagfiles._loader import ImportErrorRecord
@@ -64,20 +62,16 @@ from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
+from triggers._dataset import DatasetEvent
 from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
 if TYPE_CHECKING:
     from orchestrator.dagfiles._s3 import S3DagSync
 
-__all__ = ["Daemon", "daemon_file", "run_daemon"]
+__all__ = ["Daemon"]
 
 log = structlog.get_logger("orchestrator.daemon")
-
-
-def daemon_file(settings: Settings) -> Path:
-    """Where a running daemon says how to reach it (pid, API address, database)."""
-    return settings.home / "daemon.json"
 
 
 class Daemon:
@@ -100,6 +94,9 @@ class Daemon:
             ParseWorker(settings.dag_import_timeout, size=settings.dag_import_parallelism),
         )
         self.admission = Admission()
+        self.datasets = DatasetFeed(
+            self.engine, self.clock, wake=self._wake_trigger, is_paused=self.is_paused
+        )
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
         self._admit_wake = anyio.Event()
@@ -157,6 +154,7 @@ class Daemon:
                 logs_dir=self.settings.logs_dir,
                 timers=timers,
                 on_run_end=self._on_run_end,
+                on_dataset_events=self.datasets.emitted,
             )
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
             async with anyio.create_task_group() as root:
@@ -213,7 +211,7 @@ class Daemon:
                 intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
             load = functools.partial(intake.start, self.folder.watch, self._on_folder_change)
             if await unless_set(self._stop, load, on_set=self.folder.stop):
-                self._write_daemon_file()
+                write_daemon_file(self.settings, self.api_url)
                 self.ready.set()
                 log.info(
                     "daemon ready",
@@ -237,15 +235,6 @@ class Daemon:
                 log.info("signal received: shutting down", signal=signal.Signals(signum).name)
                 self.request_stop()
 
-    def _write_daemon_file(self) -> None:
-        path = daemon_file(self.settings)
-        info = {"pid": os.getpid(), "api_url": self.api_url, "db": self.settings.db_url}
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(info))
-        tmp.replace(path)
-
     # -- state from the store ----------------------------------------------------------------
 
     async def _load_state(self) -> None:
@@ -256,9 +245,11 @@ class Daemon:
                 self._last[dag_id] = RunInfo(
                     run.logical_date, run.data_interval_start, run.data_interval_end
                 )
-        for run in await self.store.unfinished_runs():
+        unfinished = await self.store.unfinished_runs()
+        for run in unfinished:
             self.admission.add(run)
             self._dirty.add(run.dag_id)
+        self.datasets.open(self.store, unfinished)
 
     async def _reconcile_loop(self) -> None:
         """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
@@ -266,6 +257,7 @@ class Daemon:
             await anyio.sleep(self.settings.reconcile_interval)
             try:
                 await self._reconcile()
+                await self.datasets.reconcile()
             except StoreUnavailable as exc:
                 log.warning("store unavailable: reconcile skipped", error=str(exc))
 
@@ -299,7 +291,10 @@ class Daemon:
         for dag_id in change.removed:
             self.engine.remove(dag_id)
             log.info("DAG removed", dag_id=dag_id)
+        await self.datasets.dags_changed(change.upserted, change.removed)
         self._admit_wake.set()
+
+    def _wake_trigger(self) -> None:
         self._trigger_wake.set()
 
     def _register(self, dag: DAG) -> None:
@@ -335,6 +330,7 @@ class Daemon:
 
     def _apply_paused(self, dag_id: str, paused: bool) -> None:
         self.admission.set_paused(dag_id, paused)
+        self.datasets.paused(dag_id, paused)
         log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -370,6 +366,7 @@ class Daemon:
             )
         else:
             log.info("run triggered", dag_id=record.dag_id, run_id=record.run_id)
+        self.datasets.run_created(record)
         self._enqueue(record)
 
     def _enqueue(self, record: RunRecord) -> None:
@@ -385,7 +382,9 @@ class Daemon:
         while True:
             await self._trigger_wake.wait()
             self._trigger_wake = anyio.Event()
-            firings = self.engine.feed(TimePassed(self.clock.now()))
+            now = self.clock.now()
+            firings = [f for u in self.datasets.take(now) for f in self.engine.feed(u)]
+            firings += self.engine.feed(TimePassed(now))
             if firings:
                 await self._fire(firings)
             deadline = self.engine.next_deadline()
@@ -404,7 +403,7 @@ class Daemon:
                 self._last[firing.dag_id] = firing.run
         while runs:  # the firings are taken from the engine: they wait for the store
             try:
-                await self.intake.fired(runs)
+                self.datasets.fired(runs, await self.intake.fired(runs))
                 break
             except StoreUnavailable as exc:
                 log.warning("store unavailable: fired runs wait", runs=len(runs), error=str(exc))
@@ -444,6 +443,7 @@ class Daemon:
     def _on_run_end(self, live: LiveRun) -> None:
         dag_id, run_id = live.key
         self.admission.ended(dag_id, run_id)
+        self.datasets.run_ended(live.record)
         log.info("run ended", dag_id=dag_id, run_id=run_id, state=str(live.record.state))
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -465,6 +465,9 @@ class Daemon:
     def next_run(self, dag_id: str) -> RunInfo | None:
         return self.engine.pending(dag_id)
 
+    async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
+        return await self.datasets.update(uri, extra)
+
     def health(self) -> dict[str, Any]:
         return {
             "dags": len(self.folder.dags),
@@ -483,18 +486,3 @@ class Daemon:
         m.dags.set(len(self.folder.dags))
         m.import_errors.set(len(self.folder.errors))
         return m.render()
-
-
-def run_daemon(settings: Settings) -> int:
-    """Run the daemon in this process until it is stopped; the exit code."""
-    anyio.run(Daemon(settings).run)
-    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    if any(not t.daemon for t in stuck):
-        # A try stopped at the end of the grace period may hold a worker thread in a call
-        # Python cannot interrupt (time.sleep, a socket read). The store already has what
-        # a restart needs, so the process ends now rather than when that call returns.
-        log.warning("exiting with tries still in threads", threads=len(stuck))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0

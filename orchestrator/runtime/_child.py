@@ -25,6 +25,7 @@ from orchestrator.runtime._context import (
     build_context,
     render_task,
 )
+from triggers._dataset import DatasetEvent
 
 
 def _run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +41,10 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
         data_interval_start=datetime.fromisoformat(raw["data_interval_start"]),
         data_interval_end=datetime.fromisoformat(raw["data_interval_end"]),
         conf=raw["conf"],
+        triggering_events=[
+            DatasetEvent(**{**e, "timestamp": datetime.fromisoformat(e["timestamp"])})
+            for e in raw.get("triggering_events", [])
+        ],
     )
     ti = RuntimeTaskInstance(
         task=task,
@@ -59,6 +64,8 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
             value = rendered.execute(context)
         json.dumps(value)  # the parent checks size; here only that it is JSON at all
         outcome["value"] = value
+        # the parent checks each extra (a JSON object, its size) as for a try in a thread
+        outcome["outlet_extras"] = json.loads(json.dumps(ti.outlet_events.extras()))
     except SkipTask as exc:
         outcome = {"kind": "skipped", "error": str(exc)}
     except FailTask as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ import jinja2.sandbox
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
 from orchestrator.errors import TemplateError, XComError
 from orchestrator.resources._variables import Variable
+from triggers._dataset import Dataset, DatasetEvent, normalize_uri
 
 if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DagRunInfo",
+    "OutletEventAccessors",
     "RuntimeTaskInstance",
     "build_context",
     "encode_xcom",
@@ -61,10 +63,73 @@ class DagRunInfo:
     data_interval_end: datetime
     conf: dict[str, Any] = field(default_factory=dict)
     start_date: datetime | None = None
+    # the dataset events the run consumed (a dataset-triggered run; DatasetAndTime's)
+    triggering_events: list[DatasetEvent] = field(default_factory=list)
+
+    @property
+    def triggering_dataset_events(self) -> dict[str, list[DatasetEvent]]:
+        """URI -> its events, oldest first (Airflow's context key of the same name)."""
+        by_uri: dict[str, list[DatasetEvent]] = {}
+        for event in self.triggering_events:
+            by_uri.setdefault(event.uri, []).append(event)
+        return by_uri
 
     @property
     def external_trigger(self) -> bool:
         return self.run_type == "manual"
+
+
+class OutletEventAccessor:
+    """What a running task attaches to the event one of its outlets emits on success."""
+
+    __slots__ = ("extra", "uri")
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.extra: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<outlet event {self.uri!r} extra={self.extra!r}>"
+
+
+class OutletEventAccessors:
+    """The context's ``outlet_events``: ``outlet_events[Dataset(uri)].extra = {...}``."""
+
+    def __init__(self, task: BaseOperator, where: str) -> None:
+        self._where = where
+        self._by_uri = {o.uri: OutletEventAccessor(o.uri) for o in task.outlets}
+
+    def __getitem__(self, key: Dataset | str) -> OutletEventAccessor:
+        uri = key.uri if isinstance(key, Dataset) else normalize_uri(key)
+        accessor = self._by_uri.get(uri)
+        if accessor is None:
+            outlets = ", ".join(sorted(self._by_uri)) or "none"
+            raise KeyError(f"{self._where}: {uri!r} is not an outlet of this task ({outlets})")
+        return accessor
+
+    def __contains__(self, key: object) -> bool:
+        uri = key.uri if isinstance(key, Dataset) else key
+        return uri in self._by_uri
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_uri)
+
+    def __len__(self) -> int:
+        return len(self._by_uri)
+
+    def extras(self) -> dict[str, dict[str, Any]]:
+        """Each outlet's extra, checked: a JSON object of at most ``limit`` bytes."""
+        return {uri: a.extra for uri, a in self._by_uri.items() if a.extra}
+
+    def checked_extras(self, limit: int) -> dict[str, dict[str, Any]]:
+        """The extras, each a JSON object of at most ``limit`` bytes; XComError otherwise."""
+        out: dict[str, dict[str, Any]] = {}
+        for uri, extra in self.extras().items():
+            where = f"{self._where}: outlet_events[{uri!r}].extra"
+            if not isinstance(extra, dict):
+                raise XComError(f"{where} must be a dict, got {type(extra).__name__}")
+            out[uri] = json.loads(encode_xcom(extra, where=where, limit=limit))
+        return out
 
 
 class RuntimeTaskInstance:
@@ -95,6 +160,7 @@ class RuntimeTaskInstance:
         self.pushed: dict[str, str] = {}
         # Set by branching operators: the downstream task ids to skip.
         self.skip_task_ids: set[str] = set()
+        self.outlet_events = OutletEventAccessors(task, self.where)
 
     @property
     def where(self) -> str:
@@ -169,7 +235,8 @@ def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
         "params": params,
         "conf": run.conf,
         "var": _VarNamespace(),
-        "triggering_dataset_events": {},
+        "triggering_dataset_events": run.triggering_dataset_events,
+        "outlet_events": ti.outlet_events,
         "event": run.conf.get("event") if run.run_type == "event_triggered" else None,
         "try_number": ti.try_number,
     }

@@ -88,6 +88,7 @@ class TryResult:
     pushed: dict[str, str] = field(default_factory=dict)
     skip_task_ids: set[str] = field(default_factory=set)
     context: dict[str, Any] = field(default_factory=dict)
+    outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
 
 
 class _ThreadHandle:
@@ -202,13 +203,18 @@ class LocalExecutor:
         error: Exception | None,
     ) -> TryResult:
         """How the try ended, from its return value or its exception; logged."""
-        if error is None and request.task.do_xcom_push and value is not None:
+        extras: dict[str, dict[str, Any]] = {}
+        if error is None:
             try:
-                ti.xcom_push(RETURN_VALUE, value)
+                if request.task.do_xcom_push and value is not None:
+                    ti.xcom_push(RETURN_VALUE, value)
+                extras = ti.outlet_events.checked_extras(self.services.settings.xcom_max_bytes)
             except Exception as exc:
                 error = exc
         if error is None:
-            return TryResult("success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids)
+            return TryResult(
+                "success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids, outlet_extras=extras
+            )
         if isinstance(error, SkipTask):
             log.line(f"skipped: {error}")
             return TryResult("skipped", pushed=ti.pushed)
@@ -248,6 +254,7 @@ class LocalExecutor:
                 "data_interval_start": request.run.data_interval_start.isoformat(),
                 "data_interval_end": request.run.data_interval_end.isoformat(),
                 "conf": request.run.conf,
+                "triggering_events": [e.to_json() for e in request.run.triggering_events],
             },
             "try_number": request.try_number,
             "max_tries": request.max_tries,
@@ -300,6 +307,9 @@ class LocalExecutor:
         result_path.unlink()
         ti.pushed.update(outcome.get("pushed", {}))
         ti.skip_task_ids |= set(outcome.get("skip_task_ids", []))
+        for uri, extra in outcome.get("outlet_extras", {}).items():
+            if uri in ti.outlet_events:
+                ti.outlet_events[uri].extra = extra
         kind = outcome["kind"]
         if kind == "skipped":
             raise SkipTask(outcome.get("error") or "skipped")

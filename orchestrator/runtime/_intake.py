@@ -13,6 +13,8 @@ Rules:
    requests for the same run here never both create it. The insert itself never
    overwrites a run another process made meanwhile.
 3. A run is handed to ``on_created`` (the daemon's admission) only once it is stored.
+4. A run that consumes dataset events is stored in one unit with their consumption:
+   after a crash, either the run exists and its events are consumed, or neither.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from orchestrator.core import RunRecord, RunState
 from orchestrator.core._intake import fired_run, interval_run, manual_run
 from orchestrator.errors import Conflict
 from orchestrator.store import Store
+from orchestrator.store._rows import consumed_statement
+from triggers._dataset import DatasetEvent
 from triggers._engine import CreateRun
 from triggers._timetable import RunInfo
 
@@ -54,8 +58,16 @@ class RunIntake:
         self.on_created = on_created
         self._lock = anyio.Lock()
 
-    async def submit(self, runs: Sequence[RunRecord]) -> list[RunRecord]:
-        """Store each run unless one of its keys is taken (rule 1); the ones stored."""
+    async def submit(
+        self,
+        runs: Sequence[RunRecord],
+        consumes: Mapping[tuple[str, str], Sequence[DatasetEvent]] | None = None,
+    ) -> list[RunRecord]:
+        """Store each run unless one of its keys is taken (rule 1); the ones stored.
+
+        ``consumes`` names, by (dag_id, run_id), the dataset events a run takes: their
+        consumption is written in the same unit as the run (rule 4).
+        """
         async with self._lock:
             taken = await self.store.taken_runs(runs)
             fresh: list[RunRecord] = []
@@ -71,7 +83,12 @@ class RunIntake:
                     keys.add(trigger)
                 run.driver = self.driver
                 fresh.append(run)
-            await self.store.insert_runs(fresh)
+            consumed = [
+                consumed_statement(run.dag_id, run.run_id, event)
+                for run in fresh
+                for event in (consumes or {}).get((run.dag_id, run.run_id), ())
+            ]
+            await self.store.insert_runs(fresh, consumed)
         if self.on_created is not None:
             for run in fresh:
                 self.on_created(run)
@@ -102,7 +119,13 @@ class RunIntake:
     async def fired(self, firings: Sequence[CreateRun]) -> list[RunRecord]:
         """The runs the trigger engine fired, stored in one read and one write."""
         now = self.clock.now()
-        return await self.submit([fired_run(f, now) for f in firings])
+        runs = [fired_run(f, now) for f in firings]
+        consumes = {
+            (run.dag_id, run.run_id): firing.consumes
+            for run, firing in zip(runs, firings, strict=True)
+            if firing.consumes
+        }
+        return await self.submit(runs, consumes)
 
     async def backfill(self, dag: DAG, info: RunInfo) -> RunRecord:
         """The backfill run of an interval: the stored one (this process now drives it unless

@@ -12,10 +12,10 @@ Rules:
 2. A try's end is submitted in the same moment its slot is given back, so when
    ``drain`` sees no try running, every ended try's writes (and its run's end) are
    on their way to the store: a shutdown never leaves a finished run ``running``.
-3. Everything the shell does after an ack (notifying listeners, callbacks, the
-   run's end) happens in the coroutine that fed the input, or in a task of the
-   scheduler's own group; the DAG's callback comes after every task callback of the
-   run has returned.
+3. Everything the shell does after an ack (notifying listeners, callbacks, telling
+   ``on_dataset_events`` of the events a success emitted, the run's end) happens in
+   the coroutine that fed the input, or in a task of the scheduler's own group; the
+   DAG's callback comes after every task callback of the run has returned.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
+    DatasetEventRecord,
     Input,
     NotStarted,
     PastRun,
@@ -71,6 +72,7 @@ from orchestrator.runtime._live import (
 )
 from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
+from triggers._dataset import DatasetEvent
 
 __all__ = ["Scheduler"]
 
@@ -91,6 +93,7 @@ class Scheduler:
         timers: Timers | None = None,
         on_run_end: Callable[[LiveRun], None] | None = None,
         deferrals: Deferrals | None = None,
+        on_dataset_events: Callable[[list[DatasetEvent]], None] | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -99,6 +102,7 @@ class Scheduler:
         self.on_change = on_change
         self.on_run_end = on_run_end
         self.deferrals = deferrals
+        self.on_dataset_events = on_dataset_events
         self.queue = ReadyQueue(parallelism)
         self.timers = timers if timers is not None else Timers(clock)
         self._owns_timers = timers is None
@@ -149,6 +153,10 @@ class Scheduler:
         driver = RunDriver(dag, record, tis)
         live = LiveRun(dag, driver, run_info(record))
         live.xcoms = await self.store.xcoms(dag.dag_id, record.run_id)
+        if dag.schedule.datasets is not None:
+            live.info.triggering_events = await self.store.triggering_dataset_events(
+                dag.dag_id, record.run_id
+            )
         past = await self._past(driver) if driver.wants_past else None
         open_tries = {
             t.task_id: t
@@ -327,9 +335,14 @@ class Scheduler:
     ) -> None:
         """After the ack: listeners, the try's callbacks, and the run's end if it came."""
         await ack.wait()
+        emitted: list[DatasetEvent] = []
         for record in step.writes:
             if isinstance(record, XComRecord):
                 live.xcoms[(record.task_id, record.key)] = record.value
+            elif isinstance(record, DatasetEventRecord):
+                emitted.append(record.event)
+        if emitted and self.on_dataset_events is not None:
+            self.on_dataset_events(emitted)
         self._notify(live, snapshots)
         if result is not None:
             live.last_context = result.context
@@ -397,6 +410,7 @@ class Scheduler:
                 result.retryable,
                 result.pushed,
                 frozenset(result.skip_task_ids),
+                result.outlet_extras,
             ),
             self.clock.now(),
         )

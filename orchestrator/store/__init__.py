@@ -1,6 +1,7 @@
 """The metadata store: SQLite (default) or PostgreSQL, behind one interface."""
 
 from orchestrator.store._backend import Statement, plan_groups
+from orchestrator.store._datasets import DatasetInfo, DatasetRefs, event_json
 from orchestrator.store._migrations import MIGRATIONS
 from orchestrator.store._store import ConnectionRecord, Store, open_store
 from orchestrator.store._writer import Ack
@@ -9,8 +10,11 @@ __all__ = [
     "MIGRATIONS",
     "Ack",
     "ConnectionRecord",
+    "DatasetInfo",
+    "DatasetRefs",
     "Statement",
     "Store",
+    "event_json",
     "open_store",
     "plan_groups",
 ]

@@ -153,7 +153,49 @@ ALTER TABLE dag_run ADD COLUMN driver TEXT;
 CREATE INDEX dag_run_type ON dag_run (dag_id, run_type, data_interval_end)
 """
 
+# Datasets. dataset_event is made anew (nothing wrote the first one): an event, once.
+# dataset: every URI known, with its latest update. dataset_ref: which DAGs consume and
+# produce which URIs, as their files say. dataset_delivery: an event delivered to a
+# consumer, written with the event; run_id is set, once, by the run that consumes it, so
+# pending events are the deliveries without a run.
+_V3 = """
+DROP TABLE dataset_event;
+CREATE TABLE dataset_event (
+    id TEXT PRIMARY KEY,
+    uri TEXT NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}',
+    timestamp TEXT NOT NULL,
+    source_dag_id TEXT,
+    source_run_id TEXT,
+    source_task_id TEXT
+);
+CREATE INDEX dataset_event_uri ON dataset_event (uri, timestamp);
+CREATE TABLE dataset (
+    uri TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    last_updated TEXT
+);
+CREATE TABLE dataset_ref (
+    uri TEXT NOT NULL,
+    dag_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (uri, dag_id, kind)
+);
+CREATE INDEX dataset_ref_dag ON dataset_ref (dag_id);
+CREATE TABLE dataset_delivery (
+    dag_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (dag_id, event_id)
+);
+CREATE INDEX dataset_delivery_run ON dataset_delivery (dag_id, run_id);
+CREATE INDEX dataset_delivery_event ON dataset_delivery (event_id);
+CREATE INDEX dataset_delivery_pending ON dataset_delivery (dag_id) WHERE run_id IS NULL
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
+    Migration(3, "datasets", _V3),
 )

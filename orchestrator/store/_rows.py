@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator._clock import iso, parse_iso
 from orchestrator._logging import mask
 from orchestrator.core._records import (
+    DatasetEventRecord,
     Record,
     RunRecord,
     TaskInstanceRecord,
@@ -24,12 +25,17 @@ from orchestrator.core._records import (
 )
 from orchestrator.core._state import RunState, TaskState
 from orchestrator.store._backend import Statement
+from triggers._dataset import DatasetEvent
 
 __all__ = [
+    "EVENT_COLUMNS",
     "RUN_COLUMNS",
     "TI_COLUMNS",
     "ConnectionRecord",
     "conn_from_row",
+    "consumed_statement",
+    "dataset_event_statements",
+    "event_from_row",
     "run_from_row",
     "run_statement",
     "statements",
@@ -188,6 +194,71 @@ def xcoms_cleared(dag_id: str, run_id: str, task_id: str) -> Statement:
     )
 
 
+EVENT_COLUMNS = "id, uri, extra, timestamp, source_dag_id, source_run_id, source_task_id"
+
+
+def dataset_event_statements(event: DatasetEvent) -> list[Statement]:
+    """Store ``event`` once, deliver it to every consumer of its URI, and date the dataset.
+
+    The deliveries come from ``dataset_ref`` in the same transaction, so a consumer known
+    to the store when the event is written has it pending whoever wrote it. Repeating the
+    write changes nothing: an event, a delivery (consumed or not) is written once.
+    """
+    at = iso(event.timestamp)
+    return [
+        Statement(
+            "dataset_delivery",
+            "INSERT INTO dataset_delivery (dag_id, event_id, uri) SELECT dag_id, ?, ? "
+            "FROM dataset_ref WHERE uri = ? AND kind = 'consumer' ON CONFLICT DO NOTHING",
+            (event.id, event.uri, event.uri),
+        ),
+        Statement(
+            "dataset_event",
+            f"INSERT INTO dataset_event ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (
+                event.id,
+                event.uri,
+                json.dumps(dict(event.extra), separators=(",", ":")),
+                at,
+                event.source_dag_id,
+                event.source_run_id,
+                event.source_task_id,
+            ),
+        ),
+        Statement(
+            "dataset",
+            "INSERT INTO dataset (uri, created_at, last_updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (uri) DO UPDATE SET last_updated = excluded.last_updated",
+            (event.uri, at, at),
+        ),
+    ]
+
+
+def consumed_statement(dag_id: str, run_id: str, event: DatasetEvent) -> Statement:
+    """``event``, pending for ``dag_id``, is consumed by its run ``run_id`` (once: a delivery
+    already consumed keeps its run)."""
+    return Statement(
+        "dataset_delivery",
+        "INSERT INTO dataset_delivery (dag_id, event_id, uri, run_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (dag_id, event_id) DO UPDATE SET run_id = excluded.run_id "
+        "WHERE dataset_delivery.run_id IS NULL",
+        (dag_id, event.id, event.uri, run_id),
+    )
+
+
+def event_from_row(row: dict[str, Any]) -> DatasetEvent:
+    return DatasetEvent(
+        id=row["id"],
+        uri=row["uri"],
+        timestamp=parse_iso(row["timestamp"]) or datetime.min,
+        extra=json.loads(row["extra"]),
+        source_dag_id=row["source_dag_id"],
+        source_run_id=row["source_run_id"],
+        source_task_id=row["source_task_id"],
+    )
+
+
 def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
     """The statements that persist ``records``, in their order (XComs stamped ``now``)."""
     out: list[Statement] = []
@@ -200,6 +271,8 @@ def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
             out.append(run_statement(record))
         elif isinstance(record, XComRecord):
             out.append(xcom_statement(record, now))
+        elif isinstance(record, DatasetEventRecord):
+            out += dataset_event_statements(record.event)
         else:
             out.append(xcoms_cleared(record.dag_id, record.run_id, record.task_id))
     return out

@@ -28,6 +28,7 @@ from orchestrator.core._records import (
 from orchestrator.core._state import TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.store._backend import Backend, Statement
+from orchestrator.store._datasets import DatasetRows
 from orchestrator.store._migrations import MIGRATIONS
 from orchestrator.store._rows import (
     RUN_COLUMNS,
@@ -47,7 +48,7 @@ from orchestrator.store._writer import Ack, GroupCommitWriter
 __all__ = ["ConnectionRecord", "Store", "open_store"]
 
 
-class Store:
+class Store(DatasetRows):
     """Runs, task instances and their tries, XComs, variables, connections and pools."""
 
     def __init__(self, backend: Backend, writer: GroupCommitWriter, clock: Clock) -> None:
@@ -93,9 +94,10 @@ class Store:
     def write_nowait(self, statements: Sequence[Statement]) -> Ack:
         return self.writer.submit_nowait(statements)
 
-    async def insert_runs(self, runs: Sequence[RunRecord]) -> None:
-        """Insert each run that is absent, on both its keys, as one unit (see ``run_statement``)."""
-        await self.write([self.run_statement(run, insert_only=True) for run in runs])
+    async def insert_runs(self, runs: Sequence[RunRecord], also: Sequence[Statement] = ()) -> None:
+        """Insert each run that is absent, on both its keys, as one unit (see
+        ``run_statement``), with ``also`` (what the runs consume) in the same unit."""
+        await self.write([*(self.run_statement(run, insert_only=True) for run in runs), *also])
 
     async def clear_task_instances(self, run: RunRecord, tis: Sequence[TaskInstanceRecord]) -> None:
         """Reset ``tis`` to run again (keeping their try history) and requeue the run."""

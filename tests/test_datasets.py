@@ -1,0 +1,372 @@
+"""Datasets with a store: events, deliveries and consumption on both backends; the run
+driver's events; and the daemon end to end (a real subprocess, killed for real)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import DAG, Dataset
+from orchestrator.core import (
+    DatasetEventRecord,
+    RunDriver,
+    RunRecord,
+    RunState,
+    Start,
+    TryEnded,
+    TryOutcome,
+    TryStarted,
+)
+from orchestrator.core._steps import Clear, Queued
+from orchestrator.operators import EmptyOperator
+from orchestrator.store import DatasetRefs, open_store
+from orchestrator.store._rows import consumed_statement
+from tests.daemon_proc import DaemonProc
+from triggers._dataset import DatasetEvent
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DagFile = Callable[[str, str], Path]
+Daemon = Callable[..., DaemonProc]
+
+
+def ev(event_id: str, uri: str, minutes: int = 0, **extra: Any) -> DatasetEvent:
+    return DatasetEvent(event_id, uri, T0 + timedelta(minutes=minutes), extra)
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+async def test_an_event_is_delivered_to_the_consumers_the_store_knows(db_url: str) -> None:
+    """Written once with one delivery per consumer; a repeat is one event, even after the
+    delivery was consumed; an event for a URI nobody uses is stored with no delivery."""
+    async with open_store(db_url) as store:
+        await store.set_dataset_refs(
+            [
+                DatasetRefs("c1", consumes=frozenset({"s3://b/k"})),
+                DatasetRefs("c2", consumes=frozenset({"s3://b/k", "s3://b/j"})),
+                DatasetRefs("p", produces=frozenset({"s3://b/k"})),
+            ]
+        )
+        first, lonely = ev("e1", "s3://b/k", rows=1), ev("e2", "s3://b/nobody")
+        await store.record_dataset_events([first, lonely])
+        pending = await store.pending_dataset_events()
+        assert pending == {"c1": [first], "c2": [first]}
+        assert [e.extra for e in pending["c1"]] == [{"rows": 1}]
+        run = RunRecord("c1", "r1", RunState.QUEUED, "dataset_triggered", T0, T0)
+        await store.insert_runs([run], [consumed_statement("c1", "r1", first)])
+        await store.record_dataset_events([first])  # repeated: no new delivery
+        assert await store.pending_dataset_events() == {"c2": [first]}
+        assert await store.triggering_dataset_events("c1", "r1") == [first]
+        [(stored, runs)] = await store.dataset_events("s3://b/k")
+        assert (stored, runs) == (first, [("c1", "r1")])
+        assert await store.dataset_consumers("s3://b/nobody") == []
+        infos = {d.uri: d for d in await store.list_datasets()}
+        assert infos["s3://b/nobody"].last_updated == T0
+        assert infos["s3://b/k"].consumers == ["c1", "c2"]
+        assert infos["s3://b/k"].producers == ["p"]
+        assert infos["s3://b/j"].last_updated is None
+
+
+async def test_a_consumed_delivery_keeps_its_first_run(db_url: str) -> None:
+    async with open_store(db_url) as store:
+        await store.set_dataset_refs([DatasetRefs("c", consumes=frozenset({"a"}))])
+        event = ev("e1", "a")
+        await store.record_dataset_events([event])
+        for run_id in ("r1", "r2"):
+            run = RunRecord("c", run_id, RunState.QUEUED, "dataset_triggered", T0, T0)
+            await store.insert_runs([run], [consumed_statement("c", run_id, event)])
+        assert await store.triggering_dataset_events("c", "r1") == [event]
+        assert await store.triggering_dataset_events("c", "r2") == []
+
+
+async def test_pending_events_come_oldest_first_and_follow_the_condition(db_url: str) -> None:
+    """A redefined consumer keeps the pending events of the URIs it still consumes."""
+    async with open_store(db_url) as store:
+        await store.set_dataset_refs([DatasetRefs("c", consumes=frozenset({"a", "b"}))])
+        await store.record_dataset_events([ev("e2", "a", 2), ev("e1", "b", 1), ev("e3", "a", 3)])
+        pending = await store.pending_dataset_events(["c"])
+        assert [e.id for e in pending["c"]] == ["e1", "e2", "e3"]
+        await store.set_dataset_refs([DatasetRefs("c", consumes=frozenset({"a", "b"}))])
+        assert len((await store.pending_dataset_events(["c"]))["c"]) == 3
+        await store.set_dataset_refs([DatasetRefs("c", consumes=frozenset({"a"}))])
+        assert [e.id for e in (await store.pending_dataset_events(["c"]))["c"]] == ["e2", "e3"]
+
+
+# -- the run driver --------------------------------------------------------------------------
+
+
+def test_a_success_emits_one_event_per_outlet_in_its_own_writes() -> None:
+    """Success: an event per outlet, with the extra the try attached, in the step that
+    records the success. Failure: none. Cleared and run again: a new event."""
+    with DAG("p") as dag:
+        ok = EmptyOperator(task_id="ok", outlets=[Dataset("s3://b/x"), Dataset("s3://b/y")])
+        bad = EmptyOperator(task_id="bad", outlets=[Dataset("s3://b/z")])
+    run = RunRecord("p", "r", RunState.QUEUED, "manual", T0, T0)
+    driver = RunDriver(dag, run)
+    driver.feed(Start(), T0)
+    emitted: list[list[DatasetEvent]] = []
+    for attempt in range(2):
+        for task in (ok, bad):
+            driver.feed(Queued(task.task_id), T0)
+            driver.feed(TryStarted(task.task_id), T0)
+        step = driver.feed(
+            TryEnded("ok", TryOutcome.SUCCESS, outlet_extras={"s3://b/x": {"rows": attempt}}), T0
+        )
+        emitted.append([w.event for w in step.writes if isinstance(w, DatasetEventRecord)])
+        failed = driver.feed(TryEnded("bad", TryOutcome.FAILED, "boom"), T0)
+        assert not [w for w in failed.writes if isinstance(w, DatasetEventRecord)]
+        driver.feed(Clear(frozenset({"ok", "bad"})), T0)
+    first, second = emitted
+    assert [(e.uri, dict(e.extra)) for e in first] == [("s3://b/x", {"rows": 0}), ("s3://b/y", {})]
+    assert (first[0].source_dag_id, first[0].source_run_id, first[0].source_task_id) == (
+        "p",
+        "r",
+        "ok",
+    )
+    assert {e.id for e in first}.isdisjoint({e.id for e in second})
+
+
+# -- the daemon, end to end -----------------------------------------------------------------
+
+PRODUCER = """
+from datetime import datetime
+from orchestrator import DAG, Dataset, task
+
+with DAG("producer", schedule=None, start_date=datetime(2026, 1, 1)):
+    @task(outlets=[Dataset("s3://lake/orders")])
+    def publish(**context):
+        context["outlet_events"][Dataset("s3://lake/orders")].extra = {"rows": 42}
+
+    publish()
+"""
+
+CONSUMER = """
+import json, os, pathlib, time
+from datetime import datetime
+from orchestrator import DAG, Dataset, task
+
+OUT = pathlib.Path({out!r})
+
+with DAG("consumer", schedule={schedule}, start_date=datetime(2026, 1, 1),
+         dataset_events={mode!r}):
+    @task
+    def {task_id}(**context):
+        while (OUT / "hold").exists():
+            time.sleep(0.01)
+        seen = {{
+            uri: [
+                {{"uri": e.uri, "extra": dict(e.extra), "source_dag_id": e.source_dag_id,
+                  "source_run_id": e.source_run_id, "source_task_id": e.source_task_id,
+                  "timestamp": e.timestamp.isoformat()}}
+                for e in events
+            ]
+            for uri, events in context["triggering_dataset_events"].items()
+        }}
+        run = context["dag_run"]
+        (OUT / (run.run_id.replace(":", "_") + ".json")).write_text(json.dumps({{
+            "events": seen, "run_type": run.run_type,
+            "interval": [run.data_interval_start.isoformat(), run.data_interval_end.isoformat()],
+        }}))
+
+    {task_id}()
+"""
+
+
+def consumer(
+    dag_file: DagFile,
+    out: Path,
+    schedule: str = '[Dataset("s3://lake/orders")]',
+    mode: str = "batch",
+    task_id: str = "consume",
+) -> None:
+    out.mkdir(exist_ok=True)
+    dag_file(
+        "consumer.py",
+        CONSUMER.format(out=str(out), schedule=schedule, mode=mode, task_id=task_id),
+    )
+
+
+def consumer_runs(d: DaemonProc, state: str | None = "success") -> list[dict[str, Any]]:
+    runs = [r for r in d.runs("consumer") if state is None or r["state"] == state]
+    return sorted(runs, key=lambda r: r["logical_date"])
+
+
+def wait_runs(d: DaemonProc, count: int, what: str) -> list[dict[str, Any]]:
+    return d.wait_for(lambda: (r := consumer_runs(d)) and len(r) >= count and r, 20, what)
+
+
+def seen_by(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        (out / (run["run_id"].replace(":", "_") + ".json")).read_text()
+    )
+    return doc
+
+
+def update(d: DaemonProc, uri: str, **extra: Any) -> dict[str, Any]:
+    response = d.api("POST", "/api/v1/datasets/events", json={"uri": uri, "extra": extra})
+    assert response.status_code == 201, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def cli(*args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if db is not None:
+        env["ORCHESTRATOR_DB"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_producer_success_triggers_its_consumer_with_the_event(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """The producer's success stores the event (with its extra); the consumer's run is
+    dataset_triggered, sees triggering_dataset_events, and the API lists both."""
+    out = tmp_path / "out"
+    dag_file("producer.py", PRODUCER)
+    consumer(dag_file, out)
+    d = daemon()
+    produced = d.api("POST", "/api/v1/dags/producer/runs", json={}).json()
+    [run] = wait_runs(d, 1, "the consumer's run")
+    assert run["run_type"] == "dataset_triggered"
+    doc = seen_by(out, run)
+    [event] = doc["events"]["s3://lake/orders"]
+    assert event["extra"] == {"rows": 42}
+    assert (event["source_dag_id"], event["source_run_id"], event["source_task_id"]) == (
+        "producer",
+        produced["run_id"],
+        "publish",
+    )
+    assert doc["interval"] == [event["timestamp"], event["timestamp"]]
+    [listed] = d.api("GET", "/api/v1/datasets").json()
+    assert (listed["uri"], listed["consumers"], listed["producers"]) == (
+        "s3://lake/orders",
+        ["consumer"],
+        ["producer"],
+    )
+    assert listed["last_updated"] is not None
+    [stored] = d.api("GET", "/api/v1/datasets/events", params={"uri": "s3://lake/orders"}).json()
+    assert stored["triggered_runs"] == [{"dag_id": "consumer", "run_id": run["run_id"]}]
+
+
+@pytest.mark.timeout(120)
+def test_events_during_a_run_wait_for_the_next_one_none_lost_none_twice(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """batch: updates while a run is running make one next run with all of them; an update
+    for a URI nobody uses is stored and answered with no consumers."""
+    out = tmp_path / "out"
+    consumer(dag_file, out)
+    (out / "hold").write_text("")
+    d = daemon()
+    update(d, "s3://lake/orders", n=1)
+    d.wait_for(lambda: consumer_runs(d, "running"), 20, "the first run running")
+    for n in (2, 3, 4):
+        assert update(d, "s3://LAKE/orders/", n=n)["consumers"] == ["consumer"]
+    nobody = update(d, "s3://lake/nobody")
+    assert nobody["consumers"] == []
+    assert len(consumer_runs(d, None)) == 1
+    (out / "hold").unlink()
+    first, second = wait_runs(d, 2, "the second run")
+    assert [e["extra"]["n"] for e in seen_by(out, first)["events"]["s3://lake/orders"]] == [1]
+    later = seen_by(out, second)["events"]["s3://lake/orders"]
+    assert [e["extra"]["n"] for e in later] == [2, 3, 4]
+    assert len(consumer_runs(d, None)) == 2
+    events = d.api("GET", "/api/v1/datasets/events").json()
+    assert {e["uri"] for e in events} == {"s3://lake/orders", "s3://lake/nobody"}
+
+
+@pytest.mark.timeout(120)
+def test_a_paused_each_consumer_keeps_its_events_and_runs_them_in_order(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """each: three updates while paused make no run; unpaused, three runs, one event
+    each, in the order of the updates."""
+    out = tmp_path / "out"
+    consumer(dag_file, out, mode="each")
+    d = daemon()
+    assert d.api("PATCH", "/api/v1/dags/consumer", json={"is_paused": True}).status_code == 200
+    for n in (1, 2, 3):
+        update(d, "s3://lake/orders", n=n)
+    assert consumer_runs(d, None) == []
+    assert d.api("PATCH", "/api/v1/dags/consumer", json={"is_paused": False}).status_code == 200
+    runs = wait_runs(d, 3, "three runs")
+    assert [
+        [e["extra"]["n"] for e in seen_by(out, r)["events"]["s3://lake/orders"]] for r in runs
+    ] == [
+        [1],
+        [2],
+        [3],
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_a_changed_file_with_the_same_condition_keeps_pending_events(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    both = '[Dataset("s3://lake/a"), Dataset("s3://lake/b")]'
+    consumer(dag_file, out, schedule=both)
+    d = daemon()
+    update(d, "s3://lake/a", n=1)
+    consumer(dag_file, out, schedule=both, task_id="renamed")
+    d.wait_for(
+        lambda: d.api("GET", "/api/v1/dags/consumer").json()["tasks"] == ["renamed"],
+        20,
+        "the file reloaded",
+    )
+    update(d, "s3://lake/b", n=2)
+    [run] = wait_runs(d, 1, "the run of a and b")
+    events = seen_by(out, run)["events"]
+    assert sorted(events) == ["s3://lake/a", "s3://lake/b"]
+
+
+@pytest.mark.timeout(120)
+def test_pending_events_survive_kill_9_and_a_restart_fires_them(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
+) -> None:
+    """a & b: a arrives, the daemon is killed; b is stored by the command with no daemon
+    up; the restarted daemon fires one run with both."""
+    out = tmp_path / "out"
+    consumer(dag_file, out, schedule='Dataset("s3://lake/a") & Dataset("s3://lake/b")')
+    d = daemon()
+    update(d, "s3://lake/a", n=1)
+    d.kill9()
+    stored = cli("datasets", "update", "s3://lake/b", "--extra", '{"n": 2}', "--json", db=db_url)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["consumers"] == ["consumer"]
+    assert "no daemon running" in stored.stderr
+    again = daemon()
+    [run] = wait_runs(again, 1, "the run after the restart")
+    events = seen_by(out, run)["events"]
+    assert [e["extra"] for uri in sorted(events) for e in events[uri]] == [{"n": 1}, {"n": 2}]
+    listed = cli("datasets", "list", "--json", db=db_url)
+    assert listed.returncode == 0, listed.stderr
+    assert {d["uri"] for d in json.loads(listed.stdout)} == {"s3://lake/a", "s3://lake/b"}
+
+
+def test_the_update_command_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    for args, says in (
+        (["s3://lake/a key"], "whitespace"),
+        (["s3://lake/a", "--extra", "[1]"], "JSON object"),
+        (["s3://lake/a", "--extra", "{no"], "not valid JSON"),
+    ):
+        done = cli("datasets", "update", *args)
+        assert done.returncode == 2
+        assert says in done.stderr
+    listed = cli("datasets", "list", "--json")
+    assert json.loads(listed.stdout) == []
