@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator import DAG, Dataset
+from orchestrator._clock import ManualClock
 from orchestrator.core import (
     DatasetEventRecord,
     RunDriver,
@@ -26,11 +27,14 @@ from orchestrator.core import (
     TryStarted,
 )
 from orchestrator.core._steps import Clear, Queued
+from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.operators import EmptyOperator
-from orchestrator.store import DatasetRefs, open_store
+from orchestrator.store import MIGRATIONS, DatasetRefs, open_store
 from orchestrator.store._rows import consumed_statement
 from tests.daemon_proc import DaemonProc
 from triggers._dataset import DatasetEvent
+from triggers._engine import CreateRun, TriggerEngine
+from triggers._s3events import s3_object_created
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DagFile = Callable[[str, str], Path]
@@ -100,6 +104,15 @@ async def test_pending_events_come_oldest_first_and_follow_the_condition(db_url:
         assert [e.id for e in (await store.pending_dataset_events(["c"]))["c"]] == ["e2", "e3"]
 
 
+async def test_a_store_of_the_previous_schema_migrates(db_url: str) -> None:
+    """A store made before datasets (versions 1 and 2) takes version 3 and then events."""
+    async with open_store(db_url, migrate=False) as store:
+        assert await store.backend.migrate(MIGRATIONS[:2], "then") == [1, 2]
+    async with open_store(db_url) as store:
+        await store.record_dataset_events([ev("e1", "s3://b/k")])
+        assert [d.uri for d in await store.list_datasets()] == ["s3://b/k"]
+
+
 # -- the run driver --------------------------------------------------------------------------
 
 
@@ -132,6 +145,97 @@ def test_a_success_emits_one_event_per_outlet_in_its_own_writes() -> None:
         "ok",
     )
     assert {e.id for e in first}.isdisjoint({e.id for e in second})
+
+
+# -- the feed: S3 notifications, the orchestrator's own event ------------------------------
+
+RECORDS = {
+    "Records": [
+        {
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "bucket": {"name": "lake"},
+                "object": {"key": "daily/red+flower%3A1.csv", "size": 10, "eTag": "x"},
+            },
+        },
+        {
+            "eventName": "ObjectRemoved:Delete",
+            "s3": {"bucket": {"name": "lake"}, "object": {"key": "k"}},
+        },
+        {
+            "eventName": "ObjectCreated:Copy",
+            "s3": {"bucket": {"name": "Lake"}, "object": {"key": "a/b/"}},
+        },
+    ]
+}
+BRIDGE = {
+    "source": "aws.s3",
+    "detail-type": "Object Created",
+    "detail": {
+        "bucket": {"name": "lake"},
+        "object": {"key": "raw/2023-08-08T14:03:40.zip", "size": 3, "etag": "e"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            RECORDS,
+            [("s3://lake/daily/red%20flower:1.csv", {"size": 10}), ("s3://lake/a/b", {})],
+        ),
+        (BRIDGE, [("s3://lake/raw/2023-08-08T14:03:40.zip", {"size": 3, "etag": "e"})]),
+        ({"Event": "s3:TestEvent", "Bucket": "lake"}, []),
+        ({**BRIDGE, "detail-type": "Object Deleted"}, []),
+        ({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {}, "object": {}}}]}, []),
+        ({"Records": "nope"}, []),
+        ([1, 2], []),
+    ],
+)
+def test_s3_object_created_messages_name_their_datasets(
+    message: object, expected: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Both shapes (S3 notification Records, EventBridge Object Created); keys decoded from
+    the Records shape's URL encoding and percent-encoded as a URI needs; others name none."""
+    assert s3_object_created(message) == expected
+    for uri, _ in expected:
+        assert Dataset(uri).problem is None
+
+
+async def test_every_update_is_also_a_dataset_updated_event(db_url: str) -> None:
+    """Updates from outside (here an S3 notification) are stored, delivered and handed to
+    the listeners as the orchestrator's own Dataset Updated event."""
+    engine = TriggerEngine()
+    woken: list[bool] = []
+    feed = DatasetFeed(
+        engine, ManualClock(T0), wake=lambda: woken.append(True), is_paused=lambda _: False
+    )
+    seen: list[dict[str, Any]] = []
+
+    def failing(event: dict[str, Any]) -> None:
+        raise RuntimeError("a listener's bug")
+
+    feed.listeners += [failing, seen.append]  # a failing listener stops nothing
+    async with open_store(db_url) as store:
+        feed.open(store, [])
+        with DAG("c", schedule=[Dataset("s3://lake/raw/2023-08-08T14:03:40.zip")]) as dag:
+            EmptyOperator(task_id="t")
+        await feed.dags_changed([dag], [])
+        [(event, consumers)] = await feed.from_s3(BRIDGE)
+        assert consumers == ["c"]
+        assert (await store.pending_dataset_events())["c"] == [event]
+    [own] = seen
+    assert (own["source"], own["detail-type"], own["resources"]) == (
+        "orchestrator",
+        "Dataset Updated",
+        [event.uri],
+    )
+    assert own["detail"]["extra"] == {"size": 3, "etag": "e"}
+    [fired] = [f for u in feed.take(T0) for f in engine.feed(u)]
+    assert isinstance(fired, CreateRun)
+    assert fired.consumes == (event,)
+    assert woken
 
 
 # -- the daemon, end to end -----------------------------------------------------------------
@@ -200,7 +304,10 @@ def consumer_runs(d: DaemonProc, state: str | None = "success") -> list[dict[str
 
 
 def wait_runs(d: DaemonProc, count: int, what: str) -> list[dict[str, Any]]:
-    return d.wait_for(lambda: (r := consumer_runs(d)) and len(r) >= count and r, 20, what)
+    runs: list[dict[str, Any]] = d.wait_for(
+        lambda: (r := consumer_runs(d)) and len(r) >= count and r, 20, what
+    )
+    return runs
 
 
 def seen_by(out: Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -261,6 +368,9 @@ def test_a_producer_success_triggers_its_consumer_with_the_event(
     assert listed["last_updated"] is not None
     [stored] = d.api("GET", "/api/v1/datasets/events", params={"uri": "s3://lake/orders"}).json()
     assert stored["triggered_runs"] == [{"dag_id": "consumer", "run_id": run["run_id"]}]
+    metrics = d.api("GET", "/metrics").text
+    assert "orchestrator_dataset_events_total 1.0" in metrics
+    assert 'orchestrator_runs_created_total{run_type="dataset_triggered"} 1.0' in metrics
 
 
 @pytest.mark.timeout(120)
@@ -370,3 +480,21 @@ def test_the_update_command_refuses_bad_input_and_writes_nothing(tmp_path: Path)
         assert says in done.stderr
     listed = cli("datasets", "list", "--json")
     assert json.loads(listed.stdout) == []
+
+
+@pytest.mark.timeout(120)
+def test_an_event_another_process_stored_is_picked_up(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
+) -> None:
+    """``dags test`` of the producer (its own process, its own writes) triggers the
+    daemon's consumer: the daemon finds the delivery when it next reads the store."""
+    out = tmp_path / "out"
+    dag_file("producer.py", PRODUCER)
+    consumer(dag_file, out)
+    d = daemon(ORCHESTRATOR_RECONCILE_INTERVAL="0.2")
+    tested = cli("dags", "test", "producer", db=db_url)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    [run] = wait_runs(d, 1, "the consumer's run")
+    [event] = seen_by(out, run)["events"]["s3://lake/orders"]
+    assert event["source_dag_id"] == "producer"
+    assert event["extra"] == {"rows": 42}

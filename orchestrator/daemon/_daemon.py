@@ -97,6 +97,7 @@ class Daemon:
         self.datasets = DatasetFeed(
             self.engine, self.clock, wake=self._wake_trigger, is_paused=self.is_paused
         )
+        self.datasets.listeners.append(lambda _: self.metrics.dataset_events.inc())
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
         self._admit_wake = anyio.Event()

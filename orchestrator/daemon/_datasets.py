@@ -33,6 +33,7 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.store import DatasetRefs, Store
 from triggers._dataset import DatasetEvent, normalize_uri
 from triggers._engine import CreateRun, DatasetUpdated, TriggerEngine
+from triggers._s3events import s3_object_created
 
 __all__ = ["DatasetFeed", "dataset_updated_event", "refs_of"]
 
@@ -188,6 +189,12 @@ class DatasetFeed:
         log.info("dataset updated", uri=event.uri, consumers=len(consumers))
         self.emitted([event])
         return event, consumers
+
+    async def from_s3(self, message: object) -> list[tuple[DatasetEvent, list[str]]]:
+        """An S3 object-created notification (either shape, ``triggers._s3events``) as
+        updates of the ``s3://`` datasets it names; the events issue's queue reader
+        calls this with each message it takes."""
+        return [await self.update(uri, extra) for uri, extra in s3_object_created(message)]
 
     async def reconcile(self) -> None:
         """Deliveries another process wrote (``dags test``, a command without the API)."""

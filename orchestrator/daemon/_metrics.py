@@ -51,6 +51,11 @@ class Metrics:
         self.runs_created = Counter(
             "orchestrator_runs_created", "Runs created by this daemon", ["run_type"], registry=r
         )
+        self.dataset_events = Counter(
+            "orchestrator_dataset_events",
+            "Dataset events stored (task outlets and updates from outside)",
+            registry=r,
+        )
 
     def set_states(self, runs: dict[str, int], tasks: dict[str, int]) -> None:
         self.runs.clear()
