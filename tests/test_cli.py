@@ -125,7 +125,7 @@ def test_dags_list_json_and_import_errors(
     done = cli("dags", "list", "--json")
     assert done.returncode == 0
     items = json.loads(done.stdout)
-    assert [i["dag_id"] for i in items] == ["dag_etl_example", "my_first_dag"]
+    assert [i["dag_id"] for i in items] == ["dag_etl_example", "my_first_dag", "orders_report"]
     assert set(items[0]) == {"dag_id", "file", "schedule", "is_paused", "tags"}
     assert items[0]["schedule"] == "@weekly"
     assert items[0]["tags"] == ["etl"]

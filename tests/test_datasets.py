@@ -118,25 +118,34 @@ async def test_a_store_of_the_previous_schema_migrates(db_url: str) -> None:
 
 def test_a_success_emits_one_event_per_outlet_in_its_own_writes() -> None:
     """Success: an event per outlet, with the extra the try attached, in the step that
-    records the success. Failure: none. Cleared and run again: a new event."""
+    records the success. Failed, skipped, upstream_failed: none. Cleared and run again: a
+    new event."""
     with DAG("p") as dag:
         ok = EmptyOperator(task_id="ok", outlets=[Dataset("s3://b/x"), Dataset("s3://b/y")])
         bad = EmptyOperator(task_id="bad", outlets=[Dataset("s3://b/z")])
+        skipper = EmptyOperator(task_id="skipper", outlets=[Dataset("s3://b/s")])
+        bad >> EmptyOperator(task_id="after_bad", outlets=[Dataset("s3://b/u")])
     run = RunRecord("p", "r", RunState.QUEUED, "manual", T0, T0)
     driver = RunDriver(dag, run)
     driver.feed(Start(), T0)
     emitted: list[list[DatasetEvent]] = []
     for attempt in range(2):
-        for task in (ok, bad):
+        for task in (ok, bad, skipper):
             driver.feed(Queued(task.task_id), T0)
             driver.feed(TryStarted(task.task_id), T0)
         step = driver.feed(
             TryEnded("ok", TryOutcome.SUCCESS, outlet_extras={"s3://b/x": {"rows": attempt}}), T0
         )
         emitted.append([w.event for w in step.writes if isinstance(w, DatasetEventRecord)])
-        failed = driver.feed(TryEnded("bad", TryOutcome.FAILED, "boom"), T0)
-        assert not [w for w in failed.writes if isinstance(w, DatasetEventRecord)]
-        driver.feed(Clear(frozenset({"ok", "bad"})), T0)
+        others = [
+            driver.feed(
+                TryEnded("bad", TryOutcome.FAILED, "boom"), T0
+            ),  # after_bad: upstream_failed
+            driver.feed(TryEnded("skipper", TryOutcome.SKIPPED), T0),
+        ]
+        assert driver.tis["after_bad"].state == "upstream_failed"
+        assert not [w for s in others for w in s.writes if isinstance(w, DatasetEventRecord)]
+        driver.feed(Clear(frozenset({"ok", "bad", "skipper"})), T0)
     first, second = emitted
     assert [(e.uri, dict(e.extra)) for e in first] == [("s3://b/x", {"rows": 0}), ("s3://b/y", {})]
     assert (first[0].source_dag_id, first[0].source_run_id, first[0].source_task_id) == (
@@ -426,7 +435,7 @@ def test_a_paused_each_consumer_keeps_its_events_and_runs_them_in_order(
 
 @pytest.mark.timeout(120)
 def test_a_changed_file_with_the_same_condition_keeps_pending_events(
-    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
 ) -> None:
     out = tmp_path / "out"
     both = '[Dataset("s3://lake/a"), Dataset("s3://lake/b")]'
@@ -439,7 +448,10 @@ def test_a_changed_file_with_the_same_condition_keeps_pending_events(
         20,
         "the file reloaded",
     )
-    update(d, "s3://lake/b", n=2)
+    # the command goes through the daemon's API: the run follows at once
+    sent = cli("datasets", "update", "s3://lake/b", "--extra", '{"n": 2}', db=db_url)
+    assert sent.returncode == 0, sent.stderr
+    assert "no daemon running" not in sent.stderr
     [run] = wait_runs(d, 1, "the run of a and b")
     events = seen_by(out, run)["events"]
     assert sorted(events) == ["s3://lake/a", "s3://lake/b"]

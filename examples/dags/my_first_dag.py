@@ -1,4 +1,5 @@
-"""TaskFlow example: sync and async tasks, XCom by argument, a dataset outlet."""
+"""TaskFlow example: sync and async tasks, XCom by argument, a dataset outlet (with an
+extra the downstream `orders_report` DAG sees)."""
 
 from datetime import datetime
 
@@ -15,9 +16,11 @@ def my_first_dag():
         return {"rows": 3}
 
     @task(retries=3, outlets=[Dataset("s3://warehouse/orders")])
-    async def load(data: dict):
+    async def load(data: dict, outlet_events=None):
         await anyio.sleep(0.01)
         print(f"loaded {data['rows']} rows")
+        # the orders_report DAG sees this on the dataset event
+        outlet_events[Dataset("s3://warehouse/orders")].extra = {"rows": data["rows"]}
         return data["rows"]
 
     report = BashOperator(task_id="report", bash_command="echo 'run {{ run_id }} on {{ ds }}'")
