@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from orchestrator import DAG, Asset, AssetAll, AssetAny, AssetOrTimeSchedule, Dataset
 from orchestrator.errors import DagDefinitionError
 from orchestrator.operators import EmptyOperator
-from triggers import DatasetAll, DatasetAndTime, DatasetAny, DatasetOrTime, normalize_uri
+from triggers import (
+    DatasetAll,
+    DatasetAndTime,
+    DatasetAny,
+    DatasetCondition,
+    DatasetOrTime,
+    normalize_uri,
+)
 from triggers._dataset import DatasetEvent
 from triggers._engine import CreateRun, DatasetUpdated, TimePassed, TriggerEngine
 from triggers._timetable import timetable_for
@@ -351,3 +358,73 @@ def test_every_event_is_consumed_at_most_once_and_none_is_lost(
                 assert len(run.consumes) == 1
             taken += run.consumes
     assert taken + engine.pending_events("c") == given_events
+
+
+class Reference:
+    """The README's semantics, written as plainly as possible, for one consumer."""
+
+    def __init__(self, condition: DatasetCondition, each: bool) -> None:
+        self.condition = condition
+        self.each = each
+        self.pending: list[DatasetEvent] = []
+        self.busy = False
+        self.paused = False
+
+    def fire(self) -> list[tuple[DatasetEvent, ...]]:
+        if self.busy or self.paused:
+            return []
+        for end in range(1, len(self.pending) + 1) if self.each else [len(self.pending)]:
+            prefix = self.pending[:end]
+            if prefix and self.condition.evaluate({e.uri for e in prefix}):
+                self.pending = self.pending[end:]
+                self.busy = True
+                return [tuple(prefix)]
+        return []
+
+
+CONDITIONS = [
+    Dataset("a") & Dataset("b"),
+    (Dataset("a") | Dataset("b")) & Dataset("c"),
+    Dataset("a") | (Dataset("b") & Dataset("c")),
+    DatasetAll(Dataset("a"), Dataset("b"), Dataset("c")),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.sampled_from(["a", "b", "c", "z", "release", "pause", "unpause", "again"]),
+        max_size=50,
+    ),
+    each=st.booleans(),
+    which=st.integers(0, len(CONDITIONS) - 1),
+)
+def test_the_engine_fires_what_the_plain_semantics_fire(
+    steps: list[str], each: bool, which: int
+) -> None:
+    """Random updates (some told twice), run ends and pauses: the engine's runs and what it
+    keeps pending are the reference's, for nested & and | conditions in both modes."""
+    condition = CONDITIONS[which]
+    engine = TriggerEngine()
+    engine.set_datasets("c", condition, each=each)
+    reference = Reference(condition, each)
+    last: DatasetEvent | None = None
+    for step in steps:
+        if step in ("a", "b", "c", "z"):
+            last = event(step)
+            fired = update(engine, last)
+            if step in condition.uris():
+                reference.pending.append(last)
+        elif step == "again":  # an event told again (by the store, by reconciling)
+            fired = update(engine, last) if last is not None else []
+        else:
+            if step == "release":
+                engine.release("c")
+                reference.busy = False
+            else:
+                engine.set_dataset_paused("c", step == "pause")
+                reference.paused = step == "pause"
+            fired = runs(engine.feed(TimePassed(T0)))
+        expected = reference.fire()
+        assert [r.consumes for r in fired] == expected
+    assert engine.pending_events("c") == reference.pending

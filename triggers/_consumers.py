@@ -17,7 +17,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from triggers._dataset import DatasetCondition, DatasetEvent
@@ -34,20 +34,33 @@ class Consumer:
     pending: dict[str, DatasetEvent] = field(default_factory=dict)  # id -> event, arrival order
     busy: bool = False  # a run it fired is queued or running
     paused: bool = False
+    updated: Counter[str] = field(default_factory=Counter)  # the pending events' URIs
 
     def __post_init__(self) -> None:
         self.uris = self.condition.uris()
+
+    def add(self, event: DatasetEvent) -> None:
+        self.pending[event.id] = event
+        self.updated[event.uri] += 1
+
+    def remove(self, event_id: str) -> None:
+        event = self.pending.pop(event_id, None)
+        if event is not None:
+            self.updated[event.uri] -= 1
+            if not self.updated[event.uri]:
+                del self.updated[event.uri]
 
     def same_definition(self, other: Consumer) -> bool:
         return (self.condition, self.each, self.timed) == (other.condition, other.each, other.timed)
 
     def take(self) -> list[DatasetEvent] | None:
         """The events the next run consumes (rule 1), or None while the condition fails."""
-        if not self.pending:
+        # & and | are monotone: when all the pending events do not satisfy the condition,
+        # no part of them does, so a consumer waiting for one dataset costs O(1) an event.
+        if not self.pending or not self.condition.evaluate(self.updated.keys()):
             return None
         if not self.each:
-            updated = {event.uri for event in self.pending.values()}
-            return list(self.pending.values()) if self.condition.evaluate(updated) else None
+            return list(self.pending.values())
         taken: list[DatasetEvent] = []
         updated = set()
         for event in self.pending.values():

@@ -16,7 +16,7 @@ names, so the error names the DAG, the task and the URI.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,7 +84,7 @@ class DatasetCondition:
     def uris(self) -> frozenset[str]:
         return frozenset(d.uri for d in self.datasets())
 
-    def evaluate(self, updated: Mapping[str, object] | frozenset[str] | set[str]) -> bool:
+    def evaluate(self, updated: Collection[str]) -> bool:
         """True when the datasets in ``updated`` satisfy the condition."""
         raise NotImplementedError
 
@@ -105,7 +105,7 @@ class Dataset(DatasetCondition):
 
     uri: str
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    problem: str | None = field(default=None, compare=False, hash=False, repr=False)
+    problem: str | None = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -127,7 +127,7 @@ class Dataset(DatasetCondition):
     def uris(self) -> frozenset[str]:
         return frozenset({self.uri})
 
-    def evaluate(self, updated: Mapping[str, object] | frozenset[str] | set[str]) -> bool:
+    def evaluate(self, updated: Collection[str]) -> bool:
         return self.uri in updated
 
     def __str__(self) -> str:
@@ -147,7 +147,7 @@ class DatasetAll(DatasetCondition):
         for condition in self.conditions:
             yield from condition.datasets()
 
-    def evaluate(self, updated: Mapping[str, object] | frozenset[str] | set[str]) -> bool:
+    def evaluate(self, updated: Collection[str]) -> bool:
         return all(c.evaluate(updated) for c in self.conditions)
 
     def __str__(self) -> str:
@@ -167,7 +167,7 @@ class DatasetAny(DatasetCondition):
         for condition in self.conditions:
             yield from condition.datasets()
 
-    def evaluate(self, updated: Mapping[str, object] | frozenset[str] | set[str]) -> bool:
+    def evaluate(self, updated: Collection[str]) -> bool:
         return any(c.evaluate(updated) for c in self.conditions)
 
     def __str__(self) -> str:

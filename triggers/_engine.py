@@ -181,7 +181,9 @@ class TriggerEngine:
         old = self._consumers.get(key)
         if old is not None:
             fresh.busy = old.busy or busy
-            fresh.pending = {i: e for i, e in old.pending.items() if e.uri in fresh.uris}
+            for event in old.pending.values():
+                if event.uri in fresh.uris:
+                    fresh.add(event)
             for uri in old.uris - fresh.uris:
                 self._by_uri.get(uri, set()).discard(key)
         self._consumers[key] = fresh
@@ -221,7 +223,7 @@ class TriggerEngine:
             return False
         if (key, event.id) in self._consumed:
             return False
-        consumer.pending[event.id] = event
+        consumer.add(event)
         return True
 
     def _dataset_updated(self, update: DatasetUpdated) -> list[Firing]:
@@ -261,7 +263,7 @@ class TriggerEngine:
 
     def _consume(self, key: str, consumer: Consumer, taken: list[DatasetEvent]) -> None:
         for event in taken:
-            consumer.pending.pop(event.id, None)
+            consumer.remove(event.id)
             self._consumed.add((key, event.id))
 
     def last_run(self, key: str) -> RunInfo | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -40,6 +40,7 @@ __all__ = ["DatasetFeed", "dataset_updated_event", "refs_of"]
 log = structlog.get_logger("orchestrator.datasets")
 
 Listener = Callable[[dict[str, Any]], None]
+RECONCILE_WINDOW = timedelta(minutes=5)  # how late another process's event may commit
 
 
 def refs_of(dag: DAG) -> DatasetRefs:
@@ -86,6 +87,7 @@ class DatasetFeed:
         self._incoming: list[tuple[DatasetEvent, frozenset[str] | None]] = []
         self._active: dict[str, set[str]] = {}  # consumer -> its queued or running runs
         self._store: Store | None = None
+        self._looked = clock.now()  # the previous reconcile's look at the store
 
     def open(self, store: Store, unfinished: Iterable[RunRecord]) -> None:
         self._store = store
@@ -197,8 +199,15 @@ class DatasetFeed:
         return [await self.update(uri, extra) for uri, extra in s3_object_created(message)]
 
     async def reconcile(self) -> None:
-        """Deliveries another process wrote (``dags test``, a command without the API)."""
-        pending = await self.store.pending_dataset_events()
+        """Deliveries another process wrote (``dags test``, a command without the API).
+
+        Only events stamped within ``RECONCILE_WINDOW`` before the previous look are read,
+        so a large backlog (a paused consumer's) is not read again every time; what is
+        older was given to its consumer when it was registered.
+        """
+        now = self.clock.now()
+        since, self._looked = self._looked - RECONCILE_WINDOW, now
+        pending = await self.store.pending_dataset_events(since=since)
         for dag_id, events in pending.items():
             if self.engine.knows_consumer(dag_id):
                 mine = frozenset({dag_id})

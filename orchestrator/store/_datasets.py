@@ -111,9 +111,10 @@ class DatasetRows:
         return [r["dag_id"] for r in rows]
 
     async def pending_dataset_events(
-        self, dag_ids: Sequence[str] | None = None
+        self, dag_ids: Sequence[str] | None = None, *, since: datetime | None = None
     ) -> dict[str, list[DatasetEvent]]:
-        """Each consumer's delivered, unconsumed events, oldest first (all when None)."""
+        """Each consumer's delivered, unconsumed events, oldest first (of every consumer
+        when ``dag_ids`` is None; only events stamped ``since`` or later when given)."""
         found: dict[str, list[DatasetEvent]] = {}
         chunks: list[Sequence[str] | None] = (
             [None]
@@ -122,12 +123,15 @@ class DatasetRows:
         )
         for chunk in chunks:
             where = "d.run_id IS NULL"
-            params: tuple[str, ...] = ()
+            params: tuple[str | None, ...] = ()
             if chunk is not None:
                 if not chunk:
                     continue
                 where += f" AND d.dag_id IN ({', '.join('?' * len(chunk))})"
                 params = tuple(chunk)
+            if since is not None:
+                where += " AND e.timestamp >= ?"
+                params = (*params, iso(since))
             rows = await self.backend.fetch(
                 f"SELECT d.dag_id AS consumer, {_EVENT_SELECT} FROM dataset_delivery d "
                 f"JOIN dataset_event e ON e.id = d.event_id WHERE {where} "

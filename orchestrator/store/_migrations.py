@@ -170,6 +170,7 @@ CREATE TABLE dataset_event (
     source_task_id TEXT
 );
 CREATE INDEX dataset_event_uri ON dataset_event (uri, timestamp);
+CREATE INDEX dataset_event_time ON dataset_event (timestamp);
 CREATE TABLE dataset (
     uri TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
