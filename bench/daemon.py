@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from _run import daemon, pct, proc_status_mb, wait_for
 from _stores import Rows, pg_schema
 
 CRON_DAG = """
@@ -58,31 +59,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_for(check, within: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def idle_store(db: Rows) -> bool:
     """No run is queued or running."""
     return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def startup() -> None:
@@ -126,30 +105,11 @@ def loaded(args: argparse.Namespace, db_url: str) -> None:
     for i in range(args.dags):
         (dags / f"cron_{i:03d}.py").write_text(CRON_DAG.format(i=i))
     (dags / "triggered.py").write_text(TRIGGER_DAG)
-    home = root / "home"
-    env = {
-        **os.environ,
-        "ORCHESTRATOR_HOME": str(home),
-        "ORCHESTRATOR_DAGS": str(dags),
-        "ORCHESTRATOR_API_PORT": "0",
-    }
-    if db_url:
-        env["ORCHESTRATOR_DB"] = db_url
-    home.mkdir()
-    db = Rows(db_url or home / "orchestrator.db")
-    started = time.monotonic()
-    log = (root / "daemon.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "daemon"], env=env, stdout=log, stderr=log
-    )
-    try:
-        info = home / "daemon.json"
-        wait_for(info.exists, 120, "the daemon to be ready")
-        ready = time.monotonic() - started
-        url = json.loads(info.read_text())["api_url"]
+    with daemon(root, db_url) as d:
+        proc, url, db = d.proc, d.url, d.db
         health = httpx.get(url + "/api/v1/health").json()
         print(
-            f"D1 load: {health['dags']} DAGs ready in {ready:.2f}s "
+            f"D1 load: {health['dags']} DAGs ready in {d.ready:.2f}s "
             f"({health['import_errors']} import errors)"
         )
         # The start-up runs (each DAG's latest interval) finish first.
@@ -166,7 +126,7 @@ def loaded(args: argparse.Namespace, db_url: str) -> None:
             while time.time() < due - 5:
                 time.sleep(0.2)
             idle.append((cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0))
-            rss = rss_mb(proc.pid)
+            rss = proc_status_mb(proc.pid, "VmRSS")
             wait_for(lambda due=due: time.time() > due + 1, 70, "the fire")
             iso_due = datetime.fromtimestamp(due, UTC).isoformat(timespec="microseconds")
             rows = wait_for(
@@ -213,11 +173,6 @@ def loaded(args: argparse.Namespace, db_url: str) -> None:
             f"D3 trigger to first task: p50 {statistics.median(latencies) * 1000:.1f} ms, "
             f"p95 {pct(latencies, 0.95) * 1000:.1f} ms over {len(latencies)} runs"
         )
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
-        db.close()
 
 
 if __name__ == "__main__":

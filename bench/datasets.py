@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-from _stores import Rows, pg_schema
+from _run import daemon, pct, proc_status_mb, wait_for
+from _stores import pg_schema
 
 PRODUCER = """
 from orchestrator import DAG, Dataset
@@ -68,28 +66,6 @@ for i in range({n}):
 """
 
 
-def wait_for(check, within: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.002)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def stamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
@@ -112,25 +88,8 @@ def run(args: argparse.Namespace, db_url: str) -> None:
     (dags / "producer.py").write_text(PRODUCER)
     (dags / "consumer.py").write_text(CONSUMER)
     (dags / "fanout.py").write_text(FANOUT.format(n=args.consumers))
-    home = root / "home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "ORCHESTRATOR_HOME": str(home),
-        "ORCHESTRATOR_DAGS": str(dags),
-        "ORCHESTRATOR_API_PORT": "0",
-    }
-    if db_url:
-        env["ORCHESTRATOR_DB"] = db_url
-    db = Rows(db_url or home / "orchestrator.db")
-    log = (root / "daemon.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "daemon"], env=env, stdout=log, stderr=log
-    )
-    try:
-        info = home / "daemon.json"
-        wait_for(info.exists, 120, "the daemon to be ready")
-        url = json.loads(info.read_text())["api_url"]
+    with daemon(root, db_url) as d:
+        db, url = d.db, d.url
         with httpx.Client(base_url=url) as client:
             latencies = []
             for i in range(args.samples):
@@ -144,6 +103,7 @@ def run(args: argparse.Namespace, db_url: str) -> None:
                     ],
                     30,
                     "the consumer's task",
+                    poll=0.002,
                 )
                 [(ended,)] = db(
                     "SELECT end_date FROM task_instance WHERE dag_id = 'producer' "
@@ -183,12 +143,7 @@ def run(args: argparse.Namespace, db_url: str) -> None:
                 f"DS2 fan-out to {n} consumers: all runs created {made * 1000:.0f} ms "
                 f"after the update, all first tasks ran by {ran * 1000:.0f} ms"
             )
-        print(f"daemon peak RSS {peak_rss_mb(proc.pid):.0f} MB")
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
-        db.close()
+        print(f"daemon peak RSS {proc_status_mb(d.proc.pid, 'VmHWM'):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ OUT = pathlib.Path({out!r})
 
 with DAG("consumer", schedule={schedule}, start_date=datetime(2026, 1, 1),
          dataset_events={mode!r}):
-    @task
+    @task(isolation={isolation!r})
     def {task_id}(**context):
         while (OUT / "hold").exists():
             time.sleep(0.01)
@@ -299,12 +299,13 @@ def consumer(
     schedule: str = '[Dataset("s3://lake/orders")]',
     mode: str = "batch",
     task_id: str = "consume",
+    isolation: str = "thread",
 ) -> None:
     out.mkdir(exist_ok=True)
-    dag_file(
-        "consumer.py",
-        CONSUMER.format(out=str(out), schedule=schedule, mode=mode, task_id=task_id),
+    source = CONSUMER.format(
+        out=str(out), schedule=schedule, mode=mode, task_id=task_id, isolation=isolation
     )
+    dag_file("consumer.py", source)
 
 
 def consumer_runs(d: DaemonProc, state: str | None = "success") -> list[dict[str, Any]]:
@@ -499,10 +500,12 @@ def test_an_event_another_process_stored_is_picked_up(
     daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
 ) -> None:
     """``dags test`` of the producer (its own process, its own writes) triggers the
-    daemon's consumer: the daemon finds the delivery when it next reads the store."""
+    daemon's consumer: the daemon finds the delivery when it next reads the store. Both
+    tasks run in child processes (isolation="process"): the extra and the triggering
+    events cross the process boundary."""
     out = tmp_path / "out"
-    dag_file("producer.py", PRODUCER)
-    consumer(dag_file, out)
+    dag_file("producer.py", PRODUCER.replace("@task(", '@task(isolation="process", '))
+    consumer(dag_file, out, isolation="process")
     d = daemon(ORCHESTRATOR_RECONCILE_INTERVAL="0.2")
     tested = cli("dags", "test", "producer", db=db_url)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -510,3 +513,44 @@ def test_an_event_another_process_stored_is_picked_up(
     [event] = seen_by(out, run)["events"]["s3://lake/orders"]
     assert event["source_dag_id"] == "producer"
     assert event["extra"] == {"rows": 42}
+
+
+@pytest.mark.timeout(120)
+def test_dataset_and_time_runs_at_an_instant_only_after_an_update(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path
+) -> None:
+    """Every second is an instant: instants pass without a run until an update arrives;
+    the next instant makes one scheduled run that consumes it, then none again."""
+    out = tmp_path / "out"
+    schedule = 'DatasetAndTime(cron=timedelta(seconds=1), datasets=[Dataset("s3://lake/a")])'
+    consumer(dag_file, out, schedule=schedule)
+    source = (tmp_path / "dags" / "consumer.py").read_text()
+    (tmp_path / "dags" / "consumer.py").write_text(
+        "from datetime import timedelta\nfrom orchestrator import DatasetAndTime\n" + source
+    )
+    d = daemon()
+
+    def next_instant() -> str:
+        doc = d.api("GET", "/api/v1/dags/consumer").json()
+        return str(doc["next_run"]["data_interval_end"])
+
+    def instants_pass(count: int) -> None:
+        seen = {next_instant()}
+
+        def passed() -> bool:
+            seen.add(next_instant())
+            return len(seen) > count
+
+        d.wait_for(passed, 20, "instants")
+
+    instants_pass(2)
+    assert consumer_runs(d, None) == []
+    update(d, "s3://lake/a", n=1)
+    [run] = wait_runs(d, 1, "the run at the next instant")
+    assert run["run_type"] == "scheduled"
+    doc = seen_by(out, run)
+    assert [e["extra"] for e in doc["events"]["s3://lake/a"]] == [{"n": 1}]
+    start, end = (datetime.fromisoformat(t) for t in doc["interval"])
+    assert end - start == timedelta(seconds=1)
+    instants_pass(2)
+    assert len(consumer_runs(d, None)) == 1

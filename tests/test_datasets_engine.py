@@ -285,19 +285,21 @@ def test_logical_dates_of_one_consumer_always_increase() -> None:
     assert two.run.logical_date > one.run.logical_date
 
 
-def test_dataset_and_time_runs_at_the_instant_only_after_an_update() -> None:
-    """No update by 01:00: no run; an update at 01:30 waits for 02:00, which consumes it."""
-    dag = DAG(
-        "c",
-        schedule=DatasetAndTime(cron="@hourly", datasets=[Dataset("a")]),
-        start_date=T0,
-    )
+def both_parts(schedule: DatasetAndTime | DatasetOrTime) -> TriggerEngine:
+    """An engine with DAG "c"'s time part and dataset part, as the daemon registers them."""
+    dag = DAG("c", schedule=schedule, start_date=T0)
     engine = TriggerEngine()
     timetable = timetable_for(dag.schedule, dag.start_date, None, False)
     assert timetable is not None
-    engine.set_timetable("c", timetable, last=None, now=T0)
     assert dag.schedule.datasets is not None
-    engine.set_datasets("c", dag.schedule.datasets, timed=True)
+    engine.set_timetable("c", timetable, last=None, now=T0)
+    engine.set_datasets("c", dag.schedule.datasets, timed=dag.schedule.combine == "and")
+    return engine
+
+
+def test_dataset_and_time_runs_at_the_instant_only_after_an_update() -> None:
+    """No update by 01:00: no run; an update at 01:30 waits for 02:00, which consumes it."""
+    engine = both_parts(DatasetAndTime(cron="@hourly", datasets=[Dataset("a")]))
     assert runs(engine.feed(TimePassed(T0 + timedelta(hours=1)))) == []
     ev = event("a", T0 + timedelta(minutes=90))
     assert update(engine, ev, T0 + timedelta(minutes=90)) == []
@@ -308,17 +310,7 @@ def test_dataset_and_time_runs_at_the_instant_only_after_an_update() -> None:
 
 
 def test_dataset_or_time_fires_on_either_and_time_runs_keep_their_intervals() -> None:
-    dag = DAG(
-        "c",
-        schedule=DatasetOrTime(cron="@hourly", datasets=[Dataset("a")]),
-        start_date=T0,
-    )
-    engine = TriggerEngine()
-    timetable = timetable_for(dag.schedule, dag.start_date, None, False)
-    assert timetable is not None
-    assert dag.schedule.datasets is not None
-    engine.set_timetable("c", timetable, last=None, now=T0)
-    engine.set_datasets("c", dag.schedule.datasets)
+    engine = both_parts(DatasetOrTime(cron="@hourly", datasets=[Dataset("a")]))
     [by_data] = update(engine, event("a", T0 + timedelta(minutes=10)), T0 + timedelta(minutes=10))
     assert by_data.run_type == "dataset_triggered"
     [by_time] = runs(engine.feed(TimePassed(T0 + timedelta(hours=1))))

@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "Dataset",
@@ -134,44 +134,42 @@ class Dataset(DatasetCondition):
         return f"Dataset({self.uri!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class DatasetAll(DatasetCondition):
-    """Every condition holds (``a & b``; a schedule list of datasets)."""
+@dataclass(frozen=True, slots=True, init=False)
+class _Combination(DatasetCondition):
+    """Conditions joined by one operator (``DatasetAll``: ``&``, ``DatasetAny``: ``|``)."""
 
     conditions: tuple[DatasetCondition, ...]
+    _operator: ClassVar[str] = ""
 
     def __init__(self, *conditions: DatasetCondition | Iterable[DatasetCondition]) -> None:
-        object.__setattr__(self, "conditions", _operands(conditions, "DatasetAll"))
+        object.__setattr__(self, "conditions", _operands(conditions, type(self).__name__))
 
     def datasets(self) -> Iterator[Dataset]:
         for condition in self.conditions:
             yield from condition.datasets()
+
+    def __str__(self) -> str:
+        return "(" + f" {self._operator} ".join(str(c) for c in self.conditions) + ")"
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class DatasetAll(_Combination):
+    """Every condition holds (``a & b``; a schedule list of datasets)."""
+
+    _operator: ClassVar[str] = "&"
 
     def evaluate(self, updated: Collection[str]) -> bool:
         return all(c.evaluate(updated) for c in self.conditions)
 
-    def __str__(self) -> str:
-        return "(" + " & ".join(str(c) for c in self.conditions) + ")"
 
-
-@dataclass(frozen=True, slots=True)
-class DatasetAny(DatasetCondition):
+@dataclass(frozen=True, slots=True, init=False)
+class DatasetAny(_Combination):
     """At least one condition holds (``a | b``)."""
 
-    conditions: tuple[DatasetCondition, ...]
-
-    def __init__(self, *conditions: DatasetCondition | Iterable[DatasetCondition]) -> None:
-        object.__setattr__(self, "conditions", _operands(conditions, "DatasetAny"))
-
-    def datasets(self) -> Iterator[Dataset]:
-        for condition in self.conditions:
-            yield from condition.datasets()
+    _operator: ClassVar[str] = "|"
 
     def evaluate(self, updated: Collection[str]) -> bool:
         return any(c.evaluate(updated) for c in self.conditions)
-
-    def __str__(self) -> str:
-        return "(" + " | ".join(str(c) for c in self.conditions) + ")"
 
 
 def _operands(

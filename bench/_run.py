@@ -1,0 +1,78 @@
+"""What the daemon benchmarks share: waiting, percentiles, a daemon process on a store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _stores import Rows
+
+
+def wait_for(check: Callable[..., Any], within: float, what: str, poll: float = 0.01) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A /proc/PID/status memory field (VmRSS, VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    url: str
+    db: Rows
+    ready: float  # seconds from process start to daemon.json
+
+
+@contextlib.contextmanager
+def daemon(root: Path, db_url: str) -> Iterator[Daemon]:
+    """``orchestrator daemon`` on ``root/dags`` with its home in ``root/home``, on the store
+    at ``db_url`` (SQLite in the home when empty), once ready; stopped at the end."""
+    home = root / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "ORCHESTRATOR_HOME": str(home),
+        "ORCHESTRATOR_DAGS": str(root / "dags"),
+        "ORCHESTRATOR_API_PORT": "0",
+    }
+    if db_url:
+        env["ORCHESTRATOR_DB"] = db_url
+    db = Rows(db_url or home / "orchestrator.db")
+    started = time.monotonic()
+    with (root / "daemon.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "daemon"], env=env, stdout=log, stderr=log
+        )
+        try:
+            info = home / "daemon.json"
+            wait_for(info.exists, 120, "the daemon to be ready")
+            ready = time.monotonic() - started
+            yield Daemon(proc, json.loads(info.read_text())["api_url"], db, ready)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            db.close()
