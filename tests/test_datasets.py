@@ -227,7 +227,7 @@ async def test_every_update_is_also_a_dataset_updated_event(db_url: str) -> None
 
     feed.listeners += [failing, seen.append]  # a failing listener stops nothing
     async with open_store(db_url) as store:
-        feed.open(store, [])
+        await feed.open(store, [])
         with DAG("c", schedule=[Dataset("s3://lake/raw/2023-08-08T14:03:40.zip")]) as dag:
             EmptyOperator(task_id="t")
         await feed.dags_changed([dag], [])

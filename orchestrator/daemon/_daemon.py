@@ -250,7 +250,7 @@ class Daemon:
         for run in unfinished:
             self.admission.add(run)
             self._dirty.add(run.dag_id)
-        self.datasets.open(self.store, unfinished)
+        await self.datasets.open(self.store, unfinished)
 
     async def _reconcile_loop(self) -> None:
         """Pick up what other processes wrote: triggered or cleared runs, paused flags."""

@@ -49,6 +49,10 @@ def refs_of(dag: DAG) -> DatasetRefs:
     return DatasetRefs(dag.dag_id, consumes, produces)
 
 
+def _no_refs(ref: DatasetRefs) -> DatasetRefs:
+    return DatasetRefs(ref.dag_id)
+
+
 def dataset_updated_event(event: DatasetEvent) -> dict[str, Any]:
     """The orchestrator's own ``Dataset Updated`` event for ``event``, EventBridge-shaped."""
     return {
@@ -87,10 +91,12 @@ class DatasetFeed:
         self._incoming: list[tuple[DatasetEvent, frozenset[str] | None]] = []
         self._active: dict[str, set[str]] = {}  # consumer -> its queued or running runs
         self._store: Store | None = None
+        self._refs: dict[str, DatasetRefs] = {}  # as stored
         self._looked = clock.now()  # the previous reconcile's look at the store
 
-    def open(self, store: Store, unfinished: Iterable[RunRecord]) -> None:
+    async def open(self, store: Store, unfinished: Iterable[RunRecord]) -> None:
         self._store = store
+        self._refs = await store.dataset_refs()
         for run in unfinished:
             self.run_created(run)
 
@@ -103,7 +109,10 @@ class DatasetFeed:
 
     async def dags_changed(self, upserted: Sequence[DAG], removed: Iterable[str]) -> None:
         """Store the loaded DAGs' references, then (re)register their consumers (rule 1)."""
-        await self.store.set_dataset_refs([refs_of(dag) for dag in upserted])
+        changed = [r for r in map(refs_of, upserted) if self._refs.get(r.dag_id, _no_refs(r)) != r]
+        if changed:  # most loads change no DAG's references: nothing to write
+            await self.store.set_dataset_refs(changed)
+            self._refs.update((r.dag_id, r) for r in changed)
         fresh = [
             dag.dag_id
             for dag in upserted

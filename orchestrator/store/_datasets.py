@@ -99,6 +99,17 @@ class DatasetRows:
             )
         await self.write(statements)
 
+    async def dataset_refs(self) -> dict[str, DatasetRefs]:
+        """Every DAG's stored references, by DAG id."""
+        found: dict[str, tuple[set[str], set[str]]] = {}
+        for row in await self.backend.fetch("SELECT uri, dag_id, kind FROM dataset_ref"):
+            consumes, produces = found.setdefault(row["dag_id"], (set(), set()))
+            (consumes if row["kind"] == "consumer" else produces).add(row["uri"])
+        return {
+            dag_id: DatasetRefs(dag_id, frozenset(c), frozenset(p))
+            for dag_id, (c, p) in found.items()
+        }
+
     async def record_dataset_events(self, events: Sequence[DatasetEvent]) -> None:
         """Store events from outside (a command, the API), delivered as any event is."""
         await self.write([st for event in events for st in dataset_event_statements(event)])
