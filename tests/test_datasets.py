@@ -352,11 +352,15 @@ def test_a_producer_success_triggers_its_consumer_with_the_event(
     daemon: Daemon, dag_file: DagFile, tmp_path: Path
 ) -> None:
     """The producer's success stores the event (with its extra); the consumer's run is
-    dataset_triggered, sees triggering_dataset_events, and the API lists both."""
+    dataset_triggered, sees triggering_dataset_events, and the API lists both. Refused
+    updates (a bad URI, an extra that is not an object) write nothing."""
     out = tmp_path / "out"
     dag_file("producer.py", PRODUCER)
     consumer(dag_file, out)
     d = daemon()
+    for bad in ({"uri": "s3://lake/a b"}, {"uri": "s3://lake/orders", "extra": [1]}):
+        refused = d.api("POST", "/api/v1/datasets/events", json=bad)
+        assert refused.status_code == 400
     produced = d.api("POST", "/api/v1/dags/producer/runs", json={}).json()
     [run] = wait_runs(d, 1, "the consumer's run")
     assert run["run_type"] == "dataset_triggered"
@@ -378,6 +382,7 @@ def test_a_producer_success_triggers_its_consumer_with_the_event(
     assert listed["last_updated"] is not None
     [stored] = d.api("GET", "/api/v1/datasets/events", params={"uri": "s3://lake/orders"}).json()
     assert stored["triggered_runs"] == [{"dag_id": "consumer", "run_id": run["run_id"]}]
+    assert len(d.api("GET", "/api/v1/datasets/events").json()) == 1  # the refused wrote nothing
     metrics = d.api("GET", "/metrics").text
     assert "orchestrator_dataset_events_total 1.0" in metrics
     assert 'orchestrator_runs_created_total{run_type="dataset_triggered"} 1.0' in metrics
