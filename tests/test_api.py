@@ -14,7 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator import DAG
+from orchestrator import DAG, Dataset
 from orchestrator.api import ControlPlane, create_app
 from orchestrator.api import _app as app_module
 from orchestrator.api._server import host_names
@@ -51,6 +51,9 @@ class Control:
 
     def health(self) -> dict[str, Any]:
         return {"dags": len(self.dags), "import_errors": 0, "running_tasks": 3}
+
+    def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
+        return [DatasetEvent("e1", "s3://b/a", T0)]
 
     async def metrics_text(self) -> bytes:
         return b"orchestrator_dags 1.0\n"
@@ -496,3 +499,18 @@ async def test_datasets_and_their_events_are_listed_from_the_store(db_url: str) 
     assert [e["id"] for e in events] == ["e2", "e1"]
     assert [(e["id"], e["extra"], e["triggered_runs"]) for e in only] == [("e1", {"n": 1}, [])]
     assert bad.status_code == 400
+
+
+async def test_a_consumer_shows_what_it_has_received_and_waits_for(db_url: str) -> None:
+    with DAG("c", schedule=[Dataset("s3://b/a"), Dataset("s3://b/b")]) as dag:
+        EmptyOperator(task_id="t")
+    async with serving(Control(dags={"c": dag, "d": one_dag()}), db_url) as (api, _):
+        consumer = (await api.get("/api/v1/dags/c")).json()
+        plain = (await api.get("/api/v1/dags/d")).json()
+    assert consumer["datasets"] == {
+        "condition": "(Dataset('s3://b/a') & Dataset('s3://b/b'))",
+        "pending_events": 1,
+        "updated": ["s3://b/a"],
+        "waiting_for": ["s3://b/b"],
+    }
+    assert "datasets" not in plain

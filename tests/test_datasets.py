@@ -448,6 +448,8 @@ def test_a_changed_file_with_the_same_condition_keeps_pending_events(
     consumer(dag_file, out, schedule=both)
     d = daemon()
     update(d, "s3://lake/a", n=1)
+    waiting = d.api("GET", "/api/v1/dags/consumer").json()["datasets"]
+    assert (waiting["updated"], waiting["waiting_for"]) == (["s3://lake/a"], ["s3://lake/b"])
     consumer(dag_file, out, schedule=both, task_id="renamed")
     d.wait_for(
         lambda: d.api("GET", "/api/v1/dags/consumer").json()["tasks"] == ["renamed"],

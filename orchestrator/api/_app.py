@@ -136,6 +136,14 @@ class _Handlers:
             }
         )
         doc["tasks"] = dag.task_ids
+        if dag.schedule.datasets is not None:  # what a consumer has received and waits with
+            events = self.control.pending_dataset_events(dag.dag_id)
+            doc["datasets"] = {
+                "condition": str(dag.schedule.datasets),
+                "pending_events": len(events),
+                "updated": sorted({e.uri for e in events}),
+                "waiting_for": sorted(dag.schedule.datasets.uris() - {e.uri for e in events}),
+            }
         return JSONResponse(doc)
 
     async def patch_dag(self, request: Request) -> Response:

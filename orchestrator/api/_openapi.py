@@ -48,6 +48,16 @@ _SCHEMAS: dict[str, Any] = {
                 "required": ["tasks", "next_run"],
                 "properties": {
                     "tasks": {"type": "array", "items": {"type": "string"}},
+                    "datasets": {
+                        "description": "a dataset consumer's condition and pending events",
+                        "type": "object",
+                        "properties": {
+                            "condition": {"type": "string"},
+                            "pending_events": {"type": "integer"},
+                            "updated": {"type": "array", "items": {"type": "string"}},
+                            "waiting_for": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
                     "next_run": {
                         "type": ["object", "null"],
                         "properties": {

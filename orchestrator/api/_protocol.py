@@ -35,6 +35,9 @@ class ControlPlane(Protocol):
     def next_run(self, dag_id: str) -> RunInfo | None:
         """The next run the DAG's schedule will create, if any."""
 
+    def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
+        """The dataset events a consumer has received and no run of it has consumed."""
+
     def health(self) -> dict[str, Any]:
         """Counts for ``GET /health`` (beside its status)."""
 

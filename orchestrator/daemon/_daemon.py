@@ -466,6 +466,9 @@ class Daemon:
     def next_run(self, dag_id: str) -> RunInfo | None:
         return self.engine.pending(dag_id)
 
+    def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
+        return self.engine.pending_events(dag_id)
+
     async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
         return await self.datasets.update(uri, extra)
 
