@@ -561,3 +561,26 @@ def test_dataset_and_time_runs_at_an_instant_only_after_an_update(
     assert end - start == timedelta(seconds=1)
     instants_pass(2)
     assert len(consumer_runs(d, None)) == 1
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_an_extra_that_is_not_json_fails_the_task_naming_the_outlet(
+    dag_file: DagFile, isolation: str
+) -> None:
+    dag_file(
+        "bad_extra.py",
+        f"""
+        from orchestrator import DAG, Dataset, task
+
+        with DAG("bad_extra"):
+            @task(outlets=[Dataset("s3://lake/x")], isolation={isolation!r})
+            def publish(outlet_events=None):
+                outlet_events[Dataset("s3://lake/x")].extra = {{"when": object()}}
+
+            publish()
+        """,
+    )
+    done = cli("dags", "test", "bad_extra")
+    assert done.returncode == 1
+    assert "outlet_events['s3://lake/x'].extra" in done.stdout + done.stderr
+    assert "not JSON-serialisable" in done.stdout + done.stderr

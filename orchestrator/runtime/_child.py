@@ -64,8 +64,7 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
             value = rendered.execute(context)
         json.dumps(value)  # the parent checks size; here only that it is JSON at all
         outcome["value"] = value
-        # the parent checks each extra (a JSON object, its size) as for a try in a thread
-        outcome["outlet_extras"] = json.loads(json.dumps(ti.outlet_events.extras()))
+        outcome["outlet_extras"] = ti.outlet_events.checked_extras(spec["xcom_limit"])
     except SkipTask as exc:
         outcome = {"kind": "skipped", "error": str(exc)}
     except FailTask as exc:

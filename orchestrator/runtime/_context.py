@@ -118,7 +118,7 @@ class OutletEventAccessors:
         return len(self._by_uri)
 
     def extras(self) -> dict[str, dict[str, Any]]:
-        """Each outlet's extra, checked: a JSON object of at most ``limit`` bytes."""
+        """Each outlet's extra as the task set it (unchecked), when it set one."""
         return {uri: a.extra for uri, a in self._by_uri.items() if a.extra}
 
     def checked_extras(self, limit: int) -> dict[str, dict[str, Any]]:
