@@ -49,3 +49,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+import sensors as _sensors  # noqa: F401 - registers @task.sensor

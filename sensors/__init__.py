@@ -1,7 +1,13 @@
 """Sensors: tasks that wait for a condition (S3 keys, HTTP, files, time, other tasks).
 
-The sensor base and the built-in sensors build on the operator base in
-``orchestrator`` and hand their waiting to the trigger engine.
+``BaseSensor`` is the base of every sensor: a subclass writes ``poke(context)``;
+``@task.sensor`` turns a function into one. Waiting sensors are deferred: they hold
+no executor slot, and their wait is stored (``runtime._sensing`` pokes them).
 """
 
-__all__: list[str] = []
+from orchestrator.authoring._taskflow import register_task_kind
+from sensors._base import BaseSensor, DecoratedSensor, PokeReturnValue
+
+register_task_kind("sensor", DecoratedSensor)
+
+__all__ = ["BaseSensor", "PokeReturnValue"]

@@ -82,7 +82,7 @@ EXPECTED = {
         "Schedule",
         "parse_schedule",
     },
-    "sensors": set(),
+    "sensors": {"BaseSensor", "PokeReturnValue"},
 }
 
 

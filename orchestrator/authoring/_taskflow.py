@@ -1,4 +1,5 @@
-"""TaskFlow: ``@dag`` and ``@task`` (with ``@task.branch`` and ``@task.short_circuit``)."""
+"""TaskFlow: ``@dag`` and ``@task`` (with ``@task.branch``, ``@task.short_circuit`` and,
+registered by ``sensors``, ``@task.sensor``)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,21 @@ class _TaskFactory:
     @property
     def python(self) -> _TaskFactory:
         return _TaskFactory(PythonOperator)
+
+    def __getattr__(self, name: str) -> _TaskFactory:
+        """``@task.sensor`` and the other kinds a higher layer registers."""
+        kind = _KINDS.get(name)
+        if kind is None:
+            raise AttributeError(f"task has no attribute {name!r}")
+        return _TaskFactory(kind)
+
+
+_KINDS: dict[str, type[PythonOperator]] = {}
+
+
+def register_task_kind(name: str, operator_class: type[PythonOperator]) -> None:
+    """Make ``@task.<name>`` build ``operator_class`` (``sensors`` registers ``sensor``)."""
+    _KINDS[name] = operator_class
 
 
 task = _TaskFactory(PythonOperator)

@@ -28,6 +28,8 @@ Rules:
 7. A try that succeeds emits one dataset event per outlet of its task, in the writes
    that record its success (so in the same transaction); its id names the try, so a
    task cleared and run again emits anew, and a repeated write is one event.
+8. A sensor's wait (``SensorWaitRecord``, the ``Deferred`` input's trigger) is written
+   with the instance's ``deferred`` state and cleared in the step that ends the wait.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from orchestrator.core._cascade import Cascade, clear_instance
 from orchestrator.core._records import (
     DatasetEventRecord,
     RunRecord,
+    SensorWaitCleared,
+    SensorWaitRecord,
     TaskInstanceRecord,
     TryRecord,
     XComRecord,
@@ -277,6 +281,7 @@ class RunDriver:
                 step.writes.append(ti)
             elif ti.state == TaskState.DEFERRED:
                 step.withdraw.append(task_id)
+                step.writes.append(SensorWaitCleared(ti.dag_id, ti.run_id, task_id))
                 self._end_try(ti, TryOutcome.FAILED, event.reason, now=now, step=step)
             elif task_id in self._in_flight:
                 step.cancel.append(task_id)
@@ -315,6 +320,8 @@ class RunDriver:
         attempt = self._tries[ti.task_id]
         attempt.state = TaskState.DEFERRED
         step.writes += [ti, attempt]
+        if isinstance(event.trigger, SensorWaitRecord):  # rule 8
+            step.writes.append(event.trigger)
         step.defer.append(Defer(ti.task_id, event.trigger))
         self._maybe_end(now, step)
 
@@ -322,13 +329,23 @@ class RunDriver:
         ti = self.tis.get(event.task_id)
         if ti is None or ti.state != TaskState.DEFERRED:
             return  # stopped or cleared while it waited
+        step.writes.append(SensorWaitCleared(ti.dag_id, ti.run_id, ti.task_id))
         if event.outcome is Resumption.RUN:
             ti.state = apply(ti.state, TaskEvent.RESUME, self._graph.where(ti.task_id))
             step.writes.append(ti)
             step.ready.append(ti.task_id)
             return
         outcome = TryOutcome(event.outcome.value)
-        self._end_try(ti, outcome, event.error, xcoms=event.xcoms, alert=True, now=now, step=step)
+        self._end_try(
+            ti,
+            outcome,
+            event.error,
+            xcoms=event.xcoms,
+            retryable=event.retryable,
+            alert=True,
+            now=now,
+            step=step,
+        )
         self._maybe_end(now, step)
 
     # -- decisions ---------------------------------------------------------------------

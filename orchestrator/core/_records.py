@@ -18,6 +18,8 @@ __all__ = [
     "DatasetEventRecord",
     "Record",
     "RunRecord",
+    "SensorWaitCleared",
+    "SensorWaitRecord",
     "TaskInstanceRecord",
     "TryRecord",
     "XComRecord",
@@ -123,4 +125,35 @@ class DatasetEventRecord:
     event: DatasetEvent
 
 
-Record = RunRecord | TaskInstanceRecord | TryRecord | XComRecord | XComsCleared | DatasetEventRecord
+@dataclass(frozen=True, slots=True)
+class SensorWaitRecord:
+    """A deferred sensor's wait (``core._sensing.WaitState`` as JSON in ``state``)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    next_poke: datetime
+    pokes: int
+    deadline: datetime
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class SensorWaitCleared:
+    """A deferred instance's wait is over (resumed, stopped)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+
+
+Record = (
+    RunRecord
+    | TaskInstanceRecord
+    | TryRecord
+    | XComRecord
+    | XComsCleared
+    | DatasetEventRecord
+    | SensorWaitRecord
+    | SensorWaitCleared
+)

@@ -204,6 +204,7 @@ class Resumed:
     outcome: Resumption
     error: str | None = None
     xcoms: Mapping[str, str] = field(default_factory=dict)
+    retryable: bool = True  # False: a failure is final (a sensor's timeout)
 
 
 Input = (

@@ -45,6 +45,7 @@ from orchestrator._logging import (
     task_log_context,
 )
 from orchestrator._processes import marked, relay_output, sweep
+from orchestrator.core._sensing import PokeResult
 from orchestrator.errors import FailTask, SkipTask, TaskTimeout
 from orchestrator.resources._connections import register_own_secrets
 from orchestrator.resources._services import (
@@ -58,9 +59,11 @@ from orchestrator.runtime._context import (
     DagRunInfo,
     RuntimeTaskInstance,
     build_context,
+    encode_xcom,
     render_task,
     task_needs_render,
 )
+from sensors._base import BaseSensor, SensorDeferred
 
 if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
@@ -89,6 +92,7 @@ class TryResult:
     skip_task_ids: set[str] = field(default_factory=set)
     context: dict[str, Any] = field(default_factory=dict)
     outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
+    trigger: object = None  # "deferred": what the wait is (a sensor's SensorWaitRecord)
 
 
 class _ThreadHandle:
@@ -215,6 +219,12 @@ class LocalExecutor:
             return TryResult(
                 "success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids, outlet_extras=extras
             )
+        if isinstance(error, SensorDeferred):
+            sensor = request.task
+            assert isinstance(sensor, BaseSensor)
+            log.line(f"deferred: next poke at {error.wait.next_poke.isoformat()}")
+            trigger = error.wait.record(ti.dag_id, ti.run_id, ti.task_id, sensor.policy)
+            return TryResult("deferred", pushed=ti.pushed, trigger=trigger)
         if isinstance(error, SkipTask):
             log.line(f"skipped: {error}")
             return TryResult("skipped", pushed=ti.pushed)
@@ -223,6 +233,39 @@ class LocalExecutor:
             return TryResult("failed", mask(str(error)) or "FailTask", retryable=False)
         log.write("".join(traceback.format_exception(error)))
         return TryResult("failed", mask(f"{type(error).__name__}: {error}"))
+
+    async def poke(self, request: TryRequest) -> PokeResult:
+        """One poke of a deferred sensor's try, outside any slot; its output goes on the
+        try's log."""
+        sensor = request.task
+        assert isinstance(sensor, BaseSensor)
+        poke_timeout = sensor.poke_timeout
+        log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
+        context = self.context_of(request)
+        try:
+            with self._scoped(log, context):
+                if task_needs_render(sensor):
+                    sensor = await anyio.to_thread.run_sync(
+                        worker_thread(render_task), sensor, context, limiter=self._threads
+                    )
+                    assert isinstance(sensor, BaseSensor)
+                done, value = await sensor.poke_once(context)
+                xcom = None
+                if done and value is not None and sensor.do_xcom_push:
+                    where = f"DAG {request.dag.dag_id!r}, task {sensor.task_id!r}"
+                    limit = self.services.settings.xcom_max_bytes
+                    xcom = encode_xcom(value, where=where, limit=limit)
+                return PokeResult(done, xcom)
+        except TimeoutError:
+            message = f"the poke took longer than its poke_timeout ({poke_timeout})"
+            log.line(f"ERROR: {message}")
+            return PokeResult(False, error=message)
+        except Exception as exc:
+            log.write("".join(traceback.format_exception(exc)))
+            return PokeResult(False, error=mask(f"{type(exc).__name__}: {exc}"))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(log.close)
 
     @contextmanager
     def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:

@@ -35,6 +35,7 @@ from orchestrator._logging import task_log_path
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
     DatasetEventRecord,
+    Deferred,
     Input,
     NotStarted,
     PastRun,
@@ -70,6 +71,7 @@ from orchestrator.runtime._live import (
     run_info,
     task_callbacks,
 )
+from orchestrator.runtime._sensing import SensorHub
 from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
 from triggers._dataset import DatasetEvent
@@ -101,7 +103,8 @@ class Scheduler:
         self.logs_dir = logs_dir
         self.on_change = on_change
         self.on_run_end = on_run_end
-        self.deferrals = deferrals
+        self.sensors = SensorHub(self)
+        self.deferrals: Deferrals = deferrals if deferrals is not None else self.sensors
         self.on_dataset_events = on_dataset_events
         self.queue = ReadyQueue(parallelism)
         self.timers = timers if timers is not None else Timers(clock)
@@ -122,6 +125,7 @@ class Scheduler:
             self._tg = tg
             if self._owns_timers:
                 await tg.start(self.timers.run)
+            tg.start_soon(self.sensors.serve)
             task_status.started()
             await self._timer_pump()
 
@@ -183,15 +187,17 @@ class Scheduler:
         *,
         error: str | None = None,
         xcoms: dict[str, str] | None = None,
+        retryable: bool = True,
     ) -> None:
-        """End a deferred instance's wait (a firing of the trigger engine)."""
+        """End a deferred instance's wait (the sensor hub, a firing of the trigger engine)."""
         live = self._runs.get(run)
         if live is None:
             return
-        step = live.driver.feed(Resumed(task_id, outcome, error, xcoms or {}), self.clock.now())
+        resumed = Resumed(task_id, outcome, error, xcoms or {}, retryable)
+        step = live.driver.feed(resumed, self.clock.now())
         ended = None
         if step.alerts:  # the try ended here: its callbacks get the try's context
-            request = self._request(live, task_id, live.tis[task_id].try_number)
+            request = self.try_request(live, task_id, live.tis[task_id].try_number)
             ended = TryResult(outcome.value, error, context=self.executor.context_of(request))
         ack, (written,) = self._apply([(live, step)])
         await self._settle(live, step, ack, written, result=ended)
@@ -203,7 +209,11 @@ class Scheduler:
             ack, (written,) = self._apply([(live, step)])
             await self._settle(live, step, ack, written)
 
-    def _request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
+    def live(self, run: RunKey) -> LiveRun | None:
+        """The run driven here under that key, if any."""
+        return self._runs.get(run)
+
+    def try_request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
         task = live.dag.task_dict[task_id]
         return TryRequest(
             dag=live.dag,
@@ -387,7 +397,7 @@ class Scheduler:
 
     async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
         ti = live.tis[item.task_id]
-        request = self._request(live, item.task_id, live.driver.next_try(item.task_id))
+        request = self.try_request(live, item.task_id, live.driver.next_try(item.task_id))
         started = live.driver.feed(
             TryStarted(item.task_id, _HOSTNAME, str(request.log_path)), self.clock.now()
         )
@@ -402,6 +412,12 @@ class Scheduler:
         live.scopes.pop(item.task_id, None)
         if scope.cancelled_caught:
             result = TryResult("failed", None, retryable=False)
+        if result.state == "deferred":  # a sensor waits: its slot is free, its wait stored
+            deferred = live.driver.feed(Deferred(item.task_id, result.trigger), self.clock.now())
+            ack, (written,) = self._apply([(live, deferred)], dispatch=False)
+            self._release(item)
+            await self._settle(live, deferred, ack, written)
+            return
         ended = live.driver.feed(
             TryEnded(
                 item.task_id,

@@ -19,6 +19,8 @@ from orchestrator.core._records import (
     DatasetEventRecord,
     Record,
     RunRecord,
+    SensorWaitCleared,
+    SensorWaitRecord,
     TaskInstanceRecord,
     TryRecord,
     XComRecord,
@@ -38,6 +40,7 @@ __all__ = [
     "event_from_row",
     "run_from_row",
     "run_statement",
+    "sensor_wait_statement",
     "statements",
     "ti_from_row",
     "ti_statement",
@@ -247,6 +250,25 @@ def consumed_statement(dag_id: str, run_id: str, event: DatasetEvent) -> Stateme
     )
 
 
+def sensor_wait_statement(record: SensorWaitRecord) -> Statement:
+    return Statement(
+        "sensor_wait",
+        "INSERT INTO sensor_wait (dag_id, run_id, task_id, next_poke_at, attempt, deadline, state) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET "
+        "next_poke_at = excluded.next_poke_at, attempt = excluded.attempt, "
+        "deadline = excluded.deadline, state = excluded.state",
+        (
+            record.dag_id,
+            record.run_id,
+            record.task_id,
+            iso(record.next_poke),
+            record.pokes,
+            iso(record.deadline),
+            record.state,
+        ),
+    )
+
+
 def event_from_row(row: dict[str, Any]) -> DatasetEvent:
     return DatasetEvent(
         id=row["id"],
@@ -273,6 +295,16 @@ def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
             out.append(xcom_statement(record, now))
         elif isinstance(record, DatasetEventRecord):
             out += dataset_event_statements(record.event)
+        elif isinstance(record, SensorWaitRecord):
+            out.append(sensor_wait_statement(record))
+        elif isinstance(record, SensorWaitCleared):
+            out.append(
+                Statement(
+                    "sensor_wait",
+                    "DELETE FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                    (record.dag_id, record.run_id, record.task_id),
+                )
+            )
         else:
             out.append(xcoms_cleared(record.dag_id, record.run_id, record.task_id))
     return out

@@ -373,6 +373,14 @@ class Store(DatasetRows):
         )
         return [conn_from_row(r) for r in rows]
 
+    async def sensor_wait(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        """A deferred sensor's stored wait (``WaitState`` JSON), if there is one."""
+        rows = await self.backend.fetch(
+            "SELECT state FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+            (dag_id, run_id, task_id),
+        )
+        return str(rows[0]["state"]) if rows else None
+
     async def get_pools(self) -> dict[str, int]:
         rows = await self.backend.fetch("SELECT name, slots FROM pool ORDER BY name")
         return {r["name"]: r["slots"] for r in rows}

@@ -1,0 +1,174 @@
+"""The sensor hub: deferred sensors' waits, poked when due, ended through the scheduler.
+
+The scheduler's sink for ``Defer`` commands (its ``Deferrals``). It decides nothing:
+``core._sensing`` says what a poke's result means.
+
+Rules:
+1. A wait is an entry on the scheduler's timers (the one deadline heap), armed at its
+   next poke; a waiting sensor holds no executor slot and no coroutine.
+2. A wait that arrives without its state (an instance found ``deferred`` when its run
+   is started again) is read from the store; when the store has none for that try, the
+   try runs again from its first poke.
+3. After a poke: a wait that goes on is stored (the next poke, the count) and armed
+   again; a wait that ends is handed to the scheduler as a resumption, whose step
+   clears the stored wait. A wait withdrawn while its poke ran is left alone.
+4. At most ``concurrency`` pokes run at once; the rest wait their turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import structlog
+
+from orchestrator._clock import Clock
+from orchestrator.core import Resumption
+from orchestrator.core._records import SensorWaitRecord
+from orchestrator.core._sensing import EndWait, WaitState, after_poke, sensor_seed
+from orchestrator.runtime._executor import LocalExecutor, TryRequest
+from orchestrator.runtime._live import LiveRun, RunKey
+from orchestrator.runtime._timers import TimerHandle, Timers
+from orchestrator.store import Store
+from sensors._base import BaseSensor
+
+__all__ = ["SensorHub"]
+
+log = structlog.get_logger("orchestrator.sensors")
+
+Key = tuple[RunKey, str]
+
+
+class Shell(Protocol):
+    """What the hub uses of the scheduler."""
+
+    store: Store
+    executor: LocalExecutor
+    clock: Clock
+    timers: Timers
+
+    def live(self, run: RunKey) -> LiveRun | None: ...
+
+    def try_request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest: ...
+
+    async def resume(
+        self,
+        run: RunKey,
+        task_id: str,
+        outcome: Resumption,
+        *,
+        error: str | None = None,
+        xcoms: dict[str, str] | None = None,
+        retryable: bool = True,
+    ) -> None: ...
+
+
+@dataclass(eq=False)
+class _Wait:
+    state: WaitState
+    handle: TimerHandle
+
+
+class SensorHub:
+    """See the module's rules."""
+
+    def __init__(self, scheduler: Shell, *, concurrency: int = 256) -> None:
+        self._scheduler = scheduler
+        self._waits: dict[Key, _Wait] = {}
+        self._loads: list[Key] = []
+        self._due: list[Key] = []
+        self._wake = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waits)
+
+    # -- the scheduler's Deferrals ---------------------------------------------------------
+
+    def defer(self, run: RunKey, task_id: str, trigger: object) -> None:
+        if isinstance(trigger, SensorWaitRecord):
+            self._arm((run, task_id), WaitState.from_json(trigger.state))
+        else:
+            self._loads.append((run, task_id))  # rule 2
+            self._wake.set()
+
+    def withdraw(self, run: RunKey, task_id: str) -> None:
+        wait = self._waits.pop((run, task_id), None)
+        if wait is not None:
+            wait.handle.cancel()
+
+    # -- waits -------------------------------------------------------------------------------
+
+    def _arm(self, key: Key, state: WaitState) -> None:
+        self.withdraw(*key)
+
+        def due() -> None:
+            self._due.append(key)
+            self._wake.set()
+
+        self._waits[key] = _Wait(state, self._scheduler.timers.call_at(state.next_poke, due))
+
+    async def serve(self) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                loads, self._loads = self._loads, []
+                due, self._due = self._due, []
+                for key in loads:
+                    tg.start_soon(self._load, key)
+                for key in due:
+                    tg.start_soon(self._poke, key)
+
+    async def _load(self, key: Key) -> None:
+        (dag_id, run_id), task_id = key
+        live = self._scheduler.live(key[0])
+        if live is None:
+            return
+        stored = await self._scheduler.store.sensor_wait(dag_id, run_id, task_id)
+        state = WaitState.from_json(stored) if stored is not None else None
+        ti = live.tis.get(task_id)
+        if ti is None:
+            return
+        if state is not None and state.try_number == ti.try_number:
+            self._arm(key, state)
+            return
+        log.info("sensor wait not stored: the try runs again", dag_id=dag_id, task_id=task_id)
+        await self._scheduler.resume(key[0], task_id, Resumption.RUN)
+
+    async def _poke(self, key: Key) -> None:
+        wait = self._waits.get(key)
+        live = self._scheduler.live(key[0])
+        if wait is None or live is None:
+            self._waits.pop(key, None)
+            return
+        (dag_id, run_id), task_id = key
+        sensor = live.dag.task_dict.get(task_id)
+        if not isinstance(sensor, BaseSensor):  # the DAG changed under the wait
+            self._waits.pop(key, None)
+            await self._scheduler.resume(key[0], task_id, Resumption.RUN)
+            return
+        async with self._limiter:
+            request = self._scheduler.try_request(live, task_id, wait.state.try_number)
+            result = await self._scheduler.executor.poke(request)
+        if self._waits.get(key) is not wait:
+            return  # withdrawn (stopped) while it poked: rule 3
+        policy = sensor.policy
+        seed = sensor_seed(dag_id, run_id, task_id, wait.state.try_number)
+        decision = after_poke(policy, wait.state, result, self._scheduler.clock.now(), seed)
+        if isinstance(decision, EndWait):
+            self._waits.pop(key, None)
+            await self._scheduler.resume(
+                key[0],
+                task_id,
+                decision.outcome,
+                error=decision.error,
+                xcoms=decision.xcoms,
+                retryable=decision.retryable,
+            )
+            return
+        record = decision.record(dag_id, run_id, task_id, policy)
+        self._scheduler.store.write_nowait(self._scheduler.store.statements([record]))
+        self._arm(key, decision)

@@ -1,0 +1,347 @@
+"""Sensors: the wait's decisions (pure, on given times), the sensor base's arguments, and
+deferred waits run for real: in ``dags test`` and in the daemon, killed mid-wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import DAG, task
+from orchestrator.core import Resumption
+from orchestrator.core._sensing import (
+    EndWait,
+    PokeResult,
+    SensorPolicy,
+    WaitState,
+    after_poke,
+    first_wait,
+)
+from orchestrator.errors import DagDefinitionError
+from orchestrator.store import open_store
+from sensors import BaseSensor, PokeReturnValue
+from tests.daemon_proc import DaemonProc
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+DagFile = Callable[[str, str], Path]
+Daemon = Callable[..., DaemonProc]
+
+
+def policy(**kw: Any) -> SensorPolicy:
+    base: dict[str, Any] = {"poke_interval": 60 * SECOND, "timeout": 3600 * SECOND}
+    return SensorPolicy(**{**base, **kw})
+
+
+# -- the wait, pure --------------------------------------------------------------------------
+
+
+def test_the_first_wait_is_the_interval_spread_by_at_most_a_tenth() -> None:
+    """Spread up to a tenth of the interval (at most 1 s), fixed by the seed."""
+    waits = [first_wait(policy(), 1, T0, f"seed{i}").next_poke - T0 for i in range(200)]
+    assert all(60 * SECOND <= w <= 61 * SECOND for w in waits)
+    assert len(set(waits)) > 100  # spread, not in lockstep
+    assert first_wait(policy(), 1, T0, "s") == first_wait(policy(), 1, T0, "s")
+    short = policy(poke_interval=2 * SECOND)
+    assert all(first_wait(short, 1, T0, f"s{i}").next_poke - T0 <= 2.2 * SECOND for i in range(50))
+
+
+def test_a_poke_that_finds_the_condition_ends_the_wait_with_its_xcom() -> None:
+    wait = first_wait(policy(), 1, T0, "s")
+    done = after_poke(policy(), wait, PokeResult(True, '{"n": 1}'), T0 + 60 * SECOND, "s")
+    assert done == EndWait(Resumption.SUCCESS, xcoms={"return_value": '{"n": 1}'})
+    bare = after_poke(policy(), wait, PokeResult(True), T0 + 60 * SECOND, "s")
+    assert bare == EndWait(Resumption.SUCCESS, xcoms={})
+
+
+def test_a_poke_that_raises_fails_the_try_and_retries_apply() -> None:
+    wait = first_wait(policy(), 1, T0, "s")
+    ended = after_poke(policy(), wait, PokeResult(False, error="boom"), T0, "s")
+    assert ended == EndWait(Resumption.FAILED, "boom", retryable=True)
+
+
+def test_the_timeout_counts_from_the_first_poke_and_is_final() -> None:
+    """The last poke comes at the deadline; false then: failed and not retried, or skipped
+    with soft_fail."""
+    p = policy(poke_interval=50 * SECOND, timeout=120 * SECOND)
+    wait: WaitState | EndWait = first_wait(p, 1, T0, "s")
+    times = []
+    while isinstance(wait, WaitState):
+        times.append(wait.next_poke)
+        wait = after_poke(p, wait, PokeResult(False), wait.next_poke, "s")
+    assert times[-1] == T0 + 120 * SECOND
+    assert wait.outcome is Resumption.FAILED
+    assert wait.retryable is False
+    assert "timed out" in (wait.error or "")
+    soft = after_poke(
+        policy(timeout=10 * SECOND, soft_fail=True),
+        WaitState(1, T0, 3, T0 + 10 * SECOND),
+        PokeResult(False),
+        T0 + 10 * SECOND,
+        "s",
+    )
+    assert isinstance(soft, EndWait)
+    assert (soft.outcome, soft.retryable) == (Resumption.SKIPPED, False)
+
+
+def test_exponential_backoff_doubles_and_stops_at_max_wait() -> None:
+    p = policy(poke_interval=10 * SECOND, exponential_backoff=True, max_wait=100 * SECOND)
+    state = WaitState(1, T0, 1, T0)
+    gaps = []
+    for _ in range(6):
+        nxt = after_poke(p, state, PokeResult(False), state.next_poke, "seed")
+        assert isinstance(nxt, WaitState)
+        gaps.append((nxt.next_poke - state.next_poke).total_seconds())
+        state = nxt
+    for n, gap in enumerate(gaps[:3], start=2):  # after poke n: [10*2**(n-1), 10*2**n)
+        assert 10 * 2 ** (n - 1) <= gap < 10 * 2**n
+    assert gaps[-1] == 100
+
+
+def test_a_wait_survives_the_store_as_json() -> None:
+    wait = WaitState(2, T0, 7, T0 + 5 * SECOND)
+    assert WaitState.from_json(wait.to_json()) == wait
+
+
+# -- the sensor base -----------------------------------------------------------------------
+
+
+class Never(BaseSensor):
+    async def poke(self, context: dict[str, Any]) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"poke_interval": 0}, "poke_interval must be positive"),
+        ({"poke_interval": "soon"}, "poke_interval must be seconds"),
+        ({"timeout": -1}, "timeout must not be negative"),
+        ({"mode": "wait"}, "mode must be"),
+        ({"isolation": "process"}, "a sensor waits on the event loop; isolation='process'"),
+    ],
+)
+def test_bad_sensor_arguments_are_named(kwargs: dict[str, Any], says: str) -> None:
+    with pytest.raises(DagDefinitionError, match=f"DAG 's', task 'w': {says}"), DAG("s"):
+        Never(task_id="w", **kwargs)
+
+
+def test_task_sensor_makes_a_sensor_of_a_function() -> None:
+    with DAG("s"):
+
+        @task.sensor(poke_interval=5, timeout=30, mode="poke", soft_fail=True)
+        def ready() -> PokeReturnValue:
+            return PokeReturnValue(True, 1)
+
+        made = ready().operator
+    assert isinstance(made, BaseSensor)
+    assert (made.poke_interval, made.timeout, made.mode, made.soft_fail) == (
+        5 * SECOND,
+        30 * SECOND,
+        "poke",
+        True,
+    )
+    assert made.deferrable is False
+
+
+# -- real waits ----------------------------------------------------------------------------
+
+SENSING = """
+import pathlib
+from datetime import datetime
+from orchestrator import DAG, task
+from sensors import BaseSensor, PokeReturnValue
+
+FLAG = pathlib.Path({flag!r})
+
+class Counted(BaseSensor):
+    template_fields = ("path",)
+
+    def __init__(self, path, done_at, fail_at=0, hang_at=0, **kw):
+        super().__init__(**kw)
+        self.path, self.done_at, self.fail_at, self.hang_at = path, done_at, fail_at, hang_at
+
+    async def poke(self, context):
+        counter = pathlib.Path(self.path)
+        n = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(n))
+        print(f"poke {{n}} of try {{context['ti'].try_number}}")
+        if n == self.fail_at:
+            raise RuntimeError(f"poke {{n}} broke")
+        if n == self.hang_at:
+            import anyio
+            await anyio.sleep(60)
+        return PokeReturnValue(n >= self.done_at, {{"pokes": n}})
+
+with DAG("sensing", start_date=datetime(2026, 1, 1)):
+    {body}
+"""
+
+
+def cli(*args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if db is not None:
+        env["ORCHESTRATOR_DB"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def sensing(dag_file: DagFile, tmp_path: Path, body: str) -> None:
+    dag_file("sensing.py", SENSING.format(flag=str(tmp_path / "flag"), body=body))
+
+
+def tried(done: subprocess.CompletedProcess[str], task_id: str) -> tuple[str, int]:
+    """The (state, tries) of ``task_id`` in ``dags test``'s summary table."""
+    for line in done.stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] == task_id and len(cells) >= 3 and cells[2].isdigit():
+            return cells[1], int(cells[2])
+    raise AssertionError(done.stdout + done.stderr)
+
+
+def test_dags_test_waits_deferred_and_hands_the_xcom_on(dag_file: DagFile, tmp_path: Path) -> None:
+    """A sensor done at its third poke: deferred between pokes, then success with its
+    PokeReturnValue as XCom for the next task; @task.sensor works the same way."""
+    sensing(
+        dag_file,
+        tmp_path,
+        f"""
+    @task.sensor(poke_interval=0.05, timeout=10)
+    def first():
+        return True
+
+    @task
+    def after(value):
+        print("after got", value)
+        assert value == {{"pokes": 3}}
+
+    waited = Counted(task_id="third", path={str(tmp_path / "n")!r}, done_at=3,
+                     poke_interval=0.05, timeout=10)
+    first() >> waited
+    after(waited.output)
+    """,
+    )
+    done = cli("dags", "test", "sensing")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "third  deferred" in done.stdout
+    assert tried(done, "third") == ("success", 1)
+    assert tried(done, "after") == ("success", 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "state", "tries"),
+    [
+        ("done_at=1000, timeout=0.2, retries=2", "failed", 1),  # a timeout is final
+        ("done_at=1000, timeout=0.2, soft_fail=True", "skipped", 1),
+        ("done_at=5, timeout=10, retries=1, fail_at=2", "success", 2),  # a raise fails the try
+        ("done_at=5, timeout=10, fail_at=2", "failed", 1),
+        ("done_at=5, timeout=10, retries=1, hang_at=2, poke_timeout=0.2", "success", 2),
+        ("done_at=1000, timeout=0.3, mode='poke'", "failed", 1),
+        ("done_at=3, timeout=10, mode='poke'", "success", 1),
+    ],
+)
+def test_timeouts_soft_fail_and_failing_pokes(
+    dag_file: DagFile, tmp_path: Path, options: str, state: str, tries: int
+) -> None:
+    """done_at: the poke (counted across tries) at which the condition holds."""
+    sensing(
+        dag_file,
+        tmp_path,
+        f"""
+    Counted(task_id="wait", path={str(tmp_path / "n")!r}, poke_interval=0.05, retry_delay=0,
+            {options})
+    """,
+    )
+    done = cli("dags", "test", "sensing")
+    assert tried(done, "wait") == (state, tries), done.stdout
+    if "poke_timeout" in options:
+        assert "poke_timeout" in done.stdout + done.stderr
+
+
+FILE_WAIT = """
+    from pathlib import Path as _P
+
+    class FlagSensor(BaseSensor):
+        async def poke(self, context):
+            return FLAG.exists()
+
+    for i in range({count}):
+        FlagSensor(task_id=f"wait_{{i:02d}}", poke_interval=0.1, timeout=600)
+"""
+
+
+def api_states(d: DaemonProc, dag_id: str, run_id: str) -> dict[str, str]:
+    doc = d.api("GET", f"/api/v1/runs/{run_id}", params={"dag_id": dag_id}).json()
+    return {t["task_id"]: t["state"] for t in doc["tasks"]}
+
+
+@pytest.mark.timeout(120)
+def test_deferred_sensors_hold_no_slot(daemon: Daemon, dag_file: DagFile, tmp_path: Path) -> None:
+    """20 sensors wait (deferred, shown by the API) with ORCHESTRATOR_PARALLELISM=2, and
+    another DAG's task still runs at once; the flag appears and all 20 succeed."""
+    sensing(dag_file, tmp_path, FILE_WAIT.format(count=20))
+    dag_file(
+        "other.py",
+        """
+        from orchestrator import DAG
+        from orchestrator.operators import EmptyOperator
+        with DAG("other"):
+            EmptyOperator(task_id="now")
+        """,
+    )
+    d = daemon(ORCHESTRATOR_PARALLELISM="2")
+    run_id = d.api("POST", "/api/v1/dags/sensing/runs", json={}).json()["run_id"]
+    d.wait_for(
+        lambda: set(api_states(d, "sensing", run_id).values()) == {"deferred"}, 20, "20 deferred"
+    )
+    other = d.api("POST", "/api/v1/dags/other/runs", json={}).json()["run_id"]
+    d.wait_for(lambda: d.run_state("other", other) == "success", 20, "the other DAG's run")
+    assert set(api_states(d, "sensing", run_id).values()) == {"deferred"}
+    (tmp_path / "flag").write_text("")
+    d.wait_for(lambda: d.run_state("sensing", run_id) == "success", 30, "the sensors")
+
+
+@pytest.mark.timeout(120)
+def test_a_wait_survives_kill_9_where_it_was(
+    daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
+) -> None:
+    """Killed mid-wait: the restarted daemon resumes the same try from its stored wait (its
+    first poke, hence its timeout, unchanged), and the sensor succeeds once the flag is set."""
+    sensing(dag_file, tmp_path, FILE_WAIT.format(count=1))
+    d = daemon()
+    run_id = d.api("POST", "/api/v1/dags/sensing/runs", json={}).json()["run_id"]
+
+    def stored_wait() -> dict[str, Any] | None:
+        async def read() -> str | None:
+            async with open_store(db_url) as store:
+                return await store.sensor_wait("sensing", run_id, "wait_00")
+
+        import anyio
+
+        text = anyio.run(read)
+        return json.loads(text) if text else None
+
+    before = d.wait_for(lambda: (w := stored_wait()) and w["pokes"] >= 2 and w, 20, "pokes")
+    d.kill9()
+    again = daemon()
+    after = again.wait_for(
+        lambda: (w := stored_wait()) and w["pokes"] > before["pokes"] and w, 20, "pokes again"
+    )
+    assert (after["first_poke"], after["try_number"]) == (before["first_poke"], 1)
+    (tmp_path / "flag").write_text("")
+    again.wait_for(lambda: again.run_state("sensing", run_id) == "success", 30, "the sensor")
+    doc = again.api("GET", f"/api/v1/runs/{run_id}", params={"dag_id": "sensing"}).json()
+    assert [(t["task_id"], t["try_number"]) for t in doc["tasks"]] == [("wait_00", 1)]
+    assert stored_wait() is None
