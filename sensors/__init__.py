@@ -7,7 +7,24 @@ no executor slot, and their wait is stored (``runtime._sensing`` pokes them).
 
 from orchestrator.authoring._taskflow import register_task_kind
 from sensors._base import BaseSensor, DecoratedSensor, PokeReturnValue
+from sensors._builtin import (
+    DateTimeSensor,
+    ExternalTaskSensor,
+    FileSensor,
+    HttpSensor,
+    S3KeySensor,
+    TimeDeltaSensor,
+)
 
 register_task_kind("sensor", DecoratedSensor)
 
-__all__ = ["BaseSensor", "PokeReturnValue"]
+__all__ = [
+    "BaseSensor",
+    "DateTimeSensor",
+    "ExternalTaskSensor",
+    "FileSensor",
+    "HttpSensor",
+    "PokeReturnValue",
+    "S3KeySensor",
+    "TimeDeltaSensor",
+]

@@ -82,7 +82,16 @@ EXPECTED = {
         "Schedule",
         "parse_schedule",
     },
-    "sensors": {"BaseSensor", "PokeReturnValue"},
+    "sensors": {
+        "BaseSensor",
+        "DateTimeSensor",
+        "ExternalTaskSensor",
+        "FileSensor",
+        "HttpSensor",
+        "PokeReturnValue",
+        "S3KeySensor",
+        "TimeDeltaSensor",
+    },
 }
 
 

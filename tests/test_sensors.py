@@ -3,11 +3,13 @@ deferred waits run for real: in ``dags test`` and in the daemon, killed mid-wait
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -345,3 +347,196 @@ def test_a_wait_survives_kill_9_where_it_was(
     doc = again.api("GET", f"/api/v1/runs/{run_id}", params={"dag_id": "sensing"}).json()
     assert [(t["task_id"], t["try_number"]) for t in doc["tasks"]] == [("wait_00", 1)]
     assert stored_wait() is None
+
+
+# -- the built-in sensors --------------------------------------------------------------------
+
+BUILTINS = """
+import time, pathlib
+from datetime import datetime, timedelta, timezone
+from orchestrator import DAG, task
+from sensors import DateTimeSensor, FileSensor, TimeDeltaSensor
+
+OUT = pathlib.Path({out!r})
+
+with DAG("builtins", start_date=datetime(2026, 1, 1)):
+    @task
+    def make_file():
+        time.sleep(0.3)
+        (OUT / "deep" / "er").mkdir(parents=True, exist_ok=True)
+        (OUT / "deep" / "er" / "part-1.csv").write_text("x")
+
+    make_file()
+    FileSensor(task_id="by_glob", filepath=str(OUT / "**" / "*.csv"), recursive=True,
+               poke_interval=0.05, timeout=20)
+    DateTimeSensor(task_id="at_time", poke_interval=0.05, timeout=20,
+                   target_time="{{{{ params.target }}}}")
+    TimeDeltaSensor(task_id="after_interval", delta=timedelta(seconds=0.3),
+                    poke_interval=0.05, timeout=20)
+"""
+
+
+def test_file_datetime_and_timedelta_sensors(dag_file: DagFile, tmp_path: Path) -> None:
+    """A recursive glob matched once a parallel task writes the file; a templated target
+    time; the data interval's end plus a delta. Each waits deferred, then succeeds."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dag_file("builtins.py", BUILTINS.format(out=str(out)))
+    target = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    done = cli("dags", "test", "builtins", "--conf", json.dumps({"target": target}))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for task_id in ("by_glob", "at_time", "after_interval"):
+        assert tried(done, task_id) == ("success", 1)
+    assert any(line.split()[1:3] == ["by_glob", "deferred"] for line in done.stdout.splitlines())
+
+
+S3_WAIT = """
+import anyio
+from datetime import datetime
+from orchestrator import DAG, task
+from orchestrator.resources._aws import aws_client
+from orchestrator.resources._services import current_services
+from sensors import S3KeySensor
+
+with DAG("s3wait", start_date=datetime(2026, 1, 1)):
+    @task
+    async def upload():
+        await anyio.sleep(0.3)
+        services = current_services()
+        async with aws_client("s3", services.store, services.settings) as s3:
+            await s3.put_object(Bucket="lake", Key="in/2026/part-7.csv", Body=b"12345")
+
+    upload()
+    S3KeySensor(task_id="exact", bucket_key="s3://lake/ready.flag", poke_interval=0.05,
+                timeout=20)
+    S3KeySensor(task_id="wild", bucket_name="lake", bucket_key="in/*/part-*.csv",
+                wildcard_match=True, poke_interval=0.05, timeout=20,
+                check_fn=lambda objects: all(o["Size"] == 5 for o in objects))
+    S3KeySensor(task_id="regex", bucket_key=["s3://lake/ready.flag", r"s3://lake/in/\\d+/.*"],
+                use_regex=True, poke_interval=0.05, timeout=20)
+    S3KeySensor(task_id="missing", bucket_key="s3://lake/never", poke_interval=0.05,
+                timeout=0.5, soft_fail=True)
+"""
+
+
+async def test_s3_key_sensor_against_moto(dag_file: DagFile, aws_conn: str, tmp_path: Path) -> None:
+    """An exact key that exists, a wildcard and a regex matched once a parallel task
+    uploads, check_fn over the matched objects' metadata, a missing key soft-failed."""
+    from tests.helpers import s3_client
+
+    async with s3_client(aws_conn) as s3:
+        await s3.create_bucket(Bucket="lake")
+        await s3.put_object(Bucket="lake", Key="ready.flag", Body=b"")
+    dag_file("s3wait.py", S3_WAIT)
+    import anyio
+
+    done = await anyio.to_thread.run_sync(lambda: cli("dags", "test", "s3wait"))
+    for task_id, state in (
+        ("exact", "success"),
+        ("wild", "success"),
+        ("regex", "success"),
+        ("missing", "skipped"),
+    ):
+        assert tried(done, task_id) == (state, 1), done.stdout + done.stderr
+
+
+@pytest.fixture
+def flaky_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A local HTTP server: /ready answers 503 twice, then 200 with JSON; /denied, 403.
+    The http_default connection points at it. Yields the paths it was asked for."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.startswith("/denied"):
+                status, body = 403, b"{}"
+            elif sum(p.startswith("/ready") for p in asked) <= 2:
+                status, body = 503, b"{}"
+            else:
+                status, body = 200, b'{"status": "ready"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("ORCHESTRATOR_CONN_HTTP_DEFAULT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        yield asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_sensor_waits_through_503s_and_checks_the_answer(
+    dag_file: DagFile, flaky_http: list[str]
+) -> None:
+    """503 twice (not yet), then 200 whose JSON the response_check reads; a 403 fails the
+    sensor at once, without its retries."""
+    dag_file(
+        "http_wait.py",
+        """
+        from orchestrator import DAG
+        from sensors import HttpSensor
+
+        with DAG("http_wait"):
+            HttpSensor(task_id="ready", endpoint="ready", request_params={"q": "1"},
+                       response_check=lambda response: response.json()["status"] == "ready",
+                       poke_interval=0.05, timeout=20)
+            HttpSensor(task_id="denied", endpoint="/denied", poke_interval=0.05, timeout=20,
+                       retries=3, retry_delay=0)
+        """,
+    )
+    done = cli("dags", "test", "http_wait")
+    assert tried(done, "ready") == ("success", 1), done.stdout + done.stderr
+    assert tried(done, "denied") == ("failed", 1)
+    assert [p for p in flaky_http if p.startswith("/ready")] == ["/ready?q=1"] * 3
+    assert "answered 403" in done.stdout + done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_external_task_sensor_waits_for_the_other_dags_task(
+    daemon: Daemon, dag_file: DagFile
+) -> None:
+    """A run of 'down' waits for 'up'.t at the same logical date; 'up' runs later; a second
+    'down' run whose 'up' run fails ends failed at once (failed_states)."""
+    dag_file(
+        "updown.py",
+        """
+        from orchestrator import DAG
+        from orchestrator.operators import BashOperator
+        from sensors import ExternalTaskSensor
+
+        with DAG("up"):
+            BashOperator(task_id="t", bash_command="exit {{ dag_run.conf.get('code', 0) }}")
+
+        with DAG("down"):
+            ExternalTaskSensor(task_id="wait_up", external_dag_id="up", external_task_id="t",
+                               failed_states=["failed"], poke_interval=0.1, timeout=60)
+        """,
+    )
+    d = daemon()
+    day1, day2 = "2026-02-01T00:00:00+00:00", "2026-02-02T00:00:00+00:00"
+
+    def trigger(dag_id: str, when: str, conf: dict[str, Any] | None = None) -> str:
+        body = {"logical_date": when, "conf": conf or {}}
+        response = d.api("POST", f"/api/v1/dags/{dag_id}/runs", json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["run_id"])
+
+    waiting = trigger("down", day1)
+    d.wait_for(lambda: api_states(d, "down", waiting) == {"wait_up": "deferred"}, 20, "deferred")
+    trigger("up", day1)
+    d.wait_for(lambda: d.run_state("down", waiting) == "success", 30, "the sensor")
+    trigger("up", day2, {"code": 3})
+    failing = trigger("down", day2)
+    d.wait_for(lambda: d.run_state("down", failing) == "failed", 30, "the failed sensor")
+    doc = d.api("GET", f"/api/v1/runs/{failing}", params={"dag_id": "down"}).json()
+    assert [(t["task_id"], t["try_number"]) for t in doc["tasks"]] == [("wait_up", 1)]

@@ -13,7 +13,8 @@ Rules (Airflow's sensor semantics):
    interval*2**n)`` after poke *n* (the place fixed by a hash of the instance, as a
    retry's backoff is), never above ``max_wait``.
 3. A poke that raises (or outlives ``poke_timeout``) ends the try as failed: the
-   task's retries apply, and a retry starts with a fresh wait.
+   task's retries apply (not after ``FailTask``), and a retry starts with a fresh wait.
+   A poke that raises ``SkipTask`` ends it as skipped.
 4. Waits are spread: a wait's first due instant is moved later by up to a tenth of its
    interval (at most one second), fixed by a hash of the instance, so sensors
    deferred together do not all poke in the same instant ever after.
@@ -111,6 +112,8 @@ class PokeResult:
     done: bool
     xcom: str | None = None
     error: str | None = None
+    retryable: bool = True  # False: the poke raised FailTask
+    skipped: bool = False  # the poke raised SkipTask (``error`` says why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +154,10 @@ def after_poke(
     policy: SensorPolicy, state: WaitState, result: PokeResult, now: datetime, seed: str
 ) -> WaitState | EndWait:
     """The next wait, or the end of this one (rules 1 to 3)."""
+    if result.skipped:
+        return EndWait(Resumption.SKIPPED, result.error, retryable=False)
     if result.error is not None:
-        return EndWait(Resumption.FAILED, result.error)
+        return EndWait(Resumption.FAILED, result.error, retryable=result.retryable)
     if result.done:
         xcoms = {"return_value": result.xcom} if result.xcom is not None else {}
         return EndWait(Resumption.SUCCESS, xcoms=xcoms)

@@ -20,7 +20,7 @@ from orchestrator.errors import NotFound
 from orchestrator.resources._connections import Connection, read_connection
 from orchestrator.store import Store
 
-__all__ = ["aws_client", "client_kwargs"]
+__all__ = ["aws_client", "client_kwargs", "connection_kwargs"]
 
 
 def client_kwargs(conn: Connection | None) -> dict[str, Any]:
@@ -40,6 +40,15 @@ def client_kwargs(conn: Connection | None) -> dict[str, Any]:
     return kwargs
 
 
+async def connection_kwargs(store: Store, settings: Settings, conn_id: str) -> dict[str, Any]:
+    """``client_kwargs`` of the connection ``conn_id``, or of none when it does not exist."""
+    try:
+        conn: Connection | None = await read_connection(store, settings, conn_id)
+    except NotFound:
+        conn = None
+    return client_kwargs(conn)
+
+
 @asynccontextmanager
 async def aws_client(
     service: str,
@@ -49,9 +58,6 @@ async def aws_client(
     **options: Any,
 ) -> AsyncIterator[Any]:
     """An aiobotocore client for ``service``, open for the block (``options``: e.g. config)."""
-    try:
-        conn: Connection | None = await read_connection(store, settings, aws_conn_id)
-    except NotFound:
-        conn = None
-    async with get_session().create_client(service, **client_kwargs(conn), **options) as client:
+    kwargs = await connection_kwargs(store, settings, aws_conn_id)
+    async with get_session().create_client(service, **kwargs, **options) as client:
         yield client

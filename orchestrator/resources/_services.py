@@ -19,12 +19,14 @@ import contextvars
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.from_thread
+
+from orchestrator.resources._clients import SharedClients
 
 if TYPE_CHECKING:
     from orchestrator._settings import Settings
@@ -67,6 +69,7 @@ class Services:
     settings: Settings
     store: Store
     runs: RunRequests | None = None
+    clients: SharedClients = field(default_factory=SharedClients)
 
 
 _services: contextvars.ContextVar[Services | None] = contextvars.ContextVar(

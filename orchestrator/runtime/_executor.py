@@ -256,6 +256,12 @@ class LocalExecutor:
                     limit = self.services.settings.xcom_max_bytes
                     xcom = encode_xcom(value, where=where, limit=limit)
                 return PokeResult(done, xcom)
+        except SkipTask as exc:
+            log.line(f"skipped: {exc}")
+            return PokeResult(False, error=mask(str(exc)) or "skipped", skipped=True)
+        except FailTask as exc:
+            log.line(f"ERROR (no retry): {exc}")
+            return PokeResult(False, error=mask(str(exc)) or "FailTask", retryable=False)
         except TimeoutError:
             message = f"the poke took longer than its poke_timeout ({poke_timeout})"
             log.line(f"ERROR: {message}")

@@ -127,7 +127,11 @@ class Scheduler:
                 await tg.start(self.timers.run)
             tg.start_soon(self.sensors.serve)
             task_status.started()
-            await self._timer_pump()
+            try:
+                await self._timer_pump()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.executor.services.clients.aclose()
 
     @property
     def running(self) -> int:
