@@ -139,6 +139,11 @@ class BaseSensor(BaseOperator):
     def runs_on_loop(self) -> bool:
         return True  # a sync poke goes to a worker thread itself
 
+    def wakes_on(self) -> str | None:
+        """A DAG whose task states this sensor reads: a change there pokes it at once
+        (in the process that runs both), instead of at its next interval."""
+        return None
+
     async def poke_once(self, context: dict[str, Any]) -> tuple[bool, Any]:
         """One poke, cut off after ``poke_timeout``: (done, the XCom value if any)."""
         limit = self.poke_timeout.total_seconds() if self.poke_timeout is not None else None

@@ -270,7 +270,8 @@ class ExternalTaskSensor(BaseSensor):
     """Another DAG's task (or, without ``external_task_id``, its run) reached one of
     ``allowed_states``, in its run of the same logical date (or ``execution_delta``
     earlier, or the date ``execution_date_fn(logical_date)`` gives). A state in
-    ``failed_states`` fails the sensor (skipped with ``soft_fail``)."""
+    ``failed_states`` fails the sensor (skipped with ``soft_fail``). A state change of the
+    other DAG's tasks in the same daemon pokes it at once."""
 
     def __init__(
         self,
@@ -294,6 +295,9 @@ class ExternalTaskSensor(BaseSensor):
         self.failed_states = set(failed_states or [])
         self.execution_delta = execution_delta
         self.execution_date_fn = execution_date_fn
+
+    def wakes_on(self) -> str | None:
+        return self.external_dag_id
 
     def _date(self, context: dict[str, Any]) -> datetime:
         logical: datetime = context["logical_date"]

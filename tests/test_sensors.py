@@ -506,7 +506,8 @@ def test_external_task_sensor_waits_for_the_other_dags_task(
     daemon: Daemon, dag_file: DagFile
 ) -> None:
     """A run of 'down' waits for 'up'.t at the same logical date; 'up' runs later; a second
-    'down' run whose 'up' run fails ends failed at once (failed_states)."""
+    'down' run whose 'up' run fails ends failed at once (failed_states). The poke interval
+    is ten minutes: the sensors are poked when 'up' changes, not at their interval."""
     dag_file(
         "updown.py",
         """
@@ -519,7 +520,7 @@ def test_external_task_sensor_waits_for_the_other_dags_task(
 
         with DAG("down"):
             ExternalTaskSensor(task_id="wait_up", external_dag_id="up", external_task_id="t",
-                               failed_states=["failed"], poke_interval=0.1, timeout=60)
+                               failed_states=["failed"], poke_interval=600, timeout=3600)
         """,
     )
     d = daemon()

@@ -357,6 +357,7 @@ class Scheduler:
                 emitted.append(record.event)
         if emitted and self.on_dataset_events is not None:
             self.on_dataset_events(emitted)
+        self.sensors.changed(live.dag.dag_id)
         self._notify(live, snapshots)
         if result is not None:
             live.last_context = result.context

@@ -13,11 +13,13 @@ Rules:
    again; a wait that ends is handed to the scheduler as a resumption, whose step
    clears the stored wait. A wait withdrawn while its poke ran is left alone.
 4. At most ``concurrency`` pokes run at once; the rest wait their turn.
+5. A sensor that reads another DAG's states (``wakes_on``) is poked as soon as a step
+   of a run of that DAG is committed here, instead of at its next interval.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import anyio
@@ -68,6 +70,7 @@ class Shell(Protocol):
 class _Wait:
     state: WaitState
     handle: TimerHandle
+    watches: str | None = None  # the DAG whose changes poke it at once
 
 
 class SensorHub:
@@ -80,6 +83,7 @@ class SensorHub:
         self._due: list[Key] = []
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
 
     @property
     def waiting(self) -> int:
@@ -98,6 +102,20 @@ class SensorHub:
         wait = self._waits.pop((run, task_id), None)
         if wait is not None:
             wait.handle.cancel()
+            if wait.watches is not None:
+                self._watchers.get(wait.watches, set()).discard((run, task_id))
+
+    def changed(self, dag_id: str) -> None:
+        """A step of a run of ``dag_id`` was committed: poke at once the sensors that read
+        its states (rule 5)."""
+        watching = self._watchers.get(dag_id)
+        if not watching:
+            return
+        now = self._scheduler.clock.now()
+        for key in list(watching):
+            wait = self._waits.get(key)
+            if wait is not None and wait.state.next_poke > now:
+                self._arm(key, replace(wait.state, next_poke=now))
 
     # -- waits -------------------------------------------------------------------------------
 
@@ -108,7 +126,13 @@ class SensorHub:
             self._due.append(key)
             self._wake.set()
 
-        self._waits[key] = _Wait(state, self._scheduler.timers.call_at(state.next_poke, due))
+        live = self._scheduler.live(key[0])
+        sensor = live.dag.task_dict.get(key[1]) if live is not None else None
+        watches = sensor.wakes_on() if isinstance(sensor, BaseSensor) else None
+        if watches is not None:
+            self._watchers.setdefault(watches, set()).add(key)
+        handle = self._scheduler.timers.call_at(state.next_poke, due)
+        self._waits[key] = _Wait(state, handle, watches)
 
     async def serve(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -142,12 +166,12 @@ class SensorHub:
         wait = self._waits.get(key)
         live = self._scheduler.live(key[0])
         if wait is None or live is None:
-            self._waits.pop(key, None)
+            self.withdraw(key[0], key[1])
             return
         (dag_id, run_id), task_id = key
         sensor = live.dag.task_dict.get(task_id)
         if not isinstance(sensor, BaseSensor):  # the DAG changed under the wait
-            self._waits.pop(key, None)
+            self.withdraw(key[0], task_id)
             await self._scheduler.resume(key[0], task_id, Resumption.RUN)
             return
         async with self._limiter:
@@ -159,7 +183,7 @@ class SensorHub:
         seed = sensor_seed(dag_id, run_id, task_id, wait.state.try_number)
         decision = after_poke(policy, wait.state, result, self._scheduler.clock.now(), seed)
         if isinstance(decision, EndWait):
-            self._waits.pop(key, None)
+            self.withdraw(key[0], task_id)
             await self._scheduler.resume(
                 key[0],
                 task_id,
