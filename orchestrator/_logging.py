@@ -245,6 +245,11 @@ class TaskLog:
             self._file = open(fd, "ab")  # noqa: SIM115 - closed in close()
         return self._file
 
+    @property
+    def untouched(self) -> bool:
+        """Nothing was written and no file is open: closing does no I/O."""
+        return not (self._pending or self._parts or self._tail or self._file is not None)
+
     def close(self) -> None:
         with self._lock:
             if self._pending:

@@ -86,7 +86,7 @@ class BaseSensor(BaseOperator):
         mode: str = "reschedule",
         exponential_backoff: bool = False,
         max_wait: float | timedelta | None = None,
-        poke_timeout: float | timedelta | None = None,
+        poke_timeout: float | timedelta | None = 60,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -125,10 +125,16 @@ def test_dags_list_json_and_import_errors(
     done = cli("dags", "list", "--json")
     assert done.returncode == 0
     items = json.loads(done.stdout)
-    assert [i["dag_id"] for i in items] == ["dag_etl_example", "my_first_dag", "orders_report"]
-    assert set(items[0]) == {"dag_id", "file", "schedule", "is_paused", "tags"}
-    assert items[0]["schedule"] == "@weekly"
-    assert items[0]["tags"] == ["etl"]
+    assert [i["dag_id"] for i in items] == [
+        "custom_sensor",
+        "dag_etl_example",
+        "my_first_dag",
+        "orders_report",
+    ]
+    etl = items[1]
+    assert set(etl) == {"dag_id", "file", "schedule", "is_paused", "tags"}
+    assert etl["schedule"] == "@weekly"
+    assert etl["tags"] == ["etl"]
     assert "broken.py" in done.stderr
     assert "syntax error at line 1" in done.stderr
 

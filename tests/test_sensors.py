@@ -280,7 +280,7 @@ FILE_WAIT = """
             return FLAG.exists()
 
     for i in range({count}):
-        FlagSensor(task_id=f"wait_{{i:02d}}", poke_interval=0.1, timeout=600)
+        FlagSensor(task_id=f"wait_{{i:02d}}", poke_interval=0.1, timeout=600{options})
 """
 
 
@@ -293,7 +293,7 @@ def api_states(d: DaemonProc, dag_id: str, run_id: str) -> dict[str, str]:
 def test_deferred_sensors_hold_no_slot(daemon: Daemon, dag_file: DagFile, tmp_path: Path) -> None:
     """20 sensors wait (deferred, shown by the API) with ORCHESTRATOR_PARALLELISM=2, and
     another DAG's task still runs at once; the flag appears and all 20 succeed."""
-    sensing(dag_file, tmp_path, FILE_WAIT.format(count=20))
+    sensing(dag_file, tmp_path, FILE_WAIT.format(count=20, options=""))
     dag_file(
         "other.py",
         """
@@ -320,8 +320,13 @@ def test_a_wait_survives_kill_9_where_it_was(
     daemon: Daemon, dag_file: DagFile, tmp_path: Path, db_url: str
 ) -> None:
     """Killed mid-wait: the restarted daemon resumes the same try from its stored wait (its
-    first poke, hence its timeout, unchanged), and the sensor succeeds once the flag is set."""
-    sensing(dag_file, tmp_path, FILE_WAIT.format(count=1))
+    first poke, hence its timeout, and with backoff its poke count, unchanged), and the
+    sensor succeeds once the flag is set."""
+    sensing(
+        dag_file,
+        tmp_path,
+        FILE_WAIT.format(count=1, options=", exponential_backoff=True, max_wait=0.5"),
+    )
     d = daemon()
     run_id = d.api("POST", "/api/v1/dags/sensing/runs", json={}).json()["run_id"]
 
@@ -335,7 +340,7 @@ def test_a_wait_survives_kill_9_where_it_was(
         text = anyio.run(read)
         return json.loads(text) if text else None
 
-    before = d.wait_for(lambda: (w := stored_wait()) and w["pokes"] >= 2 and w, 20, "pokes")
+    before = d.wait_for(lambda: (w := stored_wait()) and w["pokes"] >= 3 and w, 20, "pokes")
     d.kill9()
     again = daemon()
     after = again.wait_for(

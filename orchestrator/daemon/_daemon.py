@@ -157,6 +157,7 @@ class Daemon:
                 on_run_end=self._on_run_end,
                 on_dataset_events=self.datasets.emitted,
             )
+            self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
             async with anyio.create_task_group() as root:
                 await root.start(timers.run)
@@ -487,6 +488,7 @@ class Daemon:
         m.queued_runs.set(self.admission.queued_count)
         m.ready_tasks.set(self.scheduler.ready)
         m.running_tasks.set(self.scheduler.running)
+        m.sensors_waiting.set(self.scheduler.sensors.waiting)
         m.dags.set(len(self.folder.dags))
         m.import_errors.set(len(self.folder.errors))
         return m.render()

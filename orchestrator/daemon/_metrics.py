@@ -51,6 +51,15 @@ class Metrics:
         self.runs_created = Counter(
             "orchestrator_runs_created", "Runs created by this daemon", ["run_type"], registry=r
         )
+        self.sensors_waiting = Gauge(
+            "orchestrator_sensors_waiting", "Deferred sensors waiting for a poke", registry=r
+        )
+        self.poke_lateness = Histogram(
+            "orchestrator_sensor_poke_lateness_seconds",
+            "How late a deferred sensor's poke started, after its due instant",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
         self.dataset_events = Counter(
             "orchestrator_dataset_events",
             "Dataset events stored (task outlets and updates from outside)",

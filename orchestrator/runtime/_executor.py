@@ -234,14 +234,14 @@ class LocalExecutor:
         log.write("".join(traceback.format_exception(error)))
         return TryResult("failed", mask(f"{type(error).__name__}: {error}"))
 
-    async def poke(self, request: TryRequest) -> PokeResult:
-        """One poke of a deferred sensor's try, outside any slot; its output goes on the
-        try's log."""
+    async def poke(self, request: TryRequest, context: dict[str, Any]) -> PokeResult:
+        """One poke of a deferred sensor's try, outside any slot, in the try's
+        ``context`` (``context_of``, made once per wait); its output goes on the try's
+        log."""
         sensor = request.task
         assert isinstance(sensor, BaseSensor)
         poke_timeout = sensor.poke_timeout
         log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
-        context = self.context_of(request)
         try:
             with self._scoped(log, context):
                 if task_needs_render(sensor):
@@ -270,8 +270,11 @@ class LocalExecutor:
             log.write("".join(traceback.format_exception(exc)))
             return PokeResult(False, error=mask(f"{type(exc).__name__}: {exc}"))
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(log.close)
+            if log.untouched:  # most pokes print nothing: no thread, no file
+                log.close()
+            else:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(log.close)
 
     @contextmanager
     def _scoped(self, log: TaskLog, context: dict[str, Any]) -> Iterator[None]:

@@ -9,9 +9,12 @@ Rules:
 2. A wait that arrives without its state (an instance found ``deferred`` when its run
    is started again) is read from the store; when the store has none for that try, the
    try runs again from its first poke.
-3. After a poke: a wait that goes on is stored (the next poke, the count) and armed
-   again; a wait that ends is handed to the scheduler as a resumption, whose step
-   clears the stored wait. A wait withdrawn while its poke ran is left alone.
+3. After a poke: a wait that goes on is armed again; a wait that ends is handed to the
+   scheduler as a resumption, whose step clears the stored wait. The stored wait keeps
+   what a restart needs (the try, its first poke, hence its deadline); with
+   exponential backoff each poke also stores its count and next poke, since they shape
+   the waits to come. Without, a restart pokes at once and goes on at the interval.
+   A wait withdrawn while its poke ran is left alone.
 4. At most ``concurrency`` pokes run at once; the rest wait their turn.
 5. A sensor that reads another DAG's states (``wakes_on``) is poked as soon as a step
    of a run of that DAG is committed here, instead of at its next interval.
@@ -19,8 +22,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -71,6 +75,7 @@ class _Wait:
     state: WaitState
     handle: TimerHandle
     watches: str | None = None  # the DAG whose changes poke it at once
+    prepared: tuple[TryRequest, dict[str, Any]] | None = None  # made at the first poke
 
 
 class SensorHub:
@@ -84,6 +89,7 @@ class SensorHub:
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
+        self.on_lateness: Callable[[float], None] | None = None  # seconds a poke started late
 
     @property
     def waiting(self) -> int:
@@ -115,11 +121,16 @@ class SensorHub:
         for key in list(watching):
             wait = self._waits.get(key)
             if wait is not None and wait.state.next_poke > now:
-                self._arm(key, replace(wait.state, next_poke=now))
+                self._arm(key, replace(wait.state, next_poke=now), wait.prepared)
 
     # -- waits -------------------------------------------------------------------------------
 
-    def _arm(self, key: Key, state: WaitState) -> None:
+    def _arm(
+        self,
+        key: Key,
+        state: WaitState,
+        prepared: tuple[TryRequest, dict[str, Any]] | None = None,
+    ) -> None:
         self.withdraw(*key)
 
         def due() -> None:
@@ -132,7 +143,7 @@ class SensorHub:
         if watches is not None:
             self._watchers.setdefault(watches, set()).add(key)
         handle = self._scheduler.timers.call_at(state.next_poke, due)
-        self._waits[key] = _Wait(state, handle, watches)
+        self._waits[key] = _Wait(state, handle, watches, prepared)
 
     async def serve(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -175,8 +186,13 @@ class SensorHub:
             await self._scheduler.resume(key[0], task_id, Resumption.RUN)
             return
         async with self._limiter:
-            request = self._scheduler.try_request(live, task_id, wait.state.try_number)
-            result = await self._scheduler.executor.poke(request)
+            if self.on_lateness is not None:
+                late = self._scheduler.clock.now() - wait.state.next_poke
+                self.on_lateness(max(0.0, late.total_seconds()))
+            if wait.prepared is None:  # the try's request and context, once per wait
+                request = self._scheduler.try_request(live, task_id, wait.state.try_number)
+                wait.prepared = (request, self._scheduler.executor.context_of(request))
+            result = await self._scheduler.executor.poke(*wait.prepared)
         if self._waits.get(key) is not wait:
             return  # withdrawn (stopped) while it poked: rule 3
         policy = sensor.policy
@@ -193,6 +209,7 @@ class SensorHub:
                 retryable=decision.retryable,
             )
             return
-        record = decision.record(dag_id, run_id, task_id, policy)
-        self._scheduler.store.write_nowait(self._scheduler.store.statements([record]))
-        self._arm(key, decision)
+        if policy.exponential_backoff:  # rule 3: only then does the count shape the wait
+            record = decision.record(dag_id, run_id, task_id, policy)
+            self._scheduler.store.write_nowait(self._scheduler.store.statements([record]))
+        self._arm(key, decision, wait.prepared)
