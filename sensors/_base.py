@@ -15,6 +15,7 @@ Modes:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ class BaseSensor(BaseOperator):
     def deferrable(self) -> bool:
         return self.mode != "poke"
 
-    @property
+    @functools.cached_property
     def policy(self) -> SensorPolicy:
         return SensorPolicy(
             poke_interval=self.poke_interval,

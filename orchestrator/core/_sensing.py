@@ -39,6 +39,7 @@ __all__ = [
     "SensorPolicy",
     "WaitState",
     "after_poke",
+    "deferred_at_once",
     "first_wait",
     "sensor_seed",
 ]
@@ -148,6 +149,12 @@ def first_wait(policy: SensorPolicy, try_number: int, first_poke: datetime, seed
     wait = _next_wait(policy, 1, seed) + _spread(policy, seed)
     due = min(first_poke + wait, first_poke + policy.timeout)
     return WaitState(try_number, first_poke, 1, due)
+
+
+def deferred_at_once(policy: SensorPolicy, try_number: int, now: datetime, seed: str) -> WaitState:
+    """The wait of a try deferred before its first poke, which comes within rule 4's
+    spread (so sensors made ready together do not poke together ever after)."""
+    return WaitState(try_number, now, 0, now + _spread(policy, seed))
 
 
 def after_poke(

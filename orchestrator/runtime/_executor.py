@@ -234,41 +234,49 @@ class LocalExecutor:
         log.write("".join(traceback.format_exception(error)))
         return TryResult("failed", mask(f"{type(error).__name__}: {error}"))
 
-    async def poke(self, request: TryRequest, context: dict[str, Any]) -> PokeResult:
+    async def poke(
+        self, request: TryRequest, context: dict[str, Any], rendered: BaseSensor | None
+    ) -> tuple[PokeResult, BaseSensor | None]:
         """One poke of a deferred sensor's try, outside any slot, in the try's
         ``context`` (``context_of``, made once per wait); its output goes on the try's
-        log."""
+        log. The sensor's templated fields are rendered at the try's first poke: the
+        rendered sensor comes back with the result, to be given to the next pokes."""
         sensor = request.task
         assert isinstance(sensor, BaseSensor)
         poke_timeout = sensor.poke_timeout
         log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
         try:
             with self._scoped(log, context):
-                if task_needs_render(sensor):
-                    sensor = await anyio.to_thread.run_sync(
-                        worker_thread(render_task), sensor, context, limiter=self._threads
-                    )
-                    assert isinstance(sensor, BaseSensor)
+                if rendered is None:
+                    rendered = sensor
+                    if task_needs_render(sensor):
+                        made = await anyio.to_thread.run_sync(
+                            worker_thread(render_task), sensor, context, limiter=self._threads
+                        )
+                        assert isinstance(made, BaseSensor)
+                        rendered = made
+                sensor = rendered
                 done, value = await sensor.poke_once(context)
                 xcom = None
                 if done and value is not None and sensor.do_xcom_push:
                     where = f"DAG {request.dag.dag_id!r}, task {sensor.task_id!r}"
                     limit = self.services.settings.xcom_max_bytes
                     xcom = encode_xcom(value, where=where, limit=limit)
-                return PokeResult(done, xcom)
+                return PokeResult(done, xcom), rendered
         except SkipTask as exc:
             log.line(f"skipped: {exc}")
-            return PokeResult(False, error=mask(str(exc)) or "skipped", skipped=True)
+            return PokeResult(False, error=mask(str(exc)) or "skipped", skipped=True), rendered
         except FailTask as exc:
             log.line(f"ERROR (no retry): {exc}")
-            return PokeResult(False, error=mask(str(exc)) or "FailTask", retryable=False)
+            failed = PokeResult(False, error=mask(str(exc)) or "FailTask", retryable=False)
+            return failed, rendered
         except TimeoutError:
             message = f"the poke took longer than its poke_timeout ({poke_timeout})"
             log.line(f"ERROR: {message}")
-            return PokeResult(False, error=message)
+            return PokeResult(False, error=message), rendered
         except Exception as exc:
             log.write("".join(traceback.format_exception(exc)))
-            return PokeResult(False, error=mask(f"{type(exc).__name__}: {exc}"))
+            return PokeResult(False, error=mask(f"{type(exc).__name__}: {exc}")), rendered
         finally:
             if log.untouched:  # most pokes print nothing: no thread, no file
                 log.close()

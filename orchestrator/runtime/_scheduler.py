@@ -16,6 +16,8 @@ Rules:
    ``on_dataset_events`` of the events a success emitted, the run's end) happens in
    the coroutine that fed the input, or in a task of the scheduler's own group; the
    DAG's callback comes after every task callback of the run has returned.
+4. A deferrable sensor's try starts deferred, in the step that takes it from the ready
+   queue: it never holds a slot; the sensor hub (``_sensing``) makes all its pokes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ from orchestrator.core import (
     XComRecord,
     XComsCleared,
 )
+from orchestrator.core._sensing import deferred_at_once, sensor_seed
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._live import (
     ChangeListener,
@@ -74,6 +78,7 @@ from orchestrator.runtime._live import (
 from orchestrator.runtime._sensing import SensorHub
 from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
+from sensors._base import BaseSensor
 from triggers._dataset import DatasetEvent
 
 __all__ = ["Scheduler"]
@@ -374,6 +379,7 @@ class Scheduler:
         assert self._tg is not None
         now = self.clock.now()
         queued = []
+        deferring: list[tuple[LiveRun, Step]] = []
         while (popped := self.queue.pop()) is not None:
             item, problem = popped
             live = self._runs.get(item.run)
@@ -396,9 +402,30 @@ class Scheduler:
                 self._tg.start_soon(self._settle, live, step, ack, written)
                 continue
             queued += live.driver.feed(Queued(item.task_id), now).writes
+            sensor = live.dag.task_dict[item.task_id]
+            if isinstance(sensor, BaseSensor) and sensor.deferrable:
+                deferring += self._defer_at_once(live, item.task_id, sensor, now)
+                self.queue.release(item)  # rule 4: a wait holds no slot, not even to start
+                continue
             self._tg.start_soon(self._run_try, live, item)
         if queued:
             self.store.write_nowait(self.store.statements(queued))
+        if deferring:
+            ack, snapshots = self._apply(deferring, dispatch=False)
+            for (live, step), written in zip(deferring, snapshots, strict=True):
+                self._tg.start_soon(self._settle, live, step, ack, written)
+
+    def _defer_at_once(
+        self, live: LiveRun, task_id: str, sensor: BaseSensor, now: datetime
+    ) -> list[tuple[LiveRun, Step]]:
+        """A deferrable sensor's try starts deferred: the sensor hub makes its pokes."""
+        try_number = live.driver.next_try(task_id)
+        log_path = task_log_path(self.logs_dir, *live.key, task_id, try_number)
+        started = live.driver.feed(TryStarted(task_id, _HOSTNAME, str(log_path)), now)
+        seed = sensor_seed(*live.key, task_id, try_number)
+        wait = deferred_at_once(sensor.policy, try_number, now, seed)
+        record = wait.record(*live.key, task_id, sensor.policy)
+        return [(live, started), (live, live.driver.feed(Deferred(task_id, record), now))]
 
     async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
         ti = live.tis[item.task_id]

@@ -71,11 +71,20 @@ class Shell(Protocol):
 
 
 @dataclass(eq=False)
+class _Prepared:
+    """What every poke of one try shares: its request, its context, the rendered sensor."""
+
+    request: TryRequest
+    context: dict[str, Any]
+    rendered: BaseSensor | None = None
+
+
+@dataclass(eq=False)
 class _Wait:
     state: WaitState
     handle: TimerHandle
     watches: str | None = None  # the DAG whose changes poke it at once
-    prepared: tuple[TryRequest, dict[str, Any]] | None = None  # made at the first poke
+    prepared: _Prepared | None = None  # made at the first poke
 
 
 class SensorHub:
@@ -87,7 +96,10 @@ class SensorHub:
         self._loads: list[Key] = []
         self._due: list[Key] = []
         self._wake = anyio.Event()
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._concurrency = concurrency
+        self._running = 0
+        self._blocked = 0  # pokes waiting for one of the running ones to end
+        self._freed = anyio.Event()
         self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
         self.on_lateness: Callable[[float], None] | None = None  # seconds a poke started late
 
@@ -129,7 +141,7 @@ class SensorHub:
         self,
         key: Key,
         state: WaitState,
-        prepared: tuple[TryRequest, dict[str, Any]] | None = None,
+        prepared: _Prepared | None = None,
     ) -> None:
         self.withdraw(*key)
 
@@ -185,14 +197,30 @@ class SensorHub:
             self.withdraw(key[0], task_id)
             await self._scheduler.resume(key[0], task_id, Resumption.RUN)
             return
-        async with self._limiter:
+        while self._running >= self._concurrency:  # rule 4, without a checkpoint per poke
+            self._blocked += 1
+            try:
+                await self._freed.wait()
+            finally:
+                self._blocked -= 1
+        self._running += 1
+        try:
             if self.on_lateness is not None:
                 late = self._scheduler.clock.now() - wait.state.next_poke
                 self.on_lateness(max(0.0, late.total_seconds()))
-            if wait.prepared is None:  # the try's request and context, once per wait
+            prepared = wait.prepared
+            if prepared is None:  # the try's request and context, once per wait
                 request = self._scheduler.try_request(live, task_id, wait.state.try_number)
-                wait.prepared = (request, self._scheduler.executor.context_of(request))
-            result = await self._scheduler.executor.poke(*wait.prepared)
+                prepared = _Prepared(request, self._scheduler.executor.context_of(request))
+                wait.prepared = prepared
+            result, prepared.rendered = await self._scheduler.executor.poke(
+                prepared.request, prepared.context, prepared.rendered
+            )
+        finally:
+            self._running -= 1
+            if self._blocked:
+                self._freed.set()
+                self._freed = anyio.Event()
         if self._waits.get(key) is not wait:
             return  # withdrawn (stopped) while it poked: rule 3
         policy = sensor.policy
