@@ -546,3 +546,19 @@ def test_external_task_sensor_waits_for_the_other_dags_task(
     d.wait_for(lambda: d.run_state("down", failing) == "failed", 30, "the failed sensor")
     doc = d.api("GET", f"/api/v1/runs/{failing}", params={"dag_id": "down"}).json()
     assert [(t["task_id"], t["try_number"]) for t in doc["tasks"]] == [("wait_up", 1)]
+
+
+def test_tasks_test_pokes_a_sensor_until_it_is_done(dag_file: DagFile, tmp_path: Path) -> None:
+    """Alone, with no hub to defer to, a sensor pokes in its try (Airflow's tasks test)."""
+    sensing(
+        dag_file,
+        tmp_path,
+        f"""
+    Counted(task_id="wait", path={str(tmp_path / "n")!r}, done_at=3, poke_interval=0.05,
+            timeout=10)
+    """,
+    )
+    done = cli("tasks", "test", "sensing", "wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "poke 3 of try 1" in done.stdout
+    assert "task wait: success" in done.stdout
