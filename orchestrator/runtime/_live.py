@@ -17,6 +17,7 @@ from orchestrator.alerts import run_callback
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
     AlertEvent,
+    PastRun,
     RunDriver,
     RunRecord,
     RunState,
@@ -26,6 +27,7 @@ from orchestrator.core import (
 from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import TryResult
 from orchestrator.runtime._timers import TimerHandle
+from orchestrator.store import Store
 
 __all__ = [
     "ChangeListener",
@@ -33,6 +35,7 @@ __all__ = [
     "LiveRun",
     "RunKey",
     "Snapshot",
+    "past_run",
     "run_callbacks",
     "run_info",
     "task_callbacks",
@@ -83,6 +86,21 @@ class Deferrals(Protocol):
     def defer(self, run: RunKey, task_id: str, trigger: object) -> None: ...
 
     def withdraw(self, run: RunKey, task_id: str) -> None: ...
+
+
+async def past_run(store: Store, run: RunRecord) -> PastRun | None:
+    """The run before ``run`` (by logical date), for depends_on_past."""
+    logical = run.logical_date
+    earlier = [
+        r
+        for r in await store.list_runs(dag_id=run.dag_id)
+        if r.logical_date is not None and logical is not None and r.logical_date < logical
+    ]
+    if not earlier:
+        return None
+    previous = max(earlier, key=lambda r: r.logical_date or r.queued_at)
+    tis = await store.task_instances(previous.dag_id, previous.run_id)
+    return PastRun(previous.run_id, {ti.task_id: ti.state for ti in tis})
 
 
 async def task_callbacks(live: LiveRun, step: Step, result: TryResult) -> None:

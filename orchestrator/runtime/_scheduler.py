@@ -25,7 +25,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ from orchestrator.core import (
     Deferred,
     Input,
     NotStarted,
-    PastRun,
     Queued,
     ReadyItem,
     ReadyQueue,
@@ -63,7 +61,6 @@ from orchestrator.core import (
     XComRecord,
     XComsCleared,
 )
-from orchestrator.core._sensing import deferred_at_once, sensor_seed
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._live import (
     ChangeListener,
@@ -71,6 +68,7 @@ from orchestrator.runtime._live import (
     LiveRun,
     RunKey,
     Snapshot,
+    past_run,
     run_callbacks,
     run_info,
     task_callbacks,
@@ -170,7 +168,7 @@ class Scheduler:
             live.info.triggering_events = await self.store.triggering_dataset_events(
                 dag.dag_id, record.run_id
             )
-        past = await self._past(driver) if driver.wants_past else None
+        past = await past_run(self.store, driver.run) if driver.wants_past else None
         open_tries = {
             t.task_id: t
             for ti in tis
@@ -233,20 +231,6 @@ class Scheduler:
             xcoms=live.xcoms,
             log_path=task_log_path(self.logs_dir, *live.key, task_id, try_number),
         )
-
-    async def _past(self, driver: RunDriver) -> PastRun | None:
-        """The run before this one, for depends_on_past."""
-        logical = driver.run.logical_date
-        earlier = [
-            r
-            for r in await self.store.list_runs(dag_id=driver.run.dag_id)
-            if r.logical_date is not None and logical is not None and r.logical_date < logical
-        ]
-        if not earlier:
-            return None
-        previous = max(earlier, key=lambda r: r.logical_date or r.queued_at)
-        tis = await self.store.task_instances(previous.dag_id, previous.run_id)
-        return PastRun(previous.run_id, {ti.task_id: ti.state for ti in tis})
 
     # -- carrying out steps ------------------------------------------------------------------
 
@@ -404,7 +388,7 @@ class Scheduler:
             queued += live.driver.feed(Queued(item.task_id), now).writes
             sensor = live.dag.task_dict[item.task_id]
             if isinstance(sensor, BaseSensor) and sensor.deferrable:
-                deferring += self._defer_at_once(live, item.task_id, sensor, now)
+                deferring += self.sensors.start(live, item.task_id, sensor, now)
                 self.queue.release(item)  # rule 4: a wait holds no slot, not even to start
                 continue
             self._tg.start_soon(self._run_try, live, item)
@@ -414,18 +398,6 @@ class Scheduler:
             ack, snapshots = self._apply(deferring, dispatch=False)
             for (live, step), written in zip(deferring, snapshots, strict=True):
                 self._tg.start_soon(self._settle, live, step, ack, written)
-
-    def _defer_at_once(
-        self, live: LiveRun, task_id: str, sensor: BaseSensor, now: datetime
-    ) -> list[tuple[LiveRun, Step]]:
-        """A deferrable sensor's try starts deferred: the sensor hub makes its pokes."""
-        try_number = live.driver.next_try(task_id)
-        log_path = task_log_path(self.logs_dir, *live.key, task_id, try_number)
-        started = live.driver.feed(TryStarted(task_id, _HOSTNAME, str(log_path)), now)
-        seed = sensor_seed(*live.key, task_id, try_number)
-        wait = deferred_at_once(sensor.policy, try_number, now, seed)
-        record = wait.record(*live.key, task_id, sensor.policy)
-        return [(live, started), (live, live.driver.feed(Deferred(task_id, record), now))]
 
     async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
         ti = live.tis[item.task_id]

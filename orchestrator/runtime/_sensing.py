@@ -18,21 +18,33 @@ Rules:
 4. At most ``concurrency`` pokes run at once; the rest wait their turn.
 5. A sensor that reads another DAG's states (``wakes_on``) is poked as soon as a step
    of a run of that DAG is committed here, instead of at its next interval.
+6. A deferrable sensor's try starts deferred (``start``): its first poke comes within
+   a spread of a tenth of its interval (at most a second), as ``core._sensing`` says.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 import structlog
 
 from orchestrator._clock import Clock
-from orchestrator.core import Resumption
+from orchestrator._logging import task_log_path
+from orchestrator.core import Deferred, Resumption, Step, TryStarted
 from orchestrator.core._records import SensorWaitRecord
-from orchestrator.core._sensing import EndWait, WaitState, after_poke, sensor_seed
+from orchestrator.core._sensing import (
+    EndWait,
+    WaitState,
+    after_poke,
+    deferred_at_once,
+    sensor_seed,
+)
 from orchestrator.runtime._executor import LocalExecutor, TryRequest
 from orchestrator.runtime._live import LiveRun, RunKey
 from orchestrator.runtime._timers import TimerHandle, Timers
@@ -44,6 +56,7 @@ __all__ = ["SensorHub"]
 log = structlog.get_logger("orchestrator.sensors")
 
 Key = tuple[RunKey, str]
+_HOSTNAME = socket.gethostname()
 
 
 class Shell(Protocol):
@@ -53,6 +66,7 @@ class Shell(Protocol):
     executor: LocalExecutor
     clock: Clock
     timers: Timers
+    logs_dir: Path
 
     def live(self, run: RunKey) -> LiveRun | None: ...
 
@@ -134,6 +148,19 @@ class SensorHub:
             wait = self._waits.get(key)
             if wait is not None and wait.state.next_poke > now:
                 self._arm(key, replace(wait.state, next_poke=now), wait.prepared)
+
+    def start(
+        self, live: LiveRun, task_id: str, sensor: BaseSensor, now: datetime
+    ) -> list[tuple[LiveRun, Step]]:
+        """The steps that start a deferrable sensor's try deferred, its first poke within
+        rule 6's spread: for the scheduler to apply (it holds no slot)."""
+        try_number = live.driver.next_try(task_id)
+        log_path = task_log_path(self._scheduler.logs_dir, *live.key, task_id, try_number)
+        started = live.driver.feed(TryStarted(task_id, _HOSTNAME, str(log_path)), now)
+        seed = sensor_seed(*live.key, task_id, try_number)
+        wait = deferred_at_once(sensor.policy, try_number, now, seed)
+        record = wait.record(*live.key, task_id, sensor.policy)
+        return [(live, started), (live, live.driver.feed(Deferred(task_id, record), now))]
 
     # -- waits -------------------------------------------------------------------------------
 
