@@ -19,7 +19,9 @@ Rules:
 5. A sensor that reads another DAG's states (``wakes_on``) is poked as soon as a step
    of a run of that DAG is committed here, instead of at its next interval.
 6. A deferrable sensor's try starts deferred (``start``): its first poke comes within
-   a spread of a tenth of its interval (at most a second), as ``core._sensing`` says.
+   a spread of a tenth of its interval (at most a second), as ``core._sensing`` says;
+   so does the overdue poke of a wait read back after a restart, so that thousands of
+   waits do not all poke in the restart's first instant, and in lockstep after it.
 """
 
 from __future__ import annotations
@@ -206,7 +208,17 @@ class SensorHub:
         ti = live.tis.get(task_id)
         if ti is None:
             return
-        if state is not None and state.try_number == ti.try_number:
+        sensor = live.dag.task_dict.get(task_id)
+        if (
+            state is not None
+            and state.try_number == ti.try_number
+            and isinstance(sensor, BaseSensor)
+        ):
+            now = self._scheduler.clock.now()
+            if state.next_poke < now:  # overdue after the restart: spread again (rule 6)
+                seed = sensor_seed(dag_id, run_id, task_id, state.try_number)
+                again = deferred_at_once(sensor.policy, state.try_number, now, seed)
+                state = replace(state, next_poke=again.next_poke)
             self._arm(key, state)
             return
         log.info("sensor wait not stored: the try runs again", dag_id=dag_id, task_id=task_id)
