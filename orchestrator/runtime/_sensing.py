@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
@@ -113,9 +115,6 @@ class SensorHub:
         self._due: list[Key] = []
         self._wake = anyio.Event()
         self._concurrency = concurrency
-        self._running = 0
-        self._blocked = 0  # pokes waiting for one of the running ones to end
-        self._freed = anyio.Event()
         self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
         self.on_lateness: Callable[[float], None] | None = None  # seconds a poke started late
 
@@ -187,7 +186,12 @@ class SensorHub:
         self._waits[key] = _Wait(state, handle, watches, prepared)
 
     async def serve(self) -> None:
-        async with anyio.create_task_group() as tg:
+        """Hand due waits to ``concurrency`` long-lived pokers (rule 4): no task is made
+        per poke, and a slow poke holds up only its own poker."""
+        send, receive = anyio.create_memory_object_stream[Key](max_buffer_size=math.inf)
+        async with anyio.create_task_group() as tg, send, receive:
+            for _ in range(self._concurrency):
+                tg.start_soon(self._poker, receive.clone())
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -196,7 +200,12 @@ class SensorHub:
                 for key in loads:
                     tg.start_soon(self._load, key)
                 for key in due:
-                    tg.start_soon(self._poke, key)
+                    send.send_nowait(key)
+
+    async def _poker(self, keys: MemoryObjectReceiveStream[Key]) -> None:
+        async with keys:
+            async for key in keys:
+                await self._poke(key)
 
     async def _load(self, key: Key) -> None:
         (dag_id, run_id), task_id = key
@@ -236,13 +245,6 @@ class SensorHub:
             self.withdraw(key[0], task_id)
             await self._scheduler.resume(key[0], task_id, Resumption.RUN)
             return
-        while self._running >= self._concurrency:  # rule 4, without a checkpoint per poke
-            self._blocked += 1
-            try:
-                await self._freed.wait()
-            finally:
-                self._blocked -= 1
-        self._running += 1
         try:
             if self.on_lateness is not None:
                 late = self._scheduler.clock.now() - wait.state.next_poke
@@ -255,11 +257,9 @@ class SensorHub:
             result, prepared.rendered = await self._scheduler.executor.poke(
                 prepared.request, prepared.context, prepared.rendered
             )
-        finally:
-            self._running -= 1
-            if self._blocked:
-                self._freed.set()
-                self._freed = anyio.Event()
+        except Exception:  # a poker goes on whatever one poke does
+            log.exception("sensor poke failed", dag_id=dag_id, task_id=task_id)
+            return
         if self._waits.get(key) is not wait:
             return  # withdrawn (stopped) while it poked: rule 3
         policy = sensor.policy
