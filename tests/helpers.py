@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,3 +58,19 @@ async def s3_client(aws_conn: str) -> AsyncIterator[Any]:
     kwargs = client_kwargs(Connection.from_uri("aws_default", aws_conn))
     async with get_session().create_client("s3", **kwargs) as client:
         yield client
+
+
+def run_cli(
+    *args: str, db: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``orchestrator ARGS`` as a user runs it, on the test's home (and ``db`` when given)."""
+    env = dict(os.environ)
+    if db is not None:
+        env["ORCHESTRATOR_DB"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -4,9 +4,6 @@ driver's events; and the daemon end to end (a real subprocess, killed for real).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +29,7 @@ from orchestrator.operators import EmptyOperator
 from orchestrator.store import MIGRATIONS, DatasetRefs, open_store
 from orchestrator.store._rows import consumed_statement
 from tests.daemon_proc import DaemonProc
+from tests.helpers import run_cli
 from triggers._dataset import DatasetEvent
 from triggers._engine import CreateRun, TriggerEngine
 from triggers._s3events import s3_object_created
@@ -334,17 +332,7 @@ def update(d: DaemonProc, uri: str, **extra: Any) -> dict[str, Any]:
     return doc
 
 
-def cli(*args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if db is not None:
-        env["ORCHESTRATOR_DB"] = db
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+cli = run_cli
 
 
 @pytest.mark.timeout(120)

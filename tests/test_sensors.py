@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +28,7 @@ from orchestrator.errors import DagDefinitionError
 from orchestrator.store import open_store
 from sensors import BaseSensor, PokeReturnValue
 from tests.daemon_proc import DaemonProc
+from tests.helpers import run_cli
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -187,17 +186,7 @@ with DAG("sensing", start_date=datetime(2026, 1, 1)):
 """
 
 
-def cli(*args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if db is not None:
-        env["ORCHESTRATOR_DB"] = db
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+cli = run_cli
 
 
 def sensing(dag_file: DagFile, tmp_path: Path, body: str) -> None:
