@@ -20,7 +20,6 @@ import anyio
 
 from orchestrator._clock import SystemClock
 from orchestrator.errors import DagDefinitionError, FailTask
-from orchestrator.resources._aws import connection_kwargs
 from orchestrator.resources._connections import Connection
 from orchestrator.resources._services import current_services
 from sensors._base import BaseSensor
@@ -146,6 +145,8 @@ class S3KeySensor(BaseSensor):
         return found
 
     async def poke(self, context: dict[str, Any]) -> bool:
+        from orchestrator.resources._aws import connection_kwargs  # aiobotocore, when used
+
         services = _services()
         client = await services.clients.aws(
             "s3",

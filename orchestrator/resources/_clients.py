@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SharedClients"]
 
@@ -41,6 +43,8 @@ class SharedClients:
     def http(self) -> httpx.AsyncClient:
         """The process's HTTP client (connection pooling, at most 200 connections)."""
         if self._http is None:
+            import httpx  # only in a process that makes HTTP calls
+
             self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
             self._stack.push_async_callback(self._http.aclose)
         return self._http
