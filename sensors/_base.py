@@ -6,11 +6,12 @@ A sensor subclasses :class:`BaseSensor` and writes ``poke(context)``: ``async de
 The base does the rest: the waiting, the stored wait state, timeouts and backoff.
 
 Modes:
-- deferrable (the default; ``mode="reschedule"`` is Airflow's name for it): the first
-  poke runs as the try; while the condition is false the task is ``deferred`` and
-  holds no executor slot: its wait is stored and the scheduler's sensor hub pokes it
-  when it is due, so a restart resumes it where it was.
+- deferrable (the default; ``mode="reschedule"`` is Airflow's name for it): the try
+  starts ``deferred`` and holds no executor slot: its wait is stored and the
+  scheduler's sensor hub makes every poke when it is due, so a restart resumes it.
 - ``mode="poke"``: the try holds its slot and pokes in a loop, as Airflow's poke mode.
+  A deferrable sensor's try that runs all the same (``tasks test``: alone, there is no
+  hub) pokes that way too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from orchestrator.core._sensing import (
     EndWait,
     PokeResult,
     SensorPolicy,
-    WaitState,
     after_poke,
     first_wait,
     sensor_seed,
@@ -39,7 +39,7 @@ from orchestrator.core._steps import Resumption
 from orchestrator.errors import DagDefinitionError, FailTask, SkipTask
 from orchestrator.operators._python import PythonOperator
 
-__all__ = ["BaseSensor", "DecoratedSensor", "PokeReturnValue", "SensorDeferred"]
+__all__ = ["BaseSensor", "DecoratedSensor", "PokeReturnValue"]
 
 _MODES = ("reschedule", "deferrable", "poke")
 _WEEK = timedelta(days=7)
@@ -51,15 +51,6 @@ class PokeReturnValue:
 
     is_done: bool
     xcom_value: Any = None
-
-
-class SensorDeferred(Exception):
-    """Raised by a deferrable sensor's first poke when the condition is false: the try
-    waits (``wait`` is its stored state) instead of ending."""
-
-    def __init__(self, wait: WaitState) -> None:
-        super().__init__("deferred")
-        self.wait = wait
 
 
 def _duration(value: object, where: str, name: str, *, allow_none: bool = False) -> Any:
@@ -163,7 +154,7 @@ class BaseSensor(BaseOperator):
         return sensor_seed(ti.dag_id, ti.run_id, ti.task_id, ti.try_number)
 
     async def execute_async(self, context: dict[str, Any]) -> Any:
-        """The try: one poke and a deferral, or (``mode="poke"``) poke until done."""
+        """The try, when it runs (``mode="poke"``, or alone): poke until done."""
         clock = SystemClock()
         policy, seed = self.policy, self.seed(context)
         started = clock.now()
@@ -171,9 +162,7 @@ class BaseSensor(BaseOperator):
         if done:
             return value
         wait = first_wait(policy, context["ti"].try_number, started, seed)
-        if self.deferrable:
-            raise SensorDeferred(wait)
-        while True:  # mode="poke": the same decisions, holding the slot
+        while True:  # the hub's decisions, holding the slot
             await anyio.sleep(max(0.0, (wait.next_poke - clock.now()).total_seconds()))
             done, value = await self.poke_once(context)
             decision = after_poke(policy, wait, PokeResult(done), clock.now(), seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -23,7 +22,6 @@ from orchestrator.runtime._intake import RunIntake
 from orchestrator.runtime._live import ChangeListener, LiveRun
 from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.store import Store, open_store
-from sensors._base import BaseSensor
 
 __all__ = [
     "cli_driver",
@@ -117,9 +115,6 @@ async def run_task_alone(
     a sensor pokes until it is done or times out."""
     clock = SystemClock()
     task = dag.get_task(task_id)
-    if isinstance(task, BaseSensor) and task.deferrable:
-        task = copy.copy(task)  # alone, a sensor has no hub to poke it: it pokes in its try
-        task.mode = "poke"
     logical = logical_date or clock.now()
     async with open_store(settings.db_url, clock=clock) as store:
         executor = LocalExecutor(Services(settings, store), thread_slots=settings.parallelism)

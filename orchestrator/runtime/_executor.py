@@ -63,7 +63,7 @@ from orchestrator.runtime._context import (
     render_task,
     task_needs_render,
 )
-from sensors._base import BaseSensor, SensorDeferred
+from sensors._base import BaseSensor
 
 if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
@@ -92,7 +92,6 @@ class TryResult:
     skip_task_ids: set[str] = field(default_factory=set)
     context: dict[str, Any] = field(default_factory=dict)
     outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
-    trigger: object = None  # "deferred": what the wait is (a sensor's SensorWaitRecord)
 
 
 class _ThreadHandle:
@@ -219,12 +218,6 @@ class LocalExecutor:
             return TryResult(
                 "success", pushed=ti.pushed, skip_task_ids=ti.skip_task_ids, outlet_extras=extras
             )
-        if isinstance(error, SensorDeferred):
-            sensor = request.task
-            assert isinstance(sensor, BaseSensor)
-            log.line(f"deferred: next poke at {error.wait.next_poke.isoformat()}")
-            trigger = error.wait.record(ti.dag_id, ti.run_id, ti.task_id, sensor.policy)
-            return TryResult("deferred", pushed=ti.pushed, trigger=trigger)
         if isinstance(error, SkipTask):
             log.line(f"skipped: {error}")
             return TryResult("skipped", pushed=ti.pushed)

@@ -37,7 +37,6 @@ from orchestrator._logging import task_log_path
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
     DatasetEventRecord,
-    Deferred,
     Input,
     NotStarted,
     Queued,
@@ -416,12 +415,6 @@ class Scheduler:
         live.scopes.pop(item.task_id, None)
         if scope.cancelled_caught:
             result = TryResult("failed", None, retryable=False)
-        if result.state == "deferred":  # a sensor waits: its slot is free, its wait stored
-            deferred = live.driver.feed(Deferred(item.task_id, result.trigger), self.clock.now())
-            ack, (written,) = self._apply([(live, deferred)], dispatch=False)
-            self._release(item)
-            await self._settle(live, deferred, ack, written)
-            return
         ended = live.driver.feed(
             TryEnded(
                 item.task_id,
