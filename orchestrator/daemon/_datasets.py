@@ -220,12 +220,10 @@ class DatasetFeed:
         for dag_id, events in pending.items():
             if self.engine.knows_consumer(dag_id):
                 mine = frozenset({dag_id})
-                self._incoming += [(e, mine) for e in events if e.id not in self._held(dag_id)]
+                held = {e.id for e in self.engine.pending_events(dag_id)}
+                self._incoming += [(e, mine) for e in events if e.id not in held]
         if self._incoming:
             self.wake()
-
-    def _held(self, dag_id: str) -> set[str]:
-        return {e.id for e in self.engine.pending_events(dag_id)}
 
 
 def external_event(uri: object, extra: object, now: datetime) -> DatasetEvent:
