@@ -18,6 +18,7 @@ from triggers import (
     DatasetAndTime,
     DatasetAny,
     DatasetOrTime,
+    EventPattern,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DatasetAndTime",
     "DatasetAny",
     "DatasetOrTime",
+    "EventPattern",
     "FailTask",
     "RunState",
     "SkipTask",

@@ -21,6 +21,7 @@ EXPECTED = {
         "Dataset",
         "DatasetAndTime",
         "DatasetOrTime",
+        "EventPattern",
         "FailTask",
         "RunState",
         "SkipTask",
@@ -79,6 +80,9 @@ EXPECTED = {
         "DatasetAny",
         "DatasetCondition",
         "DatasetOrTime",
+        "EventPattern",
+        "PatternError",
+        "PatternSet",
         "Schedule",
         "parse_schedule",
     },
@@ -109,7 +113,7 @@ def test_triggers_names_are_the_same_objects_in_orchestrator() -> None:
     import orchestrator
     import triggers
 
-    for name in ("Cron", "Dataset", "DatasetOrTime", "DatasetAndTime", "Asset", "AssetAny"):
+    for name in ("Cron", "Dataset", "DatasetOrTime", "DatasetAndTime", "Asset", "EventPattern"):
         assert getattr(orchestrator, name) is getattr(triggers, name)
     assert triggers.Asset is triggers.Dataset
     assert triggers.AssetAll is triggers.DatasetAll

@@ -1,7 +1,7 @@
-"""Trigger definitions: time schedules and dataset conditions.
+"""Trigger definitions: time schedules, dataset conditions and event patterns.
 
 This package knows nothing of tasks or the store: it turns definitions and inputs
-(time, dataset updates) into decisions.
+(time, dataset updates, events) into decisions.
 
 ``Asset``, ``AssetAll``, ``AssetAny`` and ``AssetOrTimeSchedule`` are Airflow 3's
 names for ``Dataset``, ``DatasetAll``, ``DatasetAny`` and ``DatasetOrTime``: the
@@ -17,6 +17,9 @@ from triggers._dataset import (
     DatasetEvent,
     normalize_uri,
 )
+from triggers._eventpattern import EventPattern
+from triggers._pattern import PatternError
+from triggers._patternset import PatternSet
 from triggers._schedule import (
     AssetOrTimeSchedule,
     DatasetAndTime,
@@ -43,6 +46,9 @@ __all__ = [
     "DatasetCondition",
     "DatasetEvent",
     "DatasetOrTime",
+    "EventPattern",
+    "PatternError",
+    "PatternSet",
     "Schedule",
     "normalize_uri",
     "parse_schedule",

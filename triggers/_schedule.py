@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from triggers._cron import Cron
 from triggers._dataset import DatasetCondition, as_condition
+from triggers._eventpattern import EventPattern
 
 __all__ = [
     "AssetOrTimeSchedule",
@@ -74,10 +75,11 @@ class Schedule:
     combine: str = ""  # "or" / "and" when both parts are set
     once: bool = False
     text: str = "None"
+    event: EventPattern | None = None  # every matching event starts a run
 
     @property
     def is_manual(self) -> bool:
-        return self.time is None and self.datasets is None and not self.once
+        return self.time is None and self.datasets is None and not self.once and self.event is None
 
 
 def AssetOrTimeSchedule(*, timetable: TimeSchedule | str, assets: object) -> DatasetOrTime:
@@ -107,10 +109,12 @@ def parse_schedule(value: object) -> Schedule:
         return Schedule(
             time=value.cron, datasets=_checked(value.datasets), combine=combine, text=str(value)
         )
+    if isinstance(value, EventPattern):
+        return Schedule(event=value.check("event pattern"), text=str(value))
     if isinstance(value, DatasetCondition | list | tuple):
         condition = _checked(as_condition(value))
         return Schedule(datasets=condition, text=str(condition))
     raise ValueError(
         f"unsupported schedule {value!r}: use a cron string, a preset, a timedelta, Cron(...), "
-        "None, datasets, DatasetOrTime(...) or DatasetAndTime(...)"
+        "None, datasets, DatasetOrTime(...), DatasetAndTime(...) or EventPattern(...)"
     )
