@@ -40,6 +40,8 @@ class Settings:
     smtp_ssl: bool = False
     webhook_secret: str = ""
     sqs_queues: str = ""
+    sqs_wait_seconds: int = 20
+    event_retention_days: float = 7.0
     parallelism: int = 32
     fernet_key: str = ""
     log_format: str = "console"

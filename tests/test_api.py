@@ -21,7 +21,7 @@ from orchestrator.api._server import host_names
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
 from orchestrator.daemon._datasets import external_event
 from orchestrator.dagfiles._loader import ImportErrorRecord
-from orchestrator.errors import Conflict, StoreUnavailable
+from orchestrator.errors import Conflict, InvalidRequest, StoreUnavailable
 from orchestrator.operators import EmptyOperator
 from orchestrator.store import DatasetRefs, Store, open_store
 from triggers._dataset import DatasetEvent
@@ -42,6 +42,7 @@ class Control:
     fail_with: BaseException | None = None
     hang: bool = False
     updates: list[DatasetEvent] = field(default_factory=list)
+    put: list[object] = field(default_factory=list)
 
     def is_paused(self, dag_id: str) -> bool:
         return self.paused.get(dag_id, False)
@@ -82,6 +83,15 @@ class Control:
         event = external_event(uri, extra, T0)  # the daemon's own checks
         self.updates.append(event)
         return event, ["consumer"]
+
+    async def put_events(self, entries: object) -> dict[str, Any]:
+        if not isinstance(entries, list):
+            raise InvalidRequest("Entries: must be a list")
+        self.put.extend(entries)
+        return {
+            "FailedEntryCount": 0,
+            "Entries": [{"EventId": str(i)} for i in range(len(entries))],
+        }
 
 
 def one_dag() -> DAG:

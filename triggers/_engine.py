@@ -7,9 +7,8 @@ events). Then ``feed(input)`` takes one of the :data:`EngineInput` union and ans
 with a list of the :data:`Firing` union: "create a run of DAG d" and "resume task
 instance t". ``next_deadline`` says when the engine must next be fed the time.
 
-Inputs today: the time (:class:`TimePassed`) and a dataset update
-(:class:`DatasetUpdated`). Events and sensor results join the union with their own
-issues, each answered with firings of the same two kinds.
+Inputs: the time (:class:`TimePassed`), a dataset update (:class:`DatasetUpdated`) and
+an event (:class:`EventReceived`), each answered with firings of the same two kinds.
 
 Rules:
 1. One heap orders every DAG's next due instant. Entries are never removed in
@@ -30,6 +29,11 @@ Rules:
 5. ``DatasetAndTime``: at each time instant, a run is made only if the condition
    holds over the pending events, and it consumes them; otherwise the instant passes
    without a run.
+6. An event fires one ``event_triggered`` run of each DAG whose pattern it matches
+   (one ``PatternSet`` for all of them), unless that DAG is paused. The run's trigger key
+   is ``event:{id}``, so an event told twice (a redelivery, a restart) makes no second
+   run; its conf is ``{"event": event}``; its logical date is the firing time (later
+   than the DAG's previous firing), its data interval empty at that instant.
 """
 
 from __future__ import annotations
@@ -43,12 +47,15 @@ from typing import Any
 
 from triggers._consumers import ConsumedLog, Consumer
 from triggers._dataset import DatasetCondition, DatasetEvent
+from triggers._eventpattern import EventPattern
+from triggers._patternset import PatternSet
 from triggers._timetable import RunInfo, Timetable
 
 __all__ = [
     "CreateRun",
     "DatasetUpdated",
     "EngineInput",
+    "EventReceived",
     "Firing",
     "ResumeTask",
     "TimePassed",
@@ -76,7 +83,15 @@ class DatasetUpdated:
     consumers: frozenset[str] | None = None
 
 
-EngineInput = TimePassed | DatasetUpdated
+@dataclass(frozen=True, slots=True)
+class EventReceived:
+    """An event (the EventBridge envelope, with its ``id``) was stored at ``now``."""
+
+    event: Mapping[str, Any]
+    now: datetime
+
+
+EngineInput = TimePassed | DatasetUpdated | EventReceived
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +145,8 @@ class TriggerEngine:
         self._consumed = ConsumedLog()
         self._due: set[str] = set()  # consumers to look at with the next input
         self._logical: dict[str, datetime] = {}  # each consumer's latest firing
+        self.patterns = PatternSet()  # the patterns of DAGs not paused
+        self._event_patterns: dict[str, EventPattern] = {}
 
     def __contains__(self, key: str) -> bool:
         return key in self._slots
@@ -246,11 +263,7 @@ class TriggerEngine:
             taken = consumer.take()
             if taken is None:
                 continue
-            logical = now
-            previous = self._logical.get(key)
-            if previous is not None and logical <= previous:
-                logical = previous + timedelta(microseconds=1)
-            self._logical[key] = logical
+            logical = self._next_logical(key, now)
             times = [event.timestamp for event in taken]
             info = RunInfo(logical, min(times), max(times))
             trigger_key = f"dataset:{taken[0].id}"
@@ -298,7 +311,54 @@ class TriggerEngine:
         """The firings ``event`` causes, in order."""
         if isinstance(event, DatasetUpdated):
             return self._dataset_updated(event)
+        if isinstance(event, EventReceived):
+            return self._event_received(event)
         return self._time_passed(event.now) + self._fire_consumers(event.now)
+
+    # -- event patterns (rule 6) ---------------------------------------------------------------
+
+    def set_pattern(self, key: str, pattern: EventPattern | None, *, paused: bool = False) -> None:
+        """Register (or replace, or with None forget) ``key``'s event pattern."""
+        self.patterns.remove(key)
+        self._event_patterns.pop(key, None)
+        if pattern is not None:
+            self._event_patterns[key] = pattern
+            self.set_pattern_paused(key, paused)
+
+    def set_pattern_paused(self, key: str, paused: bool) -> None:
+        """A paused DAG's pattern is set aside: events meanwhile start none of its runs."""
+        pattern = self._event_patterns.get(key)
+        if pattern is None:
+            return
+        if paused:
+            self.patterns.remove(key)
+        elif key not in self.patterns:
+            self.patterns.add(key, pattern)
+
+    def _event_received(self, received: EventReceived) -> list[Firing]:
+        event, now = received.event, received.now
+        fired: list[Firing] = []
+        for key in sorted(self.patterns.match(event)):
+            logical = self._next_logical(key, now)
+            fired.append(
+                CreateRun(
+                    key,
+                    "event_triggered",
+                    RunInfo(logical, logical, logical),
+                    f"event:{event['id']}",
+                    payload={"event": dict(event)},
+                )
+            )
+        return fired
+
+    def _next_logical(self, key: str, now: datetime) -> datetime:
+        """``now``, or just after ``key``'s previous firing (logical dates are unique)."""
+        logical = now
+        previous = self._logical.get(key)
+        if previous is not None and logical <= previous:
+            logical = previous + timedelta(microseconds=1)
+        self._logical[key] = logical
+        return logical
 
     def _time_passed(self, now: datetime) -> list[Firing]:
         """Every firing due at ``now``, in due order."""

@@ -5,8 +5,8 @@ record's ``eventName`` ``ObjectCreated:*``, its key URL-encoded with ``+`` for a
 and an EventBridge event (``source`` ``aws.s3``, ``detail-type`` ``Object Created``,
 the key as written). Each object created is one update of ``s3://bucket/key``, the key
 percent-encoded where a URI needs it, with the object's size and ETag as ``extra``.
-Anything else (other events, S3's test event) names no dataset. Pure: the events
-issue's SQS reader hands each message here, then to the daemon's dataset feed.
+Anything else (other events, S3's test event) names no dataset. Pure: the daemon's
+SQS reader hands each ``aws.s3`` event here through the dataset feed's ``from_s3``.
 """
 
 from __future__ import annotations

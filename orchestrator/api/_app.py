@@ -30,10 +30,10 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator._clock import iso
 from orchestrator.api._openapi import openapi_document
@@ -43,6 +43,7 @@ from orchestrator.core import RunRecord
 from orchestrator.core._intake import check_conf, check_logical_date, check_run_id
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from orchestrator.store._datasets import event_json
+from orchestrator.store._events import stored_event_json
 from triggers._dataset import normalize_uri
 
 __all__ = ["create_app"]
@@ -88,8 +89,8 @@ class _Handlers:
             raise NotFound(f"DAG {dag_id!r} not found")
         return dag
 
-    async def guard(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        """Rules 2 and 4, before any handler runs."""
+    def refusal(self, request: Request) -> Response | None:
+        """Rules 2 and 4, before any handler runs: the refusal, or None to go on."""
         host = _host_name(request.headers.get("host", ""))
         if self.hosts is not None and host not in self.hosts:
             return _error(400, f"Host {host!r} is not a name of this API (api_allowed_hosts)")
@@ -110,7 +111,7 @@ class _Handlers:
                 given.encode(), self.token.encode()
             ):
                 return _error(401, "missing or wrong bearer token")
-        return await call_next(request)
+        return None
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", **self.control.health()})
@@ -244,6 +245,24 @@ class _Handlers:
             event, consumers = await self.control.update_dataset(body["uri"], body.get("extra"))
         return JSONResponse({**event_json(event), "consumers": consumers}, status_code=201)
 
+    async def put_events(self, request: Request) -> Response:
+        body = await _json_object(request, self.max_body, allowed={"Entries"})
+        if "Entries" not in body:
+            raise ClientError(400, "Entries: missing")
+        with _store_wait():
+            reply = await self.control.put_events(body["Entries"])
+        return JSONResponse(reply)
+
+    async def events(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", 100)
+        found, cursor = await self.runs.list_events(
+            source=request.query_params.get("source"),
+            limit=limit,
+            cursor=request.query_params.get("cursor"),
+        )
+        shown = [stored_event_json(event, at, runs) for event, at, runs in found]
+        return JSONResponse({"events": shown, "next_cursor": cursor})
+
     async def import_errors(self, request: Request) -> Response:
         return JSONResponse([e.to_json() for e in self.control.import_errors])
 
@@ -281,12 +300,14 @@ def create_app(
         Route("/api/v1/datasets", api.datasets),
         Route("/api/v1/datasets/events", api.dataset_events, methods=["GET"]),
         Route("/api/v1/datasets/events", api.update_dataset, methods=["POST"]),
+        Route("/api/v1/events", api.events, methods=["GET"]),
+        Route("/api/v1/events", api.put_events, methods=["POST"]),
         Route("/api/v1/import-errors", api.import_errors),
         Route("/metrics", api.metrics),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=api.guard)],
+        middleware=[Middleware(_Guard, handlers=api)],
         exception_handlers={
             ClientError: _client_error,
             InvalidRequest: _invalid,
@@ -297,6 +318,23 @@ def create_app(
             Exception: _server_error,
         },
     )
+
+
+class _Guard:
+    """``_Handlers.refusal`` as plain ASGI middleware (no task group per request, unlike
+    Starlette's ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app: ASGIApp, handlers: _Handlers) -> None:
+        self.app = app
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = self.handlers.refusal(Request(scope))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _host_name(header: str) -> str:

@@ -8,191 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.core._intake import MAX_CONF_DEPTH, RUN_ID_PATTERN
+from orchestrator.api._schemas import EVENT_PATHS, SCHEMAS, SHARED
+from orchestrator.core._intake import MAX_CONF_DEPTH
 
 __all__ = ["openapi_document"]
 
-_DATE = {"type": ["string", "null"], "format": "date-time"}
-_ERROR = {
-    "description": "a client mistake or a refusal, naming the field or object",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {"type": "string"}},
-            }
-        }
-    },
-}
-_KEY = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,250}$"}
-_RUN_ID = {"type": "string", "pattern": f"^{RUN_ID_PATTERN.pattern}$"}
-
-_SCHEMAS: dict[str, Any] = {
-    "Dag": {
-        "type": "object",
-        "required": ["dag_id", "file", "schedule", "is_paused", "tags"],
-        "properties": {
-            "dag_id": {"type": "string"},
-            "file": {"type": "string"},
-            "schedule": {"type": "string"},
-            "is_paused": {"type": "boolean"},
-            "tags": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "DagDetail": {
-        "allOf": [
-            {"$ref": "#/components/schemas/Dag"},
-            {
-                "type": "object",
-                "required": ["tasks", "next_run"],
-                "properties": {
-                    "tasks": {"type": "array", "items": {"type": "string"}},
-                    "datasets": {
-                        "description": "a dataset consumer's condition and pending events",
-                        "type": "object",
-                        "properties": {
-                            "condition": {"type": "string"},
-                            "pending_events": {"type": "integer"},
-                            "updated": {"type": "array", "items": {"type": "string"}},
-                            "waiting_for": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                    "next_run": {
-                        "type": ["object", "null"],
-                        "properties": {
-                            "logical_date": _DATE,
-                            "data_interval_start": _DATE,
-                            "data_interval_end": _DATE,
-                        },
-                    },
-                },
-            },
-        ]
-    },
-    "Run": {
-        "type": "object",
-        "required": [
-            "dag_id",
-            "run_id",
-            "state",
-            "run_type",
-            "logical_date",
-            "start_date",
-            "end_date",
-            "conf",
-        ],
-        "properties": {
-            "dag_id": {"type": "string"},
-            "run_id": {"type": "string"},
-            "state": {"enum": ["queued", "running", "success", "failed"]},
-            "run_type": {
-                "enum": [
-                    "manual",
-                    "scheduled",
-                    "backfill",
-                    "dataset_triggered",
-                    "event_triggered",
-                ]
-            },
-            "logical_date": _DATE,
-            "start_date": _DATE,
-            "end_date": _DATE,
-            "conf": {"type": "object"},
-        },
-    },
-    "RunDetail": {
-        "allOf": [
-            {"$ref": "#/components/schemas/Run"},
-            {
-                "type": "object",
-                "required": ["tasks"],
-                "properties": {
-                    "tasks": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["task_id", "state", "try_number"],
-                            "properties": {
-                                "task_id": {"type": "string"},
-                                "state": {"type": "string"},
-                                "try_number": {"type": "integer"},
-                                "start_date": _DATE,
-                                "end_date": _DATE,
-                                "duration": {"type": ["number", "null"]},
-                            },
-                        },
-                    }
-                },
-            },
-        ]
-    },
-    "TaskLogs": {
-        "type": "object",
-        "required": ["dag_id", "run_id", "task_id", "tries"],
-        "properties": {
-            "dag_id": {"type": "string"},
-            "run_id": {"type": "string"},
-            "task_id": {"type": "string"},
-            "tries": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["try_number", "state", "log", "log_offset", "log_size"],
-                    "properties": {
-                        "try_number": {"type": "integer"},
-                        "state": {"type": "string"},
-                        "start_date": _DATE,
-                        "end_date": _DATE,
-                        "error": {"type": ["string", "null"]},
-                        "log": {"type": "string"},
-                        "log_offset": {"type": "integer", "minimum": 0},
-                        "log_size": {"type": "integer", "minimum": 0},
-                    },
-                },
-            },
-        },
-    },
-    "Dataset": {
-        "type": "object",
-        "required": ["uri", "last_updated", "consumers", "producers"],
-        "properties": {
-            "uri": {"type": "string"},
-            "last_updated": _DATE,
-            "consumers": {"type": "array", "items": {"type": "string"}},
-            "producers": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "DatasetEvent": {
-        "type": "object",
-        "required": ["id", "uri", "extra", "timestamp", "triggered_runs"],
-        "properties": {
-            "id": {"type": "string"},
-            "uri": {"type": "string"},
-            "extra": {"type": "object"},
-            "timestamp": _DATE,
-            "source_dag_id": {"type": ["string", "null"]},
-            "source_run_id": {"type": ["string", "null"]},
-            "source_task_id": {"type": ["string", "null"]},
-            "triggered_runs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"dag_id": {"type": "string"}, "run_id": {"type": "string"}},
-                },
-            },
-        },
-    },
-    "ImportError": {
-        "type": "object",
-        "required": ["file", "error", "traceback"],
-        "properties": {
-            "file": {"type": "string"},
-            "error": {"type": "string"},
-            "traceback": {"type": "string"},
-        },
-    },
-}
+_DATE = SHARED["date"]
+_ERROR = SHARED["error"]
+_KEY = SHARED["key"]
+_RUN_ID = SHARED["run_id"]
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -440,6 +264,7 @@ _PATHS: dict[str, Any] = {
             },
         },
     },
+    **EVENT_PATHS,
     "/api/v1/import-errors": {
         "get": {
             "summary": "The DAG files that failed to import",
@@ -477,7 +302,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": _PATHS,
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}, {}],  # the token when one is configured

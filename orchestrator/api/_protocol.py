@@ -60,6 +60,10 @@ class ControlPlane(Protocol):
         """Record an update from outside; InvalidRequest (nothing written) for a bad URI or
         extra. Answers the event and the DAGs it was delivered to."""
 
+    async def put_events(self, entries: object) -> dict[str, Any]:
+        """A PutEvents request's entries: each stored, or refused with its error code;
+        InvalidRequest (nothing stored) when ``entries`` is not a list of 1 to 10."""
+
 
 class RunQueries(Protocol):
     async def list_runs(
@@ -77,3 +81,7 @@ class RunQueries(Protocol):
     async def dataset_events(
         self, uri: str | None = None, limit: int = 100
     ) -> list[tuple[DatasetEvent, list[tuple[str, str]]]]: ...
+
+    async def list_events(
+        self, *, source: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[tuple[dict[str, Any], str, list[tuple[str, str]]]], str | None]: ...

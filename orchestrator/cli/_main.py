@@ -22,6 +22,7 @@ from orchestrator.cli import (
     _dags,
     _datasets,
     _db,
+    _events,
     _pools,
     _runs,
     _tasks,
@@ -32,7 +33,7 @@ from orchestrator.errors import ConfigError, OrchestratorError
 
 __all__ = ["main"]
 
-_GROUPS = (_daemon, _dags, _runs, _tasks, _datasets, _variables, _connections, _pools, _db)
+_GROUPS = (_daemon, _dags, _runs, _tasks, _datasets, _events, _variables, _connections, _pools, _db)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,8 +32,7 @@ import functools
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -47,11 +46,13 @@ from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
+from orchestrator.daemon._control import ControlPlaneParts
 from orchestrator.daemon._datasets import DatasetFeed
+from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._file import daemon_file, write_daemon_file
 from orchestrator.daemon._metrics import Metrics
+from orchestrator.daemon._sqs import QueueReader, queue_readers
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
-from orchestrator.dagfiles._loader import ImportErrorRecord
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import NotFound, StoreUnavailable
 from orchestrator.resources._services import Services
@@ -62,7 +63,6 @@ from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
-from triggers._dataset import DatasetEvent
 from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
@@ -74,7 +74,7 @@ __all__ = ["Daemon"]
 log = structlog.get_logger("orchestrator.daemon")
 
 
-class Daemon:
+class Daemon(ControlPlaneParts):
     """The service (see the module's rules); the API's ``ControlPlane``."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
@@ -98,6 +98,11 @@ class Daemon:
             self.engine, self.clock, wake=self._wake_trigger, is_paused=self.is_paused
         )
         self.datasets.listeners.append(lambda _: self.metrics.dataset_events.inc())
+        self.events = EventFeed(
+            self.engine, self.clock, wake=self._wake_trigger, metrics=self.metrics
+        )
+        self.datasets.listeners.append(self.events.own)
+        self.queues: list[QueueReader] = []
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
         self._admit_wake = anyio.Event()
@@ -105,6 +110,7 @@ class Daemon:
         self._engine_timer: TimerHandle | None = None
         self._stop = anyio.Event()
         self._signals = 0
+        self._pruned: datetime | None = None
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
         self._intake: RunIntake | None = None
@@ -139,6 +145,7 @@ class Daemon:
                 f"orchestrator daemon pid {os.getpid()} on {socket.gethostname()}"
             )
             self._store = store
+            self.events.open(store)
             self._intake = RunIntake(
                 store,
                 self.clock,
@@ -185,6 +192,9 @@ class Daemon:
             intake.start_soon(self._trigger_loop)
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
+            intake.start_soon(self.events.serve_own)
+            for reader in self._queue_readers():
+                intake.start_soon(reader.run)
             # The API answers while the DAG files load (health says "loading"); a DAG is
             # known to it as soon as its own file is in; a stop does not wait for the load.
             self.api_url = await intake.start(
@@ -213,6 +223,7 @@ class Daemon:
                 intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
             load = functools.partial(intake.start, self.folder.watch, self._on_folder_change)
             if await unless_set(self._stop, load, on_set=self.folder.stop):
+                await self.events.loaded()
                 write_daemon_file(self.settings, self.api_url)
                 self.ready.set()
                 log.info(
@@ -260,8 +271,17 @@ class Daemon:
             try:
                 await self._reconcile()
                 await self.datasets.reconcile()
+                await self._prune_events()
             except StoreUnavailable as exc:
                 log.warning("store unavailable: reconcile skipped", error=str(exc))
+
+    async def _prune_events(self) -> None:
+        """Forget handled events past their retention, once an hour."""
+        now = self.clock.now()
+        if self._pruned is not None and now - self._pruned < timedelta(hours=1):
+            return
+        self._pruned = now
+        await self.store.prune_events(now - timedelta(days=self.settings.event_retention_days))
 
     async def _reconcile(self) -> None:
         for run in await self.store.unfinished_runs():
@@ -294,10 +314,23 @@ class Daemon:
             self.engine.remove(dag_id)
             log.info("DAG removed", dag_id=dag_id)
         await self.datasets.dags_changed(change.upserted, change.removed)
+        self.events.dags_changed(change.upserted, change.removed, self.is_paused)
+        self._own_events()
         self._admit_wake.set()
 
     def _wake_trigger(self) -> None:
         self._trigger_wake.set()
+
+    def _own_events(self) -> None:
+        """Have the scheduler tell of state changes only while some pattern may want them."""
+        if self._scheduler is not None:
+            self.scheduler.on_change = self.events.state_changed if self.events.wants_own else None
+
+    def _queue_readers(self) -> list[QueueReader]:
+        self.queues = queue_readers(
+            self.settings, self.store, self.events, self.datasets, self.metrics, self.clock
+        )
+        return self.queues
 
     def _register(self, dag: DAG) -> None:
         """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused."""
@@ -333,6 +366,8 @@ class Daemon:
     def _apply_paused(self, dag_id: str, paused: bool) -> None:
         self.admission.set_paused(dag_id, paused)
         self.datasets.paused(dag_id, paused)
+        self.events.paused(dag_id, paused)
+        self._own_events()
         log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -386,9 +421,13 @@ class Daemon:
             self._trigger_wake = anyio.Event()
             now = self.clock.now()
             firings = [f for u in self.datasets.take(now) for f in self.engine.feed(u)]
+            received = self.events.take(now)
+            firings += [f for e in received for f in self.engine.feed(e)]
             firings += self.engine.feed(TimePassed(now))
             if firings:
                 await self._fire(firings)
+            if received:
+                await self.events.handled(received)
             deadline = self.engine.next_deadline()
             if self._engine_timer is not None:
                 self._engine_timer.cancel()
@@ -453,42 +492,3 @@ class Daemon:
         self._dirty.add(dag_id)
         self._admit_wake.set()
         self._trigger_wake.set()
-
-    # -- the API's control plane -------------------------------------------------------------
-
-    @property
-    def dags(self) -> Mapping[str, DAG]:
-        return self.folder.dags
-
-    @property
-    def import_errors(self) -> Sequence[ImportErrorRecord]:
-        return self.folder.import_errors
-
-    def next_run(self, dag_id: str) -> RunInfo | None:
-        return self.engine.pending(dag_id)
-
-    def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
-        return self.engine.pending_events(dag_id)
-
-    async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
-        return await self.datasets.update(uri, extra)
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "dags": len(self.folder.dags),
-            "import_errors": len(self.folder.errors),
-            "running_tasks": self.scheduler.running,
-            "loading": not self.ready.is_set(),
-        }
-
-    async def metrics_text(self) -> bytes:
-        runs, tasks = await self.store.count_states()
-        m = self.metrics
-        m.set_states(runs, tasks)
-        m.queued_runs.set(self.admission.queued_count)
-        m.ready_tasks.set(self.scheduler.ready)
-        m.running_tasks.set(self.scheduler.running)
-        m.sensors_waiting.set(self.scheduler.sensors.waiting)
-        m.dags.set(len(self.folder.dags))
-        m.import_errors.set(len(self.folder.errors))
-        return m.render()

@@ -13,7 +13,7 @@ Rules:
 3. A consumer is busy while a run it fired is queued or running; the run's end (or a
    firing that made no run) releases it.
 4. Every update is also the orchestrator's own ``Dataset Updated`` event, handed to
-   the listeners in ``listeners`` (the events issue's bus subscribes there).
+   the listeners in ``listeners`` (the event feed, which keeps it if a pattern matches).
 """
 
 from __future__ import annotations
@@ -187,25 +187,35 @@ class DatasetFeed:
         incoming, self._incoming = self._incoming, []
         return [DatasetUpdated(event, now, consumers) for event, consumers in incoming]
 
-    async def update(self, uri: object, extra: object = None) -> tuple[DatasetEvent, list[str]]:
+    async def update(
+        self, uri: object, extra: object = None, *, event_id: str | None = None
+    ) -> tuple[DatasetEvent, list[str]]:
         """An update from outside: checked, stored with its deliveries, fed to the engine.
 
         InvalidRequest (nothing written) when ``uri`` is not a dataset URI or ``extra``
         not a JSON object. Answers the event and the DAGs it was delivered to (none is
         not an error: the event is stored, and a consumer added later does not get it).
         """
-        event = external_event(uri, extra, self.clock.now())
+        event = external_event(uri, extra, self.clock.now(), event_id=event_id)
         await self.store.record_dataset_events([event])
         consumers = await self.store.dataset_consumers(event.uri)
         log.info("dataset updated", uri=event.uri, consumers=len(consumers))
         self.emitted([event])
         return event, consumers
 
-    async def from_s3(self, message: object) -> list[tuple[DatasetEvent, list[str]]]:
+    async def from_s3(
+        self, message: object, *, event_id: str | None = None
+    ) -> list[tuple[DatasetEvent, list[str]]]:
         """An S3 object-created notification (either shape, ``triggers._s3events``) as
-        updates of the ``s3://`` datasets it names; the events issue's queue reader
-        calls this with each message it takes."""
-        return [await self.update(uri, extra) for uri, extra in s3_object_created(message)]
+        updates of the ``s3://`` datasets it names. With ``event_id`` (the event that
+        told of it) each update's id derives from it and the URI, so the same event told
+        twice (a redelivered message) is one update."""
+        return [
+            await self.update(
+                uri, extra, event_id=None if event_id is None else derived_id(event_id, uri)
+            )
+            for uri, extra in s3_object_created(message)
+        ]
 
     async def reconcile(self) -> None:
         """Deliveries another process wrote (``dags test``, a command without the API).
@@ -226,7 +236,13 @@ class DatasetFeed:
             self.wake()
 
 
-def external_event(uri: object, extra: object, now: datetime) -> DatasetEvent:
+def derived_id(event_id: str, uri: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id} {uri}").hex
+
+
+def external_event(
+    uri: object, extra: object, now: datetime, *, event_id: str | None = None
+) -> DatasetEvent:
     """A dataset event from outside, checked (InvalidRequest naming the field)."""
     try:
         normal = normalize_uri(uri)
@@ -237,4 +253,4 @@ def external_event(uri: object, extra: object, now: datetime) -> DatasetEvent:
     if not isinstance(extra, Mapping):
         raise InvalidRequest(f"extra: must be a JSON object, got {type(extra).__name__}")
     checked = check_conf(dict(extra), "extra")
-    return DatasetEvent(uuid.uuid4().hex, normal, now, checked)
+    return DatasetEvent(event_id or uuid.uuid4().hex, normal, now, checked)

@@ -66,6 +66,28 @@ class Metrics:
             registry=r,
         )
 
+        self.events_received = Counter(
+            "orchestrator_events",
+            "Events stored, by where they came from (api, sqs, orchestrator)",
+            ["origin"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "orchestrator_events_rejected",
+            "PutEvents entries refused and SQS messages left malformed on their queue",
+            ["origin"],
+            registry=r,
+        )
+        self.sqs_up = Gauge(
+            "orchestrator_sqs_up",
+            "1 while the queue answers, 0 while it fails",
+            ["queue"],
+            registry=r,
+        )
+        self.sqs_errors = Counter(
+            "orchestrator_sqs_receive_errors", "Failed receives from a queue", ["queue"], registry=r
+        )
+
     def set_states(self, runs: dict[str, int], tasks: dict[str, int]) -> None:
         self.runs.clear()
         for state, n in runs.items():

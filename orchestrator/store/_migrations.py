@@ -195,8 +195,29 @@ CREATE INDEX dataset_delivery_event ON dataset_delivery (event_id);
 CREATE INDEX dataset_delivery_pending ON dataset_delivery (dag_id) WHERE run_id IS NULL
 """
 
+# Events. The first event table had no writer: made anew. handled: the runs the event
+# starts are stored (see store._events). dag_run_trigger finds the runs an event started.
+_V4 = """
+DROP TABLE event;
+CREATE TABLE event (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    detail_type TEXT NOT NULL,
+    time TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    body TEXT NOT NULL,
+    handled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX event_received ON event (received_at, id);
+CREATE INDEX event_source ON event (source, received_at, id);
+CREATE INDEX event_unhandled ON event (received_at) WHERE handled = 0;
+CREATE INDEX dag_run_trigger ON dag_run (trigger_key)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
     Migration(3, "datasets", _V3),
+    Migration(4, "events", _V4),
 )

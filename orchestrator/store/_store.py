@@ -29,6 +29,7 @@ from orchestrator.core._state import TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._datasets import DatasetRows
+from orchestrator.store._events import EventRows
 from orchestrator.store._migrations import MIGRATIONS
 from orchestrator.store._rows import (
     RUN_COLUMNS,
@@ -48,7 +49,7 @@ from orchestrator.store._writer import Ack, GroupCommitWriter
 __all__ = ["ConnectionRecord", "Store", "open_store"]
 
 
-class Store(DatasetRows):
+class Store(DatasetRows, EventRows):
     """Runs, task instances and their tries, XComs, variables, connections and pools."""
 
     def __init__(self, backend: Backend, writer: GroupCommitWriter, clock: Clock) -> None:

@@ -1,0 +1,91 @@
+"""The daemon's answers to the API (its ``ControlPlane``): reads of its live state, and
+the commands that go through its parts (dataset updates, events)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from orchestrator.authoring._dag import DAG
+from orchestrator.core._admission import Admission
+from orchestrator.daemon._datasets import DatasetFeed
+from orchestrator.daemon._events import EventFeed
+from orchestrator.daemon._metrics import Metrics
+from orchestrator.dagfiles._folder import DagFolder
+from orchestrator.dagfiles._loader import ImportErrorRecord
+from orchestrator.store import Store
+from triggers._dataset import DatasetEvent
+from triggers._engine import TriggerEngine
+from triggers._timetable import RunInfo
+
+if TYPE_CHECKING:
+    from orchestrator.daemon._sqs import QueueReader
+    from orchestrator.runtime._scheduler import Scheduler
+
+__all__ = ["ControlPlaneParts"]
+
+
+class ControlPlaneParts:
+    """What the ``Daemon`` answers the API with (a mixin over the daemon's parts)."""
+
+    folder: DagFolder
+    engine: TriggerEngine
+    datasets: DatasetFeed
+    events: EventFeed
+    queues: list[QueueReader]
+    admission: Admission
+    metrics: Metrics
+    ready: anyio.Event
+
+    @property
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    @property
+    def scheduler(self) -> Scheduler:
+        raise NotImplementedError
+
+    @property
+    def dags(self) -> Mapping[str, DAG]:
+        return self.folder.dags
+
+    @property
+    def import_errors(self) -> Sequence[ImportErrorRecord]:
+        return self.folder.import_errors
+
+    def next_run(self, dag_id: str) -> RunInfo | None:
+        return self.engine.pending(dag_id)
+
+    def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
+        return self.engine.pending_events(dag_id)
+
+    async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
+        return await self.datasets.update(uri, extra)
+
+    async def put_events(self, entries: object) -> dict[str, Any]:
+        return await self.events.put_entries(entries)
+
+    def health(self) -> dict[str, Any]:
+        health: dict[str, Any] = {
+            "dags": len(self.folder.dags),
+            "import_errors": len(self.folder.errors),
+            "running_tasks": self.scheduler.running,
+            "loading": not self.ready.is_set(),
+        }
+        if self.queues:
+            health["sqs"] = {q.url: q.status() for q in self.queues}
+        return health
+
+    async def metrics_text(self) -> bytes:
+        runs, tasks = await self.store.count_states()
+        m = self.metrics
+        m.set_states(runs, tasks)
+        m.queued_runs.set(self.admission.queued_count)
+        m.ready_tasks.set(self.scheduler.ready)
+        m.running_tasks.set(self.scheduler.running)
+        m.sensors_waiting.set(self.scheduler.sensors.waiting)
+        m.dags.set(len(self.folder.dags))
+        m.import_errors.set(len(self.folder.errors))
+        return m.render()
