@@ -15,6 +15,8 @@ from orchestrator._clock import ManualClock
 from orchestrator.store import open_store
 from tests.daemon_proc import DaemonProc
 from tests.helpers import run_cli
+from triggers import EventPattern
+from triggers._engine import CreateRun, EventReceived, TriggerEngine
 from triggers._events import EntryError, events_from_message, from_entry
 
 DagFile = Callable[[str, str], Path]
@@ -416,3 +418,33 @@ async def test_the_store_keeps_one_event_per_id_and_prunes_only_handled_old_ones
         assert cursor is None
         assert sorted(e["detail"]["n"] for e, _, _ in found) == [2, 3]
         assert [e["id"] for e in await store.unhandled_events()] == [second["id"]]
+
+
+def test_the_engine_fires_one_run_per_matching_dag_that_is_not_paused() -> None:
+    """EventReceived: a CreateRun per matching DAG, keyed by the event id, with the event
+    as payload and unique logical dates; a paused DAG's pattern matches nothing until
+    it is unpaused; a forgotten pattern matches nothing."""
+    engine = TriggerEngine()
+    engine.set_pattern("big", EventPattern(BIG_ORDERS))
+    engine.set_pattern("all", EventPattern({"source": ["shop"]}), paused=True)
+    engine.set_pattern("other", EventPattern({"source": ["elsewhere"]}))
+    event = from_entry(entry("shop", {"total": 500}), NOW)
+    [run] = engine.feed(EventReceived(event, NOW))
+    assert isinstance(run, CreateRun)
+    assert (run.dag_id, run.run_type, run.trigger_key) == (
+        "big",
+        "event_triggered",
+        f"event:{event['id']}",
+    )
+    assert run.payload == {"event": event}
+    assert run.run.logical_date == run.run.data_interval_start == run.run.data_interval_end == NOW
+    engine.set_pattern_paused("all", False)
+    again = from_entry(entry("shop", {"total": 700}), NOW)
+    fired = engine.feed(EventReceived(again, NOW))
+    assert [f.dag_id for f in fired] == ["all", "big"]
+    big_again = next(f for f in fired if f.dag_id == "big")
+    assert isinstance(big_again, CreateRun)
+    assert big_again.run.logical_date == NOW + timedelta(microseconds=1)
+    engine.set_pattern("big", None)
+    engine.set_pattern_paused("all", True)
+    assert engine.feed(EventReceived(again, NOW)) == []

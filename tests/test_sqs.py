@@ -219,3 +219,30 @@ def test_an_unreachable_endpoint_is_retried_and_reported(daemon: Daemon, tmp_pat
     assert f'orchestrator_sqs_up{{queue="{url}"}} 0.0' in metrics
     assert f'orchestrator_sqs_receive_errors_total{{queue="{url}"}}' in metrics
     assert d.api("GET", "/api/v1/dags").status_code == 200
+
+
+@pytest.mark.timeout(120)
+def test_an_s3_dags_folder_syncs_when_its_bucket_notifies_the_queue(
+    aws: Aws, daemon: Daemon
+) -> None:
+    """With the DAGs folder in S3 and its bucket's notifications on a queue the daemon
+    reads, a DAG file put in the bucket loads at once, not at the next timed sync."""
+    bucket = f"dags-{uuid.uuid4().hex[:10]}"
+    url, arn = aws.queue()
+    aws.call("s3", "create_bucket", Bucket=bucket)
+    aws.call(
+        "s3",
+        "put_bucket_notification_configuration",
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    d = daemon(
+        ORCHESTRATOR_DAGS=f"s3://{bucket}/dags/",
+        ORCHESTRATOR_DAGS_SYNC_INTERVAL="3600",
+        ORCHESTRATOR_SQS_QUEUES=url,
+    )
+    source = b"from orchestrator import DAG\nwith DAG('pushed'):\n    pass\n"
+    aws.call("s3", "put_object", Bucket=bucket, Key="dags/pushed.py", Body=source)
+    d.wait_for(lambda: d.api("GET", "/api/v1/dags/pushed").status_code == 200, 20, "the pushed DAG")

@@ -328,7 +328,13 @@ class Daemon(ControlPlaneParts):
 
     def _queue_readers(self) -> list[QueueReader]:
         self.queues = queue_readers(
-            self.settings, self.store, self.events, self.datasets, self.metrics, self.clock
+            self.settings,
+            self.store,
+            self.events,
+            self.datasets,
+            self.metrics,
+            self.clock,
+            on_event=self.s3.changed if self.s3 is not None else None,
         )
         return self.queues
 

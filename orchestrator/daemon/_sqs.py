@@ -59,6 +59,7 @@ class QueueReader:
         clock: Clock,
         *,
         wait_seconds: int = 20,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.url = url
         self.client = client
@@ -67,6 +68,7 @@ class QueueReader:
         self.metrics = metrics
         self.clock = clock
         self.wait_seconds = wait_seconds
+        self.on_event = on_event  # told of each event stored (the S3 DAGs folder's sync)
         self.error: str | None = None
         self.error_since: str | None = None
         self.received = 0
@@ -153,6 +155,8 @@ class QueueReader:
             await self.events.receive(found, "sqs")
         for event in found:
             await self.datasets.from_s3(event, event_id=event["id"])
+            if self.on_event is not None:
+                self.on_event(event)
         self.received += len(found)
         return True
 
@@ -164,6 +168,7 @@ def queue_readers(
     datasets: DatasetFeed,
     metrics: Metrics,
     clock: Clock,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[QueueReader]:
     """A reader for each queue ``ORCHESTRATOR_SQS_QUEUES`` lists, through ``aws_default``."""
     urls = [u.strip() for u in settings.sqs_queues.split(",") if u.strip()]
@@ -174,7 +179,14 @@ def queue_readers(
     client = functools.partial(aws_client, "sqs", store, settings)
     return [
         QueueReader(
-            url, client, events, datasets, metrics, clock, wait_seconds=settings.sqs_wait_seconds
+            url,
+            client,
+            events,
+            datasets,
+            metrics,
+            clock,
+            wait_seconds=settings.sqs_wait_seconds,
+            on_event=on_event,
         )
         for url in urls
     ]

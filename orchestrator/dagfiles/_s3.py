@@ -10,10 +10,11 @@ Rules:
    a file.
 3. A key that would land outside the mirror (``..``, an absolute path) is skipped
    with a warning naming it.
-4. S3 cannot push to us here, so the daemon syncs every
-   ``ORCHESTRATOR_DAGS_SYNC_INTERVAL`` seconds (5; MWAA syncs every 30). A failed
-   sync is logged with the bucket and prefix and tried again next time; the
-   mirror keeps what it had.
+4. The daemon syncs every ``ORCHESTRATOR_DAGS_SYNC_INTERVAL`` seconds (5; MWAA syncs
+   every 30), and at once when an S3 event for a key under the prefix arrives on a
+   queue it reads (the bucket's notifications to SQS): ``changed``. A failed sync is
+   logged with the bucket and prefix and tried again next time; the mirror keeps
+   what it had.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ class S3DagSync:
         self.bucket, self.prefix = parse_s3_url(url)
         self.mirror = mirror
         self._etags: dict[str, str] = {}  # relative path -> ETag of the mirrored copy
+        self._changed = anyio.Event()
+
+    def changed(self, event: dict[str, Any]) -> None:
+        """An event from a queue: sync now if it tells of a key under the prefix (rule 4)."""
+        detail = event.get("detail") or {}
+        bucket = (detail.get("bucket") or {}).get("name")
+        key = (detail.get("object") or {}).get("key")
+        ours = event.get("source") == "aws.s3" and bucket == self.bucket
+        if ours and isinstance(key, str) and key.startswith(self.prefix):
+            self._changed.set()
+
+    async def _wait(self, interval: float) -> None:
+        with anyio.move_on_after(interval):
+            await self._changed.wait()
+        self._changed = anyio.Event()
 
     async def sync(self, client: Any) -> SyncResult:
         """Make the mirror match the prefix (rule 2)."""
@@ -123,7 +139,7 @@ class S3DagSync:
             try:
                 async with aws_client("s3", store, settings, config=_CONFIG) as client:
                     while True:
-                        await anyio.sleep(settings.dags_sync_interval)
+                        await self._wait(settings.dags_sync_interval)
                         await self.sync(client)
             except Exception as exc:  # botocore, network: the next round tries again
                 log.warning("DAGs sync from S3 failed", url=self.url, error=repr(exc))
