@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.api._schemas import EVENT_PATHS, SCHEMAS, SHARED
+from orchestrator.api._schemas import EVENT_PATHS, SCHEMAS, SHARED, json_body
 from orchestrator.core._intake import MAX_CONF_DEPTH
 
 __all__ = ["openapi_document"]
@@ -17,10 +17,6 @@ _DATE = SHARED["date"]
 _ERROR = SHARED["error"]
 _KEY = SHARED["key"]
 _RUN_ID = SHARED["run_id"]
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -55,7 +51,7 @@ _PATHS: dict[str, Any] = {
             "summary": "Liveness and counts; never needs the token",
             "security": [],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     "the daemon is up",
                     {
                         "type": "object",
@@ -75,20 +71,20 @@ _PATHS: dict[str, Any] = {
     "/api/v1/openapi.json": {
         "get": {
             "summary": "This document",
-            "responses": {"200": _json("the OpenAPI document", {"type": "object"})},
+            "responses": {"200": json_body("the OpenAPI document", {"type": "object"})},
         }
     },
     "/api/v1/dags": {
         "get": {
             "summary": "Every DAG, by id",
-            "responses": {"200": _json("the DAGs", {"type": "array", "items": _ref("Dag")})},
+            "responses": {"200": json_body("the DAGs", {"type": "array", "items": _ref("Dag")})},
         }
     },
     "/api/v1/dags/{dag_id}": {
         "parameters": [_DAG_ID],
         "get": {
             "summary": "One DAG, with its tasks and next run",
-            "responses": {"200": _json("the DAG", _ref("DagDetail")), "404": _ERROR},
+            "responses": {"200": json_body("the DAG", _ref("DagDetail")), "404": _ERROR},
         },
         "patch": {
             "summary": "Pause or unpause a DAG",
@@ -106,7 +102,7 @@ _PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "200": _json("the DAG", _ref("Dag")),
+                "200": json_body("the DAG", _ref("Dag")),
                 "400": _ERROR,
                 "404": _ERROR,
                 "503": _ERROR,
@@ -127,7 +123,7 @@ _PATHS: dict[str, Any] = {
                 _query_int("limit", 10_000, "at most this many runs (100)"),
             ],
             "responses": {
-                "200": _json("the runs", {"type": "array", "items": _ref("Run")}),
+                "200": json_body("the runs", {"type": "array", "items": _ref("Run")}),
                 "400": _ERROR,
                 "404": _ERROR,
             },
@@ -162,7 +158,7 @@ _PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "201": _json("the run, queued", _ref("Run")),
+                "201": json_body("the run, queued", _ref("Run")),
                 "400": _ERROR,
                 "404": _ERROR,
                 "409": _ERROR,
@@ -177,7 +173,7 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "One run and its tasks",
             "responses": {
-                "200": _json("the run", _ref("RunDetail")),
+                "200": json_body("the run", _ref("RunDetail")),
                 "404": _ERROR,
                 "409": _ERROR,
             },
@@ -197,7 +193,7 @@ _PATHS: dict[str, Any] = {
                 _query_int("length", 8 * 1024 * 1024, "the window's length in bytes"),
             ],
             "responses": {
-                "200": _json("the tries", _ref("TaskLogs")),
+                "200": json_body("the tries", _ref("TaskLogs")),
                 "400": _ERROR,
                 "404": _ERROR,
                 "409": _ERROR,
@@ -208,7 +204,7 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "Every dataset: its last update, the DAGs consuming and producing it",
             "responses": {
-                "200": _json("the datasets", {"type": "array", "items": _ref("Dataset")})
+                "200": json_body("the datasets", {"type": "array", "items": _ref("Dataset")})
             },
         }
     },
@@ -220,7 +216,7 @@ _PATHS: dict[str, Any] = {
                 _query_int("limit", 10_000, "at most this many events"),
             ],
             "responses": {
-                "200": _json("the events", {"type": "array", "items": _ref("DatasetEvent")}),
+                "200": json_body("the events", {"type": "array", "items": _ref("DatasetEvent")}),
                 "400": _ERROR,
             },
         },
@@ -243,7 +239,7 @@ _PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "201": _json(
+                "201": json_body(
                     "the event and the DAGs it was delivered to",
                     {
                         "allOf": [
@@ -269,7 +265,7 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "The DAG files that failed to import",
             "responses": {
-                "200": _json("the errors", {"type": "array", "items": _ref("ImportError")})
+                "200": json_body("the errors", {"type": "array", "items": _ref("ImportError")})
             },
         }
     },

@@ -6,7 +6,7 @@ from typing import Any
 
 from orchestrator.core._intake import RUN_ID_PATTERN
 
-__all__ = ["EVENT_PATHS", "SCHEMAS", "SHARED"]
+__all__ = ["EVENT_PATHS", "SCHEMAS", "SHARED", "json_body"]
 
 _DATE = {"type": ["string", "null"], "format": "date-time"}
 _ERROR = {
@@ -239,7 +239,8 @@ _RESULT = {
 }
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A response of ``schema`` in JSON."""
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -257,7 +258,7 @@ EVENT_PATHS: dict[str, Any] = {
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}},
             ],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     "a page of events and the cursor of the next (null at the end)",
                     {
                         "type": "object",
@@ -296,7 +297,7 @@ EVENT_PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "200": _json(
+                "200": json_body(
                     "per entry, in order, its event id or its error",
                     {
                         "type": "object",
