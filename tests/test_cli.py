@@ -126,12 +126,14 @@ def test_dags_list_json_and_import_errors(
     assert done.returncode == 0
     items = json.loads(done.stdout)
     assert [i["dag_id"] for i in items] == [
+        "big_orders",
         "custom_sensor",
         "dag_etl_example",
+        "etl_failed",
         "my_first_dag",
         "orders_report",
     ]
-    etl = items[1]
+    etl = items[2]
     assert set(etl) == {"dag_id", "file", "schedule", "is_paused", "tags"}
     assert etl["schedule"] == "@weekly"
     assert etl["tags"] == ["etl"]

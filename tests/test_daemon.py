@@ -111,13 +111,17 @@ def test_a_second_daemon_on_the_same_store_refuses_to_start(
 def test_quickstart_examples_run_on_schedule_and_on_trigger(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bundled examples load; a trigger through the API runs the ETL example to success."""
+    """The bundled examples load; a trigger through the API runs the ETL example to success;
+    an event through the API starts the event example."""
     examples = Path(__file__).parent.parent / "examples" / "dags"
     proc = DaemonProc(home, {"ORCHESTRATOR_DAGS": str(examples)}).start()
     try:
         assert len(proc.api("GET", "/api/v1/dags").json()) >= 2
         run = proc.api("POST", "/api/v1/dags/dag_etl_example/runs", json={}).json()
         assert proc.wait_for(lambda: finished(proc, "dag_etl_example", run["run_id"])) == "success"
+        entry = {"Source": "shop", "DetailType": "Order Placed", "Detail": '{"total": 250}'}
+        proc.api("POST", "/api/v1/events", json={"Entries": [entry]})
+        proc.wait_for(lambda: proc.runs("big_orders"), 20, "the big order's run")
     finally:
         proc.stop()
 
