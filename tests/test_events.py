@@ -185,7 +185,8 @@ def test_a_dag_runs_on_another_dags_failure(
     daemon: Daemon, dag_file: DagFile, tmp_path: Path
 ) -> None:
     """The orchestrator's own DAG Run State Change event starts the DAG whose pattern
-    names a failed run of another DAG; the task state change is an event too."""
+    names a failed run of another DAG; a task's state change and a dataset update are
+    events too."""
     out = tmp_path / "out"
     dag_file("flaky.py", FLAKY)
     recorder(
@@ -208,7 +209,24 @@ def test_a_dag_runs_on_another_dags_failure(
             "detail": {"task_id": ["fail"], "state": ["failed"]},
         },
     )
+    recorder(
+        dag_file,
+        out,
+        "on_dataset",
+        {
+            "source": ["orchestrator"],
+            "detail-type": ["Dataset Updated"],
+            "detail": {"uri": ["s3://lake/x"]},
+        },
+    )
     d = daemon()
+    updated = d.api(
+        "POST", "/api/v1/datasets/events", json={"uri": "s3://lake/x", "extra": {"n": 1}}
+    )
+    assert updated.status_code == 201
+    [dataset_run] = finished(d, "on_dataset", 1)
+    assert seen(out, dataset_run)["event"]["detail"]["extra"] == {"n": 1}
+    assert seen(out, dataset_run)["event"]["id"] == updated.json()["id"]
     failed = d.api("POST", "/api/v1/dags/flaky/runs", json={}).json()
     [run] = finished(d, "on_failure", 1)
     seen_doc = seen(out, run)
@@ -222,8 +240,12 @@ def test_a_dag_runs_on_another_dags_failure(
     seen_doc = seen(out, task_run)
     assert seen_doc["event"]["detail"]["try_number"] == 1
     listed = d.api("GET", "/api/v1/events", params={"source": "orchestrator"}).json()["events"]
-    assert {e["detail-type"] for e in listed} == {"DAG Run State Change", "Task State Change"}
-    assert len(listed) == 2  # only the own events that matched a pattern are stored
+    assert {e["detail-type"] for e in listed} == {
+        "DAG Run State Change",
+        "Task State Change",
+        "Dataset Updated",
+    }
+    assert len(listed) == 3  # only the own events that matched a pattern are stored
 
 
 @pytest.mark.timeout(120)
