@@ -64,8 +64,14 @@ def daemon(root: Path, db_url: str) -> Iterator[Daemon]:
     db = Rows(db_url or home / "orchestrator.db")
     started = time.monotonic()
     with (root / "daemon.log").open("w") as log:
+        profile = os.environ.get("BENCH_PROFILE")  # a file: the daemon runs under cProfile
+        here = Path(__file__).parent
+        tool = [str(here / "_profiled.py"), profile] if profile else ["-m", "orchestrator.cli"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "daemon"], env=env, stdout=log, stderr=log
+            [sys.executable, *tool, "daemon"],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         try:
             info = home / "daemon.json"

@@ -3,7 +3,8 @@
     python bench/waits.py [--backend sqlite|postgresql] [--custom 10000] [--http 1000]
 
 S1: ``--custom`` custom async sensors (5 s poke interval, never done) and ``--http``
-HttpSensors polling a local server that answers 503 (5 s interval), as 100-task DAGs,
+HttpSensors polling a local server that answers 503 on keep-alive connections (5 s
+interval), as 100-task DAGs,
 all triggered at once: how long until every one is ``deferred``.
 S2: while they wait (30 s): the daemon's CPU (% of one core) and RSS, and the pokes'
 lateness after their due instant (``orchestrator_sensor_poke_lateness_seconds``,
@@ -102,6 +103,8 @@ def serve_503() -> tuple[http.server.ThreadingHTTPServer, list[int]]:
     asked = [0]
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers answer
+
         def do_GET(self) -> None:
             asked[0] += 1
             self.send_response(503)

@@ -348,6 +348,9 @@ def install_task_log_capture() -> None:
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    chatty = logging.getLogger("httpx")  # a line per request at INFO: each HttpSensor poke's
+    if chatty.level == logging.NOTSET:  # log would get one, written to its file each time
+        chatty.setLevel(logging.WARNING)
 
 
 @contextmanager

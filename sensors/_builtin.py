@@ -223,8 +223,17 @@ class HttpSensor(BaseSensor):
         self.headers = dict(headers or {})
         self.response_check = response_check
         self.extra_options = dict(extra_options or {})
+        self._resolved: str | None = None
+        self._last_status: int | None = None
 
     async def _url(self) -> str:
+        """The URL, resolved at the try's first poke and kept for its wait (the hub pokes
+        the same rendered sensor each time)."""
+        if self._resolved is None:
+            self._resolved = await self._resolve()
+        return self._resolved
+
+    async def _resolve(self) -> str:
         conn = await Connection.aget(self.http_conn_id)
         host = conn.host or ""
         if "://" not in host:
@@ -233,27 +242,61 @@ class HttpSensor(BaseSensor):
         return host.rstrip("/") + "/" + str(self.endpoint).lstrip("/")
 
     async def poke(self, context: dict[str, Any]) -> bool:
-        client = _services().clients.http()
+        import aiohttp
+
+        session = _services().clients.http()
         options = self.extra_options
         follow = bool(options.get("follow_redirects", options.get("allow_redirects", True)))
+        timeout = float(options.get("timeout", 30.0))
         params = self.request_params
-        response = await client.request(
-            self.method,
-            await self._url(),
-            params=params if self.method in ("GET", "HEAD", "DELETE") else None,
-            json=params if self.method not in ("GET", "HEAD", "DELETE") and params else None,
-            headers=self.headers,
-            timeout=options.get("timeout", 30.0),
-            follow_redirects=follow,
-        )
-        if response.status_code in _NOT_YET:
-            print(f"{self.method} {response.url}: {response.status_code}, not yet")
+        query = self.method in ("GET", "HEAD", "DELETE")
+        url = await self._url()
+        try:
+            async with session.request(
+                self.method,
+                url,
+                params=_query(params) if query and params else None,
+                json=params if not query and params else None,
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=follow,
+            ) as answer:
+                status, body = answer.status, await answer.read()
+                where, headers = str(answer.url), list(answer.headers.items())
+        except TimeoutError:
+            raise RuntimeError(f"{self.method} {url}: no answer within {timeout} s") from None
+        if status in _NOT_YET:
+            if status != self._last_status:  # a line per change, not per poke
+                print(f"{self.method} {where}: {status}, not yet")
+            self._last_status = status
             return False
-        if response.is_error:
-            raise FailTask(f"{self.method} {response.url} answered {response.status_code}")
+        if status >= 400:
+            raise FailTask(f"{self.method} {where} answered {status}")
         if self.response_check is None:
             return True
+        response = _response(self.method, where, status, headers, body)
         return bool(_call_check(self.response_check, response, context))
+
+
+def _query(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Query parameters as httpx (and requests) encode them: a list repeats its key,
+    booleans are ``true``/``false``, None is left out."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is None:
+                continue
+            text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+            pairs.append((str(key), text))
+    return pairs
+
+
+def _response(method: str, url: str, status: int, headers: Any, body: bytes) -> Any:
+    """The answer as an ``httpx.Response`` (``status_code``, ``json()``, ``text``,
+    ``headers``), what ``response_check`` is given, like Airflow's ``requests.Response``."""
+    import httpx
+
+    return httpx.Response(status, headers=headers, content=body, request=httpx.Request(method, url))
 
 
 def _call_check(check: Callable[..., Any], response: Any, context: dict[str, Any]) -> Any:

@@ -19,7 +19,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -76,6 +76,7 @@ class EventFeed:
         self._incoming: list[dict[str, Any]] = []
         self._own: list[dict[str, Any]] = []
         self._own_wake = anyio.Event()
+        self._pruned: datetime | None = None
 
     @property
     def store(self) -> Store:
@@ -189,6 +190,14 @@ class EventFeed:
                     ti.dag_id, ti.run_id, ti.task_id, str(ti.state), ti.try_number, now
                 )
             )
+
+    async def prune(self, retention_days: float) -> None:
+        """Forget handled events past their retention, once an hour."""
+        now = self.clock.now()
+        if self._pruned is not None and now - self._pruned < timedelta(hours=1):
+            return
+        self._pruned = now
+        await self.store.prune_events(now - timedelta(days=retention_days))
 
     # -- the trigger loop's part -----------------------------------------------------------
 

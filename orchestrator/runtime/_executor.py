@@ -20,6 +20,7 @@ the scheduler applies the state machine.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import json
 import os
@@ -240,8 +241,8 @@ class LocalExecutor:
         log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
         try:
             with self._scoped(log, context):
-                if rendered is None:
-                    rendered = sensor
+                if rendered is None:  # the try's own copy: a sensor may keep state across pokes
+                    rendered = copy.copy(sensor)
                     if task_needs_render(sensor):
                         made = await anyio.to_thread.run_sync(
                             worker_thread(render_task), sensor, context, limiter=self._threads

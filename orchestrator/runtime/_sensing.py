@@ -26,7 +26,7 @@ Rules:
 
 from __future__ import annotations
 
-import math
+import collections
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
@@ -113,6 +113,8 @@ class SensorHub:
         self._waits: dict[Key, _Wait] = {}
         self._loads: list[Key] = []
         self._due: list[Key] = []
+        self._ready: collections.deque[Key] = collections.deque()  # due, for the pokers
+        self._idle: list[anyio.Event] = []  # the idle pokers' wake-ups
         self._wake = anyio.Event()
         self._concurrency = concurrency
         self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
@@ -187,11 +189,12 @@ class SensorHub:
 
     async def serve(self) -> None:
         """Hand due waits to ``concurrency`` long-lived pokers (rule 4): no task is made
-        per poke, and a slow poke holds up only its own poker."""
-        send, receive = anyio.create_memory_object_stream[Key](max_buffer_size=math.inf)
-        async with anyio.create_task_group() as tg, send, receive:
+        per poke, and a slow poke holds up only its own poker. Due keys wait in one
+        queue; an idle poker is woken per key, and a busy one takes the next key when it
+        is done, without a hand-off."""
+        async with anyio.create_task_group() as tg:
             for _ in range(self._concurrency):
-                tg.start_soon(self._poker, receive.clone())
+                tg.start_soon(self._poker)
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -199,13 +202,22 @@ class SensorHub:
                 due, self._due = self._due, []
                 for key in loads:
                     tg.start_soon(self._load, key)
-                for key in due:
-                    send.send_nowait(key)
+                self._ready.extend(due)
+                for _ in range(min(len(due), len(self._idle))):
+                    self._idle.pop().set()
 
-    async def _poker(self, keys: MemoryObjectReceiveStream[Key]) -> None:
-        async with keys:
-            async for key in keys:
-                await self._poke(key)
+    async def _poker(self) -> None:
+        ready = self._ready
+        while True:
+            taken = 0
+            while ready:
+                await self._poke(ready.popleft())
+                taken += 1
+                if taken % 64 == 0:  # a long run of pokes that never wait lets others in
+                    await anyio.lowlevel.checkpoint()
+            idle = anyio.Event()
+            self._idle.append(idle)
+            await idle.wait()
 
     async def _load(self, key: Key) -> None:
         (dag_id, run_id), task_id = key
