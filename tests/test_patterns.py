@@ -279,6 +279,14 @@ def test_or_expansion_is_bounded() -> None:
         EventPattern(pattern).check()
 
 
+def test_an_integer_beyond_floats_in_an_event_is_compared_not_a_crash() -> None:
+    """An event integer too large for a float matches no finite pattern number."""
+    event = {"source": "s", "detail": {"n": 10**400}}
+    for pattern in ({"detail": {"n": [5]}}, {"detail": {"n": [{"numeric": [">", 5]}]}}):
+        assert EventPattern({"source": ["s"], **pattern}).matches(event) is False
+        assert PatternSet({"p": {"source": ["s"], **pattern}}).match(event) == set()
+
+
 def test_matches_refuses_an_event_that_is_not_an_object() -> None:
     """An event must be a JSON object."""
     with pytest.raises(PatternError, match="an event must be a JSON object"):

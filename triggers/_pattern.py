@@ -110,11 +110,11 @@ class Condition:
         """Whether the leaf value ``v`` (present) matches."""
         kind, value = self.kind, self.value
         if kind == "exact":
-            return _same(v, value)
+            return value_key(v) == value_key(value)
         if kind == "exists":
             return bool(value)
         if kind == "numeric":
-            return is_number(v) and _in_range(float(v), value)  # type: ignore[arg-type]
+            return is_number(v) and _in_range(v, value)  # type: ignore[arg-type]
         if kind == "anything-but":
             return not _excluded(self.option, value, v)
         if not isinstance(v, str):
@@ -132,15 +132,13 @@ class Condition:
         return _in_network(v, value)
 
 
-def _same(v: object, value: object) -> bool:
-    if value is None or isinstance(value, bool):
-        return v is value
-    if isinstance(value, str):
-        return isinstance(v, str) and v == value
-    return is_number(v) and v == value
-
-
 def _in_range(v: float, bounds: tuple[float | None, bool, float | None, bool]) -> bool:
+    """Whether ``v`` lies in the bounds; a number beyond floats is in none (event-ruler
+    cannot compare it either)."""
+    try:
+        v = float(v)
+    except OverflowError:
+        return False
     lo, lo_open, hi, hi_open = bounds
     if lo is not None and (v <= lo if lo_open else v < lo):
         return False
@@ -204,7 +202,10 @@ def value_key(value: object) -> tuple[str, object]:
     if value is None or isinstance(value, bool):
         return ("c", value)
     if is_number(value):
-        return ("n", float(value))  # type: ignore[arg-type]
+        try:
+            return ("n", float(value))  # type: ignore[arg-type]
+        except OverflowError:  # an integer beyond floats: equal only to itself
+            return ("n", value)
     if isinstance(value, str):
         return ("s", value)
     return ("?", id(value))  # not a scalar: equal to no match value
