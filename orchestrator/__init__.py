@@ -1,5 +1,6 @@
 """Orchestrator: an async, event-driven workflow orchestrator with Airflow's authoring API."""
 
+from orchestrator.alerts import BaseNotifier, DeadlineAlert, DeadlineReference, Webhook
 from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, cross_downstream
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._taskflow import dag, get_current_context, task
@@ -27,6 +28,7 @@ __all__ = [
     "AssetAll",
     "AssetAny",
     "AssetOrTimeSchedule",
+    "BaseNotifier",
     "BaseOperator",
     "Connection",
     "Cron",
@@ -35,6 +37,8 @@ __all__ = [
     "DatasetAndTime",
     "DatasetAny",
     "DatasetOrTime",
+    "DeadlineAlert",
+    "DeadlineReference",
     "EventPattern",
     "FailTask",
     "RunState",
@@ -42,6 +46,7 @@ __all__ = [
     "TaskState",
     "TriggerRule",
     "Variable",
+    "Webhook",
     "XComArg",
     "chain",
     "cross_downstream",

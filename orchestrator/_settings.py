@@ -38,7 +38,15 @@ class Settings:
     smtp_from: str = "orchestrator@localhost"
     smtp_starttls: bool = False
     smtp_ssl: bool = False
+    smtp_ca_file: str = ""
     webhook_secret: str = ""
+    alert_max_attempts: int = 8
+    alert_retry_delay: float = 2.0
+    alert_max_retry_delay: float = 300.0
+    alert_max_age: float = 86_400.0
+    alert_timeout: float = 30.0
+    alert_concurrency: int = 32
+    alert_retention_days: float = 7.0
     sqs_queues: str = ""
     sqs_wait_seconds: int = 20
     event_retention_days: float = 7.0
@@ -137,6 +145,12 @@ def load_settings(
         raise ConfigError(
             f"setting dag_import_parallelism must be >= 1, got {settings.dag_import_parallelism}"
         )
+    for name in ("alert_max_attempts", "alert_concurrency"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting {name} must be >= 1, got {getattr(settings, name)}")
+    for name in ("alert_retry_delay", "alert_max_retry_delay", "alert_max_age", "alert_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"setting {name} must be > 0, got {getattr(settings, name)}")
     if settings.log_format not in ("console", "json"):
         raise ConfigError(
             f"setting log_format must be console or json, got {settings.log_format!r}"

@@ -18,6 +18,7 @@ import hypothesis
 import pytest
 
 from orchestrator._settings import Settings, load_settings
+from tests.alert_servers import SmtpSink, WebhookReceiver
 from tests.daemon_proc import DaemonProc
 
 # Properties here are about correctness, not speed: a loaded CI machine must not fail
@@ -147,3 +148,19 @@ def daemon(home: Path, db_url: str) -> Iterator[Callable[..., DaemonProc]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """An SMTP server (aiosmtpd) on a free loopback port, keeping every message."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def webhooks() -> Iterator[WebhookReceiver]:
+    """An HTTP receiver on a free loopback port, recording every POST."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()

@@ -21,7 +21,7 @@ from orchestrator.api._server import host_names
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
 from orchestrator.daemon._datasets import external_event
 from orchestrator.dagfiles._loader import ImportErrorRecord
-from orchestrator.errors import Conflict, InvalidRequest, StoreUnavailable
+from orchestrator.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
 from orchestrator.operators import EmptyOperator
 from orchestrator.store import DatasetRefs, Store, open_store
 from triggers._dataset import DatasetEvent
@@ -43,6 +43,7 @@ class Control:
     hang: bool = False
     updates: list[DatasetEvent] = field(default_factory=list)
     put: list[object] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def is_paused(self, dag_id: str) -> bool:
         return self.paused.get(dag_id, False)
@@ -92,6 +93,25 @@ class Control:
             "FailedEntryCount": 0,
             "Entries": [{"EventId": str(i)} for i in range(len(entries))],
         }
+
+    async def list_alerts(
+        self, *, state: str | None = None, dag_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return [a for a in self.alerts if state in (None, a["state"])][:limit]
+
+    async def retry_alert(self, alert_id: str) -> dict[str, Any]:
+        for alert in self.alerts:
+            if alert["id"] == alert_id:
+                if alert["state"] != "failed":
+                    raise Conflict(f"alert {alert_id!r} is {alert['state']}, not failed")
+                alert["state"] = "pending"
+                return alert
+        raise NotFound(f"alert {alert_id!r} not found")
+
+    async def deadline_misses(
+        self, *, dag_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return []
 
 
 def one_dag() -> DAG:

@@ -131,7 +131,8 @@ def test_start_again_requeues_queued_and_counts_running_tries_as_lost() -> None:
     assert (open_try.state, open_try.error, open_try.end_date) == (TaskState.FAILED, LOST_TRY, now)
     assert open_try in step.writes
     assert driver.errors["r"] == LOST_TRY
-    assert step.alerts == []  # rule 6: a lost try is recorded without an alert
+    # rule 6: the lost try is alerted (its process was killed), as a retry here
+    assert step.alerts == [Alert(AlertEvent.TASK_RETRY, "r", 1, LOST_TRY)]
 
 
 def test_a_lost_try_without_retries_fails_and_its_downstream_is_flagged() -> None:

@@ -9,6 +9,10 @@ import pytest
 EXPECTED = {
     "orchestrator": {
         "DAG",
+        "BaseNotifier",
+        "DeadlineAlert",
+        "DeadlineReference",
+        "Webhook",
         "Asset",
         "AssetAll",
         "AssetAny",
@@ -34,6 +38,16 @@ EXPECTED = {
         "dag",
         "get_current_context",
         "task",
+    },
+    "orchestrator.alerts": {
+        "BaseNotifier",
+        "DeadlineAlert",
+        "DeadlineReference",
+        "EmailNotifier",
+        "Webhook",
+        "WebhookDeliveryError",
+        "WebhookNotifier",
+        "sign",
     },
     "orchestrator.operators": {
         "BaseOperator",

@@ -234,4 +234,5 @@ async def test_a_resumed_try_gets_its_callback_with_the_try_context(settings: Se
         await sh.scheduler.resume(live.key, "sense", Resumption.SUCCESS)
         with anyio.fail_after(10):
             await live.done.wait()
+            await sh.scheduler.alerts.settled()  # callbacks are delivered by the outbox
     assert seen == [("sense", 1)]

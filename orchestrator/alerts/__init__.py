@@ -1,5 +1,25 @@
-"""Notifiers: what happens beside a task or run when it fails, retries or succeeds."""
+"""Alerts: the notifier interface and its email and webhook notifiers, deadline alerts.
 
-from orchestrator.alerts._callbacks import run_callback
+The outbox that delivers every alert (``_outbox``), what each alert delivers
+(``_plan``) and the deadline timers (``_deadlines``) are the daemon's.
+"""
 
-__all__ = ["run_callback"]
+from orchestrator.alerts._notifiers import (
+    BaseNotifier,
+    EmailNotifier,
+    WebhookDeliveryError,
+    WebhookNotifier,
+    sign,
+)
+from orchestrator.authoring._alerting import DeadlineAlert, DeadlineReference, Webhook
+
+__all__ = [
+    "BaseNotifier",
+    "DeadlineAlert",
+    "DeadlineReference",
+    "EmailNotifier",
+    "Webhook",
+    "WebhookDeliveryError",
+    "WebhookNotifier",
+    "sign",
+]

@@ -263,6 +263,27 @@ class _Handlers:
         shown = [stored_event_json(event, at, runs) for event, at, runs in found]
         return JSONResponse({"events": shown, "next_cursor": cursor})
 
+    async def alerts(self, request: Request) -> Response:
+        state = request.query_params.get("state")
+        if state is not None and state not in ("pending", "delivered", "failed"):
+            raise ClientError(400, f"state: must be pending, delivered or failed, got {state!r}")
+        found = await self.control.list_alerts(
+            state=state,
+            dag_id=request.query_params.get("dag_id"),
+            limit=_int_param(request, "limit", 100),
+        )
+        return JSONResponse(found)
+
+    async def retry_alert(self, request: Request) -> Response:
+        with _store_wait():
+            return JSONResponse(await self.control.retry_alert(request.path_params["alert_id"]))
+
+    async def deadlines(self, request: Request) -> Response:
+        found = await self.control.deadline_misses(
+            dag_id=request.query_params.get("dag_id"), limit=_int_param(request, "limit", 100)
+        )
+        return JSONResponse(found)
+
     async def import_errors(self, request: Request) -> Response:
         return JSONResponse([e.to_json() for e in self.control.import_errors])
 
@@ -302,6 +323,9 @@ def create_app(
         Route("/api/v1/datasets/events", api.update_dataset, methods=["POST"]),
         Route("/api/v1/events", api.events, methods=["GET"]),
         Route("/api/v1/events", api.put_events, methods=["POST"]),
+        Route("/api/v1/alerts", api.alerts),
+        Route("/api/v1/alerts/{alert_id}/retry", api.retry_alert, methods=["POST"]),
+        Route("/api/v1/deadlines", api.deadlines),
         Route("/api/v1/import-errors", api.import_errors),
         Route("/metrics", api.metrics),
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.api._schemas import EVENT_PATHS, SCHEMAS, SHARED, json_body
+from orchestrator.api._schemas import ALERT_PATHS, EVENT_PATHS, SCHEMAS, SHARED, json_body
 from orchestrator.core._intake import MAX_CONF_DEPTH
 
 __all__ = ["openapi_document"]
@@ -261,6 +261,8 @@ _PATHS: dict[str, Any] = {
         },
     },
     **EVENT_PATHS,
+    **ALERT_PATHS,
+    **ALERT_PATHS,
     "/api/v1/import-errors": {
         "get": {
             "summary": "The DAG files that failed to import",

@@ -64,6 +64,20 @@ class ControlPlane(Protocol):
         """A PutEvents request's entries: each stored, or refused with its error code;
         InvalidRequest (nothing stored) when ``entries`` is not a list of 1 to 10."""
 
+    async def list_alerts(
+        self, *, state: str | None = None, dag_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Outbox alerts, newest first (``state="failed"``: the dead letters)."""
+
+    async def retry_alert(self, alert_id: str) -> dict[str, Any]:
+        """Make a dead letter pending and deliver it now; NotFound, or Conflict if the
+        alert is not failed."""
+
+    async def deadline_misses(
+        self, *, dag_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Missed run deadlines, newest first."""
+
 
 class RunQueries(Protocol):
     async def list_runs(

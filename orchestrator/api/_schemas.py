@@ -6,7 +6,7 @@ from typing import Any
 
 from orchestrator.core._intake import RUN_ID_PATTERN
 
-__all__ = ["EVENT_PATHS", "SCHEMAS", "SHARED", "json_body"]
+__all__ = ["ALERT_PATHS", "EVENT_PATHS", "SCHEMAS", "SHARED", "json_body"]
 
 _DATE = {"type": ["string", "null"], "format": "date-time"}
 _ERROR = {
@@ -313,5 +313,95 @@ EVENT_PATHS: dict[str, Any] = {
                 "503": _ERROR,
             },
         },
+    },
+}
+
+
+SCHEMAS["Alert"] = {
+    "type": "object",
+    "description": "one delivery of an alert to one notifier (failed: a dead letter)",
+    "properties": {
+        "id": {"type": "string", "description": "the idempotency key"},
+        "kind": {"enum": ["email", "webhook", "callback"]},
+        "event": {"type": "string"},
+        "dag_id": {"type": "string"},
+        "run_id": {"type": "string"},
+        "task_id": {"type": ["string", "null"]},
+        "try_number": {"type": "integer"},
+        "target": {"type": "string"},
+        "error": {"type": ["string", "null"]},
+        "state": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"},
+        "next_attempt_at": _DATE,
+        "created_at": _DATE,
+        "finished_at": _DATE,
+        "last_error": {"type": ["string", "null"]},
+    },
+}
+SCHEMAS["DeadlineMiss"] = {
+    "type": "object",
+    "properties": {
+        "dag_id": {"type": "string"},
+        "run_id": {"type": "string"},
+        "position": {"type": "integer", "description": "which of the DAG's deadlines"},
+        "deadline_at": _DATE,
+        "missed_at": _DATE,
+        "reference": {"type": "string"},
+    },
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 10_000},
+}
+_DAG = {"name": "dag_id", "in": "query", "schema": {"type": "string"}}
+
+ALERT_PATHS: dict[str, Any] = {
+    "/api/v1/alerts": {
+        "get": {
+            "summary": "The alert outbox, newest first; ?state=failed lists the dead letters",
+            "parameters": [
+                {
+                    "name": "state",
+                    "in": "query",
+                    "schema": {"enum": ["pending", "delivered", "failed"]},
+                },
+                _DAG,
+                _LIMIT,
+            ],
+            "responses": {
+                "200": json_body(
+                    "the alerts", {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}
+                ),
+                "400": _ERROR,
+            },
+        }
+    },
+    "/api/v1/alerts/{alert_id}/retry": {
+        "parameters": [
+            {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "post": {
+            "summary": "Send a dead letter again, now",
+            "responses": {
+                "200": json_body("the alert, pending", {"$ref": "#/components/schemas/Alert"}),
+                "404": _ERROR,
+                "409": _ERROR,
+                "503": _ERROR,
+            },
+        },
+    },
+    "/api/v1/deadlines": {
+        "get": {
+            "summary": "Missed run deadlines, newest first",
+            "parameters": [_DAG, _LIMIT],
+            "responses": {
+                "200": json_body(
+                    "the misses",
+                    {"type": "array", "items": {"$ref": "#/components/schemas/DeadlineMiss"}},
+                ),
+                "400": _ERROR,
+            },
+        }
     },
 }

@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from orchestrator.authoring._alerting import Webhook, callbacks_of, webhooks_of
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
+
+Callback = Callable[..., Any] | list[Callable[..., Any]]
 
 __all__ = ["BaseOperator", "DependencyMixin", "XComArg", "chain", "cross_downstream"]
 
@@ -134,10 +137,10 @@ class BaseOperator(DependencyMixin):
         email: str | Iterable[str] | None = None,
         email_on_failure: bool = True,
         email_on_retry: bool = True,
-        on_failure_callback: Callable[..., Any] | None = None,
-        on_success_callback: Callable[..., Any] | None = None,
-        on_retry_callback: Callable[..., Any] | None = None,
-        alert_webhooks: Iterable[str] | None = None,
+        on_failure_callback: Callback | None = None,
+        on_success_callback: Callback | None = None,
+        on_retry_callback: Callback | None = None,
+        alert_webhooks: Iterable[str | Webhook] | str | None = None,
         params: Mapping[str, Any] | None = None,
         isolation: str = "thread",
         do_xcom_push: bool = True,
@@ -197,19 +200,20 @@ class BaseOperator(DependencyMixin):
         self.email = [email] if isinstance(email, str) else list(email or [])
         self.email_on_failure = bool(email_on_failure)
         self.email_on_retry = bool(email_on_retry)
+        if not all(
+            isinstance(e, str) and e and "\n" not in e and "\r" not in e for e in self.email
+        ):
+            raise DagDefinitionError(f"{where}: email must be addresses (strings on one line)")
         for name, callback in (
             ("on_failure_callback", on_failure_callback),
             ("on_success_callback", on_success_callback),
             ("on_retry_callback", on_retry_callback),
         ):
-            if callback is not None and not callable(callback):
-                raise DagDefinitionError(f"{where}: {name} must be callable")
+            callbacks_of(callback, where, name)
         self.on_failure_callback = on_failure_callback
         self.on_success_callback = on_success_callback
         self.on_retry_callback = on_retry_callback
-        self.alert_webhooks = (
-            [alert_webhooks] if isinstance(alert_webhooks, str) else list(alert_webhooks or [])
-        )
+        self.alert_webhooks = webhooks_of(alert_webhooks, where)
         if params is not None and not isinstance(params, Mapping):
             raise DagDefinitionError(f"{where}: params must be a mapping")
         self.params = dict(params or {})

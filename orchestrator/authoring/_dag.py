@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from orchestrator.authoring._alerting import DeadlineAlert, callbacks_of
 from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
@@ -64,8 +65,9 @@ class DAG:
         tags: list[str] | None = None,
         description: str | None = None,
         dagrun_timeout: timedelta | None = None,
-        on_failure_callback: Callable[..., Any] | None = None,
-        on_success_callback: Callable[..., Any] | None = None,
+        on_failure_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
+        on_success_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
+        deadline: DeadlineAlert | list[DeadlineAlert] | None = None,
         is_paused_upon_creation: bool | None = None,
         dataset_events: str = "batch",
         doc_md: str | None = None,
@@ -118,8 +120,17 @@ class DAG:
             ("on_failure_callback", on_failure_callback),
             ("on_success_callback", on_success_callback),
         ):
-            if callback is not None and not callable(callback):
-                raise DagDefinitionError(f"{where}: {name} must be callable")
+            callbacks_of(callback, where, name)
+        deadlines = (
+            [] if deadline is None else deadline if isinstance(deadline, list) else [deadline]
+        )
+        for alert in deadlines:
+            if not isinstance(alert, DeadlineAlert):
+                raise DagDefinitionError(
+                    f"{where}: deadline must be a DeadlineAlert, got {alert!r}"
+                )
+            alert.check(where)
+        self.deadlines: list[DeadlineAlert] = deadlines
         self.on_failure_callback = on_failure_callback
         self.on_success_callback = on_success_callback
         self.is_paused_upon_creation = is_paused_upon_creation

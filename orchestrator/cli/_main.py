@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from orchestrator._logging import configure_logging
 from orchestrator._settings import load_settings
 from orchestrator.cli import (
+    _alerts,
     _connections,
     _daemon,
     _dags,
@@ -33,7 +34,19 @@ from orchestrator.errors import ConfigError, OrchestratorError
 
 __all__ = ["main"]
 
-_GROUPS = (_daemon, _dags, _runs, _tasks, _datasets, _events, _variables, _connections, _pools, _db)
+_GROUPS = (
+    _daemon,
+    _dags,
+    _runs,
+    _tasks,
+    _datasets,
+    _events,
+    _alerts,
+    _variables,
+    _connections,
+    _pools,
+    _db,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

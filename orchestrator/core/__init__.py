@@ -11,6 +11,7 @@ from orchestrator.core._cascade import clear_instance, with_downstream
 from orchestrator.core._driver import RunDriver
 from orchestrator.core._ready import ReadyItem, ReadyQueue
 from orchestrator.core._records import (
+    AlertRecord,
     DatasetEventRecord,
     Record,
     RunRecord,
@@ -65,6 +66,7 @@ __all__ = [
     "TASK_TRANSITIONS",
     "Alert",
     "AlertEvent",
+    "AlertRecord",
     "Clear",
     "DagSpec",
     "DatasetEventRecord",

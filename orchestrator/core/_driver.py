@@ -22,9 +22,10 @@ Rules:
    "no task can make progress", naming what blocks each.
 5. After a stop, a try that fails is not retried, and its error is the stop's
    reason when it has none of its own.
-6. Task alerts follow the ends of tries seen here (``TryEnded``, ``Resumed``); a
-   try found lost when a run starts again, or failed before it could start, is
-   recorded without one.
+6. Every end of a try raises its task alert: one seen here (``TryEnded``,
+   ``Resumed``), a try found lost when a run starts again (the process that ran it was
+   killed: its failure or retry is alerted after the restart), and an instance failed
+   before it could start.
 7. A try that succeeds emits one dataset event per outlet of its task, in the writes
    that record its success (so in the same transaction); its id names the try, so a
    task cleared and run again emits anew, and a repeated write is one event.
@@ -248,6 +249,7 @@ class RunDriver:
         ti.end_date = now
         self.errors[ti.task_id] = event.reason
         step.writes.append(ti)
+        step.alerts.append(Alert(AlertEvent.TASK_FAILURE, ti.task_id, ti.try_number, event.reason))
         self._graph.finished(ti)
         self._evaluate(sorted(self.dag.task_dict[ti.task_id].downstream_task_ids), now, step)
         self._maybe_end(now, step)
@@ -443,7 +445,9 @@ class RunDriver:
                 step.writes.append(ti)
             elif ti.state == TaskState.RUNNING:
                 # A lost try is retried at once, whatever the task's retry_delay.
-                self._end_try(ti, TryOutcome.LOST, None, now=now, step=step, retry_at=now)
+                self._end_try(
+                    ti, TryOutcome.LOST, None, now=now, step=step, retry_at=now, alert=True
+                )
             elif ti.state == TaskState.DEFERRED:
                 step.defer.append(Defer(task_id))
             elif ti.state == TaskState.UP_FOR_RETRY and ti.next_retry_at is not None:

@@ -15,6 +15,7 @@ from orchestrator.core._state import RunState, TaskState
 from triggers._dataset import DatasetEvent
 
 __all__ = [
+    "AlertRecord",
     "DatasetEventRecord",
     "Record",
     "RunRecord",
@@ -147,6 +148,24 @@ class SensorWaitCleared:
     task_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One delivery of an alert to one notifier, for the outbox (stored in the unit of the
+    state change that raised it; written once per ``id``, its idempotency key)."""
+
+    id: str
+    kind: str  # "email", "webhook" or "callback"
+    event: str  # an AlertEvent's value, or "deadline_missed"
+    dag_id: str
+    run_id: str
+    task_id: str | None
+    try_number: int
+    target: str  # addresses, a URL, or which callback ("task:on_failure_callback:0")
+    payload: dict[str, Any]
+    created_at: datetime
+    seq: int = 0  # its place among the alerts written in the same moment
+
+
 Record = (
     RunRecord
     | TaskInstanceRecord
@@ -156,4 +175,5 @@ Record = (
     | DatasetEventRecord
     | SensorWaitRecord
     | SensorWaitCleared
+    | AlertRecord
 )

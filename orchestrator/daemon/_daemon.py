@@ -3,8 +3,9 @@
 Task tree (cancellation and shutdown flow down it):
 
     root ── timers (the one deadline heap) ── signals ── watchdog
-     └── work ── scheduler (every try runs in its task group)
-          └── intake ── DAG folder watch ── trigger loop ── admission ── reconcile ── HTTP API
+     └── work ── scheduler (every try runs in its task group; the alert outbox)
+          └── intake ── DAG folder watch ── trigger loop ── admission ── reconcile
+                     ── deadlines ── HTTP API
 
 Rules:
 1. The store is the truth. On start the daemon reads the paused flags, each DAG's
@@ -31,10 +32,8 @@ import contextlib
 import functools
 import gc
 import os
-import signal
 import socket
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -47,15 +46,17 @@ from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
+from orchestrator.daemon._alerts import AlertFeed
 from orchestrator.daemon._control import ControlPlaneParts
 from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._file import daemon_file, write_daemon_file
 from orchestrator.daemon._metrics import Metrics
+from orchestrator.daemon._signals import handle_signals
 from orchestrator.daemon._sqs import QueueReader, queue_readers
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
 from orchestrator.dagfiles._trial import ParseWorker
-from orchestrator.errors import NotFound, StoreUnavailable
+from orchestrator.errors import StoreUnavailable
 from orchestrator.resources._services import Services
 from orchestrator.runtime._executor import LocalExecutor
 from orchestrator.runtime._intake import RunIntake
@@ -110,7 +111,6 @@ class Daemon(ControlPlaneParts):
         self._trigger_wake = anyio.Event()
         self._engine_timer: TimerHandle | None = None
         self._stop = anyio.Event()
-        self._signals = 0
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
         self._intake: RunIntake | None = None
@@ -163,17 +163,28 @@ class Daemon(ControlPlaneParts):
                 timers=timers,
                 on_run_end=self._on_run_end,
                 on_dataset_events=self.datasets.emitted,
+                dags=self.folder.dags.get,
+            )
+            self.alerts = AlertFeed(
+                self.scheduler.alerts,
+                store,
+                self.clock,
+                self.metrics,
+                dags=self.folder.dags.get,
+                api_url=lambda: self.api_url,
+                retention_days=self.settings.alert_retention_days,
             )
             self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
             async with anyio.create_task_group() as root:
                 await root.start(timers.run)
-                root.start_soon(self._handle_signals)
+                root.start_soon(handle_signals, self.request_stop)
                 await root.start(watchdog.run)
                 async with anyio.create_task_group() as work:
                     await work.start(self.scheduler.serve)
                     await self._serve()
                     idle = await self.scheduler.drain(self.settings.shutdown_grace)
+                    await self.alerts.settle(min(5.0, self.settings.shutdown_grace))
                     log.info(
                         "shutdown: tries finished" if idle else "shutdown: grace period over",
                         still_running=self.scheduler.running,
@@ -193,6 +204,7 @@ class Daemon(ControlPlaneParts):
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
             intake.start_soon(self.events.serve_own)
+            intake.start_soon(self.alerts.deadlines.serve)
             for reader in self._queue_readers():
                 intake.start_soon(reader.run)
             # The API answers while the DAG files load (health says "loading"); a DAG is
@@ -224,6 +236,7 @@ class Daemon(ControlPlaneParts):
             load = functools.partial(intake.start, self.folder.watch, self._on_folder_change)
             if await unless_set(self._stop, load, on_set=self.folder.stop):
                 await self.events.loaded()
+                await self.alerts.ready()
                 write_daemon_file(self.settings, self.api_url)
                 self.ready.set()
                 # What the load made (modules, DAGs) lives as long as the process: kept out
@@ -243,16 +256,6 @@ class Daemon(ControlPlaneParts):
             self.folder.stop()
             intake.cancel_scope.cancel()
 
-    async def _handle_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                self._signals += 1
-                if self._signals > 1:
-                    log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-                    os._exit(128 + signum)
-                log.info("signal received: shutting down", signal=signal.Signals(signum).name)
-                self.request_stop()
-
     # -- state from the store ----------------------------------------------------------------
 
     async def _load_state(self) -> None:
@@ -268,6 +271,7 @@ class Daemon(ControlPlaneParts):
             self.admission.add(run)
             self._dirty.add(run.dag_id)
         await self.datasets.open(self.store, unfinished)
+        await self.alerts.open(unfinished)
 
     async def _reconcile_loop(self) -> None:
         """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
@@ -277,6 +281,7 @@ class Daemon(ControlPlaneParts):
                 await self._reconcile()
                 await self.datasets.reconcile()
                 await self.events.prune(self.settings.event_retention_days)
+                await self.alerts.reconcile()
             except StoreUnavailable as exc:
                 log.warning("store unavailable: reconcile skipped", error=str(exc))
 
@@ -312,6 +317,7 @@ class Daemon(ControlPlaneParts):
             log.info("DAG removed", dag_id=dag_id)
         await self.datasets.dags_changed(change.upserted, change.removed)
         self.events.dags_changed(change.upserted, change.removed, self.is_paused)
+        self.alerts.deadlines.dags_changed(change.upserted)
         self._own_events()
         self._admit_wake.set()
 
@@ -352,12 +358,6 @@ class Daemon(ControlPlaneParts):
     def _room(self, dag: DAG) -> int:
         return self.admission.room(dag.dag_id, dag.max_active_runs)
 
-    def dag(self, dag_id: str) -> DAG:
-        dag = self.folder.dags.get(dag_id)
-        if dag is None:
-            raise NotFound(f"DAG {dag_id!r} not found")
-        return dag
-
     def is_paused(self, dag_id: str) -> bool:
         return self.admission.is_paused(dag_id)
 
@@ -381,18 +381,6 @@ class Daemon(ControlPlaneParts):
 
     # -- runs -----------------------------------------------------------------------------
 
-    async def trigger(
-        self,
-        dag_id: str,
-        *,
-        conf: dict[str, Any] | None = None,
-        run_id: str | None = None,
-        logical_date: datetime | None = None,
-    ) -> RunRecord:
-        """Create a manual run (queued); it starts as soon as the DAG has room."""
-        self.dag(dag_id)
-        return await self.intake.manual(dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
-
     def _on_created(self, record: RunRecord) -> None:
         """The intake stored a run: count it, and queue it for admission."""
         self.metrics.runs_created.labels(run_type=record.run_type).inc()
@@ -407,6 +395,7 @@ class Daemon(ControlPlaneParts):
         else:
             log.info("run triggered", dag_id=record.dag_id, run_id=record.run_id)
         self.datasets.run_created(record)
+        self.alerts.deadlines.watch(record)
         self._enqueue(record)
 
     def _enqueue(self, record: RunRecord) -> None:
@@ -488,6 +477,7 @@ class Daemon(ControlPlaneParts):
         dag_id, run_id = live.key
         self.admission.ended(dag_id, run_id)
         self.datasets.run_ended(live.record)
+        self.alerts.deadlines.ended(dag_id, run_id)
         log.info("run ended", dag_id=dag_id, run_id=run_id, state=str(live.record.state))
         dag = self.folder.dags.get(dag_id)
         if dag is not None:

@@ -88,6 +88,22 @@ class Metrics:
             "orchestrator_sqs_receive_errors", "Failed receives from a queue", ["queue"], registry=r
         )
 
+        self.alert_deliveries = Counter(
+            "orchestrator_alert_deliveries",
+            "Alert delivery attempts by notifier kind and outcome (delivered, retried, failed)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.alerts = Gauge(
+            "orchestrator_alerts",
+            "Alerts in the outbox by state; failed ones are the dead letters",
+            ["state"],
+            registry=r,
+        )
+        self.deadlines_missed = Counter(
+            "orchestrator_deadlines_missed", "Run deadlines missed", registry=r
+        )
+
     def set_states(self, runs: dict[str, int], tasks: dict[str, int]) -> None:
         self.runs.clear()
         for state, n in runs.items():
@@ -95,6 +111,10 @@ class Metrics:
         self.tasks.clear()
         for state, n in tasks.items():
             self.tasks.labels(state=state).set(n)
+
+    def set_alerts(self, counts: dict[str, int]) -> None:
+        for state in ("pending", "delivered", "failed"):
+            self.alerts.labels(state=state).set(counts.get(state, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

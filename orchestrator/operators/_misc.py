@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any, ClassVar
 
 import anyio
 
-from orchestrator._settings import Settings
 from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.authoring._dagcontext import KEY_PATTERN
 from orchestrator.core._state import RunState
 from orchestrator.errors import ConfigError, Conflict, DagDefinitionError, OrchestratorError
 from orchestrator.resources._services import current_services
+from orchestrator.resources._smtp import send_email
 
 __all__ = ["EmailOperator", "EmptyOperator", "TriggerDagRunOperator"]
 
@@ -28,46 +25,62 @@ class EmptyOperator(BaseOperator):
         return None
 
 
-def send_email(
-    settings: Settings, to: Sequence[str], subject: str, body: str, *, html: bool = True
-) -> None:
-    """Send one message over SMTP with the configured host, TLS and credentials."""
-    if not settings.smtp_host:
-        raise ConfigError("SMTP not configured: set ORCHESTRATOR_SMTP_HOST (and _PORT, _FROM...)")
-    message = EmailMessage()
-    message["From"] = settings.smtp_from
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
-    message.set_content(body, subtype="html" if html else "plain")
-    smtp_class = smtplib.SMTP_SSL if settings.smtp_ssl else smtplib.SMTP
-    with smtp_class(settings.smtp_host, settings.smtp_port, timeout=30) as client:
-        if settings.smtp_starttls and not settings.smtp_ssl:
-            client.starttls(context=ssl.create_default_context())
-        if settings.smtp_user:
-            client.login(settings.smtp_user, settings.smtp_password)
-        client.send_message(message)
-
-
 class EmailOperator(BaseOperator):
-    """Sends an email through the configured SMTP server."""
+    """Sends an email through the configured SMTP server (the alerts' client): ``to``,
+    ``cc`` and ``bcc`` addresses, a ``subject``, an HTML body, and ``files`` attached."""
 
-    template_fields: ClassVar[Sequence[str]] = ("to", "subject", "html_content")
+    template_fields: ClassVar[Sequence[str]] = ("to", "cc", "bcc", "subject", "html_content")
 
     def __init__(
-        self, *, to: str | Sequence[str], subject: str, html_content: str, **kwargs: Any
+        self,
+        *,
+        to: str | Sequence[str],
+        subject: str,
+        html_content: str,
+        cc: str | Sequence[str] | None = None,
+        bcc: str | Sequence[str] | None = None,
+        files: Sequence[str] | None = None,
+        mime_charset: str = "utf-8",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.to = [to] if isinstance(to, str) else list(to)
+        self.to = _addresses(to)
+        self.cc = _addresses(cc)
+        self.bcc = _addresses(bcc)
         if not self.to:
             raise DagDefinitionError(f"{self._where}: 'to' needs at least one address")
         self.subject = subject
         self.html_content = html_content
+        self.files = list(files or [])
+        self.mime_charset = mime_charset
 
-    def execute(self, context: dict[str, Any]) -> None:
+    async def execute(self, context: dict[str, Any]) -> None:
         services = current_services()
         if services is None:
             raise ConfigError("SMTP not configured: no settings available")
-        send_email(services.settings, self.to, self.subject, self.html_content)
+        try:
+            await send_email(
+                services.settings,
+                _addresses(self.to),
+                self.subject,
+                text="This message is HTML; use a client that shows it.",
+                html=self.html_content,
+                cc=_addresses(self.cc),
+                bcc=_addresses(self.bcc),
+                files=self.files,
+            )
+        except ValueError as exc:
+            raise OrchestratorError(f"{self._where}: {exc}") from None
+
+
+def _addresses(value: str | Sequence[str] | None) -> list[str]:
+    """Addresses as a list; a string may hold several, separated by commas or semicolons."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [
+        a.strip() for item in items for a in str(item).replace(";", ",").split(",") if a.strip()
+    ]
 
 
 class TriggerDagRunOperator(BaseOperator):

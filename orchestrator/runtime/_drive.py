@@ -104,6 +104,9 @@ async def drive_run(
             await tg.start(scheduler.serve)
             live = await scheduler.start_run(dag, record)
             await live.done.wait()
+            # The run's alerts are tried once before this process ends; what still
+            # fails waits in the store for the daemon's next attempts.
+            await scheduler.alerts.settled()
             tg.cancel_scope.cancel()
     return live
 

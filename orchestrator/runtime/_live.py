@@ -1,31 +1,30 @@
-"""A run driven here (its driver, and what the shell keeps beside it) and its callbacks.
-
-The callbacks are the alerts of the driver's steps as this process delivers them
-today: the task's and the DAG's own Python callbacks, with the try's context. A
-run's callback comes after every task callback of the run has returned.
+"""A run driven here (its driver, and what the shell keeps beside it), and the contexts
+its alerts' callbacks get: the try's own when the try ended here, else rebuilt from the
+store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
-from orchestrator.alerts import run_callback
+from orchestrator._logging import task_log_path
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
-    AlertEvent,
+    AlertRecord,
     PastRun,
     RunDriver,
     RunRecord,
-    RunState,
     Step,
     TaskInstanceRecord,
+    TaskState,
 )
 from orchestrator.runtime._context import DagRunInfo
-from orchestrator.runtime._executor import TryResult
+from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._timers import TimerHandle
 from orchestrator.store import Store
 
@@ -35,10 +34,13 @@ __all__ = [
     "LiveRun",
     "RunKey",
     "Snapshot",
+    "alert_contexts",
     "past_run",
-    "run_callbacks",
+    "rebuilt_context",
+    "run_context",
     "run_info",
-    "task_callbacks",
+    "try_request",
+    "written",
 ]
 
 RunKey = tuple[str, str]
@@ -56,8 +58,6 @@ class LiveRun:
     last_context: dict[str, Any] = field(default_factory=dict)
     scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)  # running tries
     timers: dict[tuple[str, str | None], TimerHandle] = field(default_factory=dict)
-    callbacks: int = 0  # task callbacks still running (rule 3)
-    callbacks_idle: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def key(self) -> RunKey:
@@ -103,50 +103,98 @@ async def past_run(store: Store, run: RunRecord) -> PastRun | None:
     return PastRun(previous.run_id, {ti.task_id: ti.state for ti in tis})
 
 
-async def task_callbacks(live: LiveRun, step: Step, result: TryResult) -> None:
-    """Run the callbacks of the step's task alerts, with the try's context."""
-    callbacks = []
-    for alert in step.alerts:
-        if alert.task_id is not None:
-            task = live.dag.task_dict[alert.task_id]
-            callback = {
-                AlertEvent.TASK_SUCCESS: task.on_success_callback,
-                AlertEvent.TASK_FAILURE: task.on_failure_callback,
-                AlertEvent.TASK_RETRY: task.on_retry_callback,
-            }.get(alert.event)
-            if callback is not None:
-                callbacks.append((alert, callback))
-    if not callbacks:
-        return
-    live.callbacks += 1
-    try:
-        for alert, callback in callbacks:
-            context = {**result.context, "exception": result.error}
-            await run_callback(callback, context, kind=alert.event.value)
-    finally:
-        live.callbacks -= 1
-        if live.callbacks == 0:
-            live.callbacks_idle.set()
-            live.callbacks_idle = anyio.Event()
+def written(live: LiveRun, step: Step) -> list[Snapshot]:
+    """What the step wrote, as written (later steps may move the instances on)."""
+    unique = {
+        id(w): w
+        for w in step.writes
+        if isinstance(w, TaskInstanceRecord) and w.state != TaskState.NONE
+    }  # an instance written twice in a step (made, then scheduled) is told once
+    tis: list[Snapshot] = [replace(w) for w in unique.values()]
+    if live.record not in step.writes:
+        return tis
+    return [*tis, None] if step.ended is not None else [None, *tis]
 
 
-async def run_callbacks(live: LiveRun) -> None:
-    """The DAG's callback for the run's end, once no task callback of it is running."""
-    while live.callbacks:
-        await live.callbacks_idle.wait()
-    record = live.record
-    reason = live.errors.get("<run>")
-    success = record.state == RunState.SUCCESS
-    callback = live.dag.on_success_callback if success else live.dag.on_failure_callback
-    if callback is not None:
-        context = {
-            **live.last_context,
-            "dag": live.dag,
-            "dag_run": live.info,
-            "run_id": record.run_id,
-            "reason": reason or ("success" if success else "task_failure"),
-        }
-        await run_callback(callback, context, kind=f"run {record.state}")
+def try_request(live: LiveRun, task_id: str, try_number: int, logs_dir: Path) -> TryRequest:
+    """What the executor needs to run a try of the run's task."""
+    task = live.dag.task_dict[task_id]
+    return TryRequest(
+        dag=live.dag,
+        task=task,
+        run=live.info,
+        try_number=try_number,
+        max_tries=task.retries + 1,
+        xcoms=live.xcoms,
+        log_path=task_log_path(logs_dir, *live.key, task_id, try_number),
+    )
+
+
+def alert_contexts(
+    live: LiveRun, records: list[AlertRecord], result: TryResult | None
+) -> dict[str, dict[str, Any]]:
+    """The contexts a step's callbacks get, by alert id: the try's own (with
+    ``exception``), and for the run's end the run's. The rest are rebuilt on delivery."""
+    contexts: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.kind != "callback":
+            continue
+        if record.task_id is None:
+            contexts[record.id] = run_context(live.dag, live.info, live.last_context, record)
+        elif result is not None:
+            contexts[record.id] = {**result.context, "exception": result.error}
+    return contexts
+
+
+def run_context(
+    dag: DAG, info: DagRunInfo, last: dict[str, Any], record: AlertRecord
+) -> dict[str, Any]:
+    """A DAG-level callback's context: the last try's, with the run and why it ended."""
+    state = record.payload.get("state")
+    return {
+        **last,
+        "dag": dag,
+        "dag_run": info,
+        "run_id": info.run_id,
+        "reason": record.payload.get("error")
+        or ("success" if state == "success" else "task_failure"),
+    }
+
+
+async def rebuilt_context(
+    store: Store,
+    executor: LocalExecutor,
+    logs_dir: Path,
+    dag: DAG,
+    live: LiveRun | None,
+    record: AlertRecord,
+) -> dict[str, Any] | None:
+    """A callback's context built again from the store (after a restart, or for a try whose
+    process is gone): the run, its XComs, the task instance of the alert's try."""
+    if live is not None:
+        info, xcoms = live.info, live.xcoms
+    else:
+        run = await store.find_run(record.dag_id, record.run_id)
+        if run is None:
+            return None
+        info, xcoms = run_info(run), await store.xcoms(record.dag_id, record.run_id)
+    if record.task_id is None:
+        return run_context(dag, info, {}, record)
+    task = dag.task_dict.get(record.task_id)
+    if task is None:
+        return None
+    request = TryRequest(
+        dag=dag,
+        task=task,
+        run=info,
+        try_number=max(1, record.try_number),
+        max_tries=task.retries + 1,
+        xcoms=xcoms,
+        log_path=task_log_path(
+            logs_dir, record.dag_id, record.run_id, task.task_id, max(1, record.try_number)
+        ),
+    )
+    return {**executor.context_of(request), "exception": record.payload.get("error")}
 
 
 def run_info(record: RunRecord) -> DagRunInfo:

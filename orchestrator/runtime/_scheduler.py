@@ -12,12 +12,14 @@ Rules:
 2. A try's end is submitted in the same moment its slot is given back, so when
    ``drain`` sees no try running, every ended try's writes (and its run's end) are
    on their way to the store: a shutdown never leaves a finished run ``running``.
-3. Everything the shell does after an ack (notifying listeners, callbacks, telling
-   ``on_dataset_events`` of the events a success emitted, the run's end) happens in
-   the coroutine that fed the input, or in a task of the scheduler's own group; the
-   DAG's callback comes after every task callback of the run has returned.
+3. Everything the shell does after an ack (notifying listeners, handing the step's
+   alerts to the outbox, telling ``on_dataset_events`` of the events a success
+   emitted, the run's end) happens in the coroutine that fed the input, or in a task
+   of the scheduler's own group.
 4. A deferrable sensor's try starts deferred, in the step that takes it from the ready
    queue: it never holds a slot; the sensor hub (``_sensing``) makes all its pokes.
+5. A step's alerts become outbox deliveries written in the step's own unit; the outbox
+   delivers them in its own tasks, never in the way of a try or of this loop.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator._clock import Clock
-from orchestrator._logging import task_log_path
+from orchestrator.alerts._outbox import Outbox
+from orchestrator.alerts._plan import plan_alerts
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
+    AlertRecord,
     DatasetEventRecord,
     Input,
     NotStarted,
@@ -50,7 +54,6 @@ from orchestrator.core import (
     Start,
     Step,
     Stop,
-    TaskInstanceRecord,
     TaskState,
     TimedOut,
     Timer,
@@ -67,10 +70,14 @@ from orchestrator.runtime._live import (
     LiveRun,
     RunKey,
     Snapshot,
+    alert_contexts,
     past_run,
-    run_callbacks,
+    rebuilt_context,
     run_info,
-    task_callbacks,
+    try_request,
+)
+from orchestrator.runtime._live import (
+    written as written_by,
 )
 from orchestrator.runtime._sensing import SensorHub
 from orchestrator.runtime._timers import Timers
@@ -98,6 +105,7 @@ class Scheduler:
         on_run_end: Callable[[LiveRun], None] | None = None,
         deferrals: Deferrals | None = None,
         on_dataset_events: Callable[[list[DatasetEvent]], None] | None = None,
+        dags: Callable[[str], DAG | None] | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -117,6 +125,16 @@ class Scheduler:
         self._draining = False
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
+        self._dags = dags
+        self._driven: dict[str, DAG] = {}  # the DAG of each run driven here, latest
+        self.alerts = Outbox(
+            executor.services,
+            clock,
+            self.timers.call_at,
+            logs_dir=logs_dir,
+            dags=self.dag_of,
+            contexts=self._alert_context,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -128,6 +146,7 @@ class Scheduler:
             if self._owns_timers:
                 await tg.start(self.timers.run)
             tg.start_soon(self.sensors.serve)
+            await tg.start(self.alerts.serve)
             task_status.started()
             try:
                 await self._timer_pump()
@@ -161,6 +180,7 @@ class Scheduler:
         assert self._tg is not None, "serve() must be running"
         tis = await self.store.task_instances(dag.dag_id, record.run_id)
         driver = RunDriver(dag, record, tis)
+        self._driven[dag.dag_id] = dag
         live = LiveRun(dag, driver, run_info(record))
         live.xcoms = await self.store.xcoms(dag.dag_id, record.run_id)
         if dag.schedule.datasets is not None:
@@ -215,21 +235,23 @@ class Scheduler:
             ack, (written,) = self._apply([(live, step)])
             await self._settle(live, step, ack, written)
 
+    def dag_of(self, dag_id: str) -> DAG | None:
+        """The DAG as this process knows it: loaded, or of a run driven here."""
+        dag = self._dags(dag_id) if self._dags is not None else None
+        return dag if dag is not None else self._driven.get(dag_id)
+
+    async def _alert_context(self, record: AlertRecord) -> dict[str, Any] | None:
+        if (dag := self.dag_of(record.dag_id)) is None:
+            return None
+        live = self._runs.get((record.dag_id, record.run_id))
+        return await rebuilt_context(self.store, self.executor, self.logs_dir, dag, live, record)
+
     def live(self, run: RunKey) -> LiveRun | None:
         """The run driven here under that key, if any."""
         return self._runs.get(run)
 
     def try_request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
-        task = live.dag.task_dict[task_id]
-        return TryRequest(
-            dag=live.dag,
-            task=task,
-            run=live.info,
-            try_number=try_number,
-            max_tries=task.retries + 1,
-            xcoms=live.xcoms,
-            log_path=task_log_path(self.logs_dir, *live.key, task_id, try_number),
-        )
+        return try_request(live, task_id, try_number, self.logs_dir)
 
     # -- carrying out steps ------------------------------------------------------------------
 
@@ -237,10 +259,15 @@ class Scheduler:
         self, steps: list[tuple[LiveRun, Step]], *, dispatch: bool = True
     ) -> tuple[Ack, list[list[Snapshot]]]:
         """Submit the steps' writes as one unit, then carry out their other commands."""
+        for live, step in steps:
+            if step.alerts:  # rule 5
+                step.writes += plan_alerts(
+                    live.dag, live.key, step.alerts, self.clock.now(), seal=self.alerts.seal
+                )
         ack = self.store.write_nowait(
             self.store.statements([w for _, step in steps for w in step.writes])
         )
-        snapshots = [self._snapshots(live, step) for live, step in steps]
+        snapshots = [written_by(live, step) if self.on_change else [] for live, step in steps]
         for live, step in steps:
             self._carry_out(live, step)
         if dispatch:
@@ -338,18 +365,22 @@ class Scheduler:
         """After the ack: listeners, the try's callbacks, and the run's end if it came."""
         await ack.wait()
         emitted: list[DatasetEvent] = []
+        alerts: list[AlertRecord] = []
         for record in step.writes:
             if isinstance(record, XComRecord):
                 live.xcoms[(record.task_id, record.key)] = record.value
             elif isinstance(record, DatasetEventRecord):
                 emitted.append(record.event)
+            elif isinstance(record, AlertRecord):
+                alerts.append(record)
         if emitted and self.on_dataset_events is not None:
             self.on_dataset_events(emitted)
         self.sensors.changed(live.dag.dag_id)
         self._notify(live, snapshots)
         if result is not None:
             live.last_context = result.context
-            await task_callbacks(live, step, result)
+        if alerts:
+            self.alerts.submit(alerts, alert_contexts(live, alerts, result))
         if step.ended is not None:
             await self._finish_run(live)
 
@@ -451,31 +482,16 @@ class Scheduler:
     # -- the end of a run --------------------------------------------------------
 
     async def _finish_run(self, live: LiveRun) -> None:
-        """The run's end is committed: its callback (after the tasks'), listeners, waiters."""
+        """The run's end is committed (its alerts handed to the outbox): listeners, waiters."""
         record = live.record
         reason = live.errors.get("<run>")
         if reason:
             log.error("run failed", dag_id=record.dag_id, run_id=record.run_id, reason=reason)
-        await run_callbacks(live)
         if self.on_run_end is not None:
             self.on_run_end(live)
         live.done.set()
 
     # -- listeners ------------------------------------------------------------------------------
-
-    def _snapshots(self, live: LiveRun, step: Step) -> list[Snapshot]:
-        """What the step wrote, as written (later steps may move the instances on)."""
-        if self.on_change is None:
-            return []
-        written = {
-            id(w): w
-            for w in step.writes
-            if isinstance(w, TaskInstanceRecord) and w.state != TaskState.NONE
-        }  # an instance written twice in a step (made, then scheduled) is told once
-        tis: list[Snapshot] = [replace(w) for w in written.values()]
-        if live.record not in step.writes:
-            return tis
-        return [*tis, None] if step.ended is not None else [None, *tis]
 
     def _notify(self, live: LiveRun, snapshots: list[Snapshot]) -> None:
         if self.on_change is not None:

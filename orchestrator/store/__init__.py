@@ -1,5 +1,6 @@
 """The metadata store: SQLite (default) or PostgreSQL, behind one interface."""
 
+from orchestrator.store._alerts import alert_from_row, alert_json
 from orchestrator.store._backend import Statement, plan_groups
 from orchestrator.store._datasets import DatasetInfo, DatasetRefs, event_json
 from orchestrator.store._migrations import MIGRATIONS
@@ -14,6 +15,8 @@ __all__ = [
     "DatasetRefs",
     "Statement",
     "Store",
+    "alert_from_row",
+    "alert_json",
     "event_json",
     "open_store",
     "plan_groups",

@@ -215,9 +215,46 @@ CREATE INDEX event_unhandled ON event (received_at) WHERE handled = 0;
 CREATE INDEX dag_run_trigger ON dag_run (trigger_key)
 """
 
+# The outbox of alert deliveries (state: pending, delivered, failed: the dead letters),
+# and the deadlines runs missed. The first alert_outbox was never written.
+_V5 = """
+DROP TABLE alert_outbox;
+CREATE TABLE alert_outbox (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    event TEXT NOT NULL,
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT,
+    try_number INTEGER NOT NULL DEFAULT 0,
+    target TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    finished_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX alert_outbox_pending ON alert_outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX alert_outbox_state ON alert_outbox (state, created_at, seq);
+CREATE TABLE deadline_miss (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    deadline_at TEXT NOT NULL,
+    missed_at TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    PRIMARY KEY (dag_id, run_id, position)
+);
+CREATE INDEX deadline_miss_at ON deadline_miss (missed_at)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
     Migration(3, "datasets", _V3),
     Migration(4, "events", _V4),
+    Migration(5, "alerts", _V5),
 )

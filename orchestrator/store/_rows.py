@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator._clock import iso, parse_iso
 from orchestrator._logging import mask
 from orchestrator.core._records import (
+    AlertRecord,
     DatasetEventRecord,
     Record,
     RunRecord,
@@ -30,10 +31,12 @@ from orchestrator.store._backend import Statement
 from triggers._dataset import DatasetEvent
 
 __all__ = [
+    "ALERT_CLAIM",
     "EVENT_COLUMNS",
     "RUN_COLUMNS",
     "TI_COLUMNS",
     "ConnectionRecord",
+    "alert_statement",
     "conn_from_row",
     "consumed_statement",
     "dataset_event_statements",
@@ -281,6 +284,36 @@ def event_from_row(row: dict[str, Any]) -> DatasetEvent:
     )
 
 
+ALERT_CLAIM = timedelta(seconds=60)
+
+
+def alert_statement(record: AlertRecord, first_attempt_at: datetime) -> Statement:
+    """Insert the alert unless its id is stored: an alert raised again is delivered once."""
+    payload = dict(record.payload)
+    if payload.get("error"):
+        payload["error"] = mask(payload["error"])
+    return Statement(
+        "alert_outbox",
+        "INSERT INTO alert_outbox (id, kind, event, dag_id, run_id, task_id, try_number, "
+        "target, payload, state, attempts, next_attempt_at, created_at, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (
+            record.id,
+            record.kind,
+            record.event,
+            record.dag_id,
+            record.run_id,
+            record.task_id,
+            record.try_number,
+            record.target,
+            json.dumps(payload, separators=(",", ":"), default=str),
+            iso(first_attempt_at),
+            iso(record.created_at),
+            record.seq,
+        ),
+    )
+
+
 def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
     """The statements that persist ``records``, in their order (XComs stamped ``now``)."""
     out: list[Statement] = []
@@ -297,6 +330,10 @@ def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
             out += dataset_event_statements(record.event)
         elif isinstance(record, SensorWaitRecord):
             out.append(sensor_wait_statement(record))
+        elif isinstance(record, AlertRecord):
+            # Claimed by the process that raised it (it delivers from memory) for a while;
+            # after that, anyone delivering from the store may take it.
+            out.append(alert_statement(record, now + ALERT_CLAIM))
         elif isinstance(record, SensorWaitCleared):
             out.append(
                 Statement(

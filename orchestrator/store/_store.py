@@ -27,6 +27,7 @@ from orchestrator.core._records import (
 )
 from orchestrator.core._state import TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
+from orchestrator.store._alerts import AlertRows
 from orchestrator.store._backend import Backend, Statement
 from orchestrator.store._datasets import DatasetRows
 from orchestrator.store._events import EventRows
@@ -49,7 +50,7 @@ from orchestrator.store._writer import Ack, GroupCommitWriter
 __all__ = ["ConnectionRecord", "Store", "open_store"]
 
 
-class Store(DatasetRows, EventRows):
+class Store(DatasetRows, EventRows, AlertRows):
     """Runs, task instances and their tries, XComs, variables, connections and pools."""
 
     def __init__(self, backend: Backend, writer: GroupCommitWriter, clock: Clock) -> None:

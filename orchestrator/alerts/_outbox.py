@@ -1,0 +1,340 @@
+"""The outbox's delivery loop: every stored alert delivered at least once, beside the work.
+
+Rules:
+1. An alert is in the store before it is delivered: the process that raised it hands it
+   over once the unit that wrote it is committed (``submit``), with the try's context;
+   on start, and then every few seconds, pending alerts whose time has come are taken
+   from the store (``recover``): a restart delivers what was pending, and what another
+   process left behind is not lost.
+2. Deliveries run in this loop's own tasks, at most ``alert_concurrency`` at once, each
+   bounded by ``alert_timeout``: a slow receiver never holds a try or the scheduler.
+3. Each attempt's outcome is written: delivered; pending again after a backoff
+   (``RetryPolicy``), armed on the one timer heap; or failed, a dead letter once the
+   attempts or the age run out, or at once when it can never succeed (no SMTP server
+   configured, a callback the DAG no longer defines).
+4. A run's own callback is called after every task callback of the run handed over
+   before it has returned, as when callbacks were called in line.
+5. A callback gets the try's context (rebuilt from the store after a restart) with
+   ``alert``; email and webhooks get the alert's facts. Nothing a notifier raises
+   reaches the caller: it is logged and counted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.abc import TaskGroup
+
+from orchestrator._clock import Clock, iso
+from orchestrator._logging import task_log_path
+from orchestrator.alerts._notifiers import BaseNotifier, EmailNotifier, WebhookNotifier
+from orchestrator.alerts._plan import RetryPolicy, callback_of
+from orchestrator.authoring._dag import DAG
+from orchestrator.core import AlertRecord
+from orchestrator.errors import ConfigError
+from orchestrator.resources._secrets import Cipher, cipher_for
+from orchestrator.resources._services import Services, services_context, worker_thread
+
+__all__ = ["ContextSource", "Outbox"]
+
+log = structlog.get_logger("orchestrator.alerts")
+
+ContextSource = Callable[[AlertRecord], Awaitable[dict[str, Any] | None]]
+_EXCERPT_LINES = 20
+_EXCERPT_BYTES = 4096
+_RUN_EVENTS = ("run_success", "run_failure")
+
+
+class _Permanent(Exception):
+    """A delivery that can never succeed: dead-lettered at once."""
+
+
+class Outbox:
+    """Delivers the alert outbox (see the module's rules)."""
+
+    def __init__(
+        self,
+        services: Services,
+        clock: Clock,
+        schedule: Callable[[datetime, Callable[[], None]], object],
+        *,
+        logs_dir: Path,
+        dags: Callable[[str], DAG | None],
+        contexts: ContextSource | None = None,
+        api_url: Callable[[], str] = str,
+        on_outcome: Callable[[str, str], None] | None = None,
+    ) -> None:
+        settings = services.settings
+        self.services = services
+        self.store = services.store
+        self.clock = clock
+        self.schedule = schedule
+        self.logs_dir = logs_dir
+        self.dags = dags
+        self.contexts = contexts
+        self.api_url = api_url
+        self._cipher: Cipher | None = None
+        self.on_outcome = on_outcome
+        self.policy = RetryPolicy(
+            settings.alert_max_attempts,
+            settings.alert_retry_delay,
+            settings.alert_max_retry_delay,
+            settings.alert_max_age,
+        )
+        self.timeout = settings.alert_timeout
+        self._limiter = anyio.CapacityLimiter(settings.alert_concurrency)
+        self._due: deque[tuple[AlertRecord, dict[str, Any] | None, int]] = deque()
+        self._known: set[str] = set()  # due, in flight, or waiting to be tried again
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._active = 0  # due or in flight
+        self._task_callbacks: Counter[tuple[str, str]] = Counter()  # rule 4
+        self._callbacks_done = anyio.Event()
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._tg: TaskGroup | None = None
+
+    def seal(self, secret: str) -> str:
+        """A webhook's own secret, encrypted for the store (with the store's key)."""
+        return self._cipher_().encrypt(secret) if secret else ""
+
+    def unseal(self, sealed: str) -> str:
+        return self._cipher_().decrypt(sealed) if sealed else ""
+
+    def _cipher_(self) -> Cipher:
+        if self._cipher is None:
+            self._cipher = cipher_for(self.services.settings)
+        return self._cipher
+
+    # -- intake --------------------------------------------------------------------------
+
+    def submit(
+        self, records: list[AlertRecord], contexts: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Deliver these alerts, stored and committed (rule 1), with their contexts."""
+        for record in records:
+            self._push(record, (contexts or {}).get(record.id), 0)
+
+    async def recover(self) -> int:
+        """Take the pending alerts whose time has come from the store (rule 1)."""
+        taken = 0
+        for record, attempts in await self.store.due_alerts(self.clock.now()):
+            if record.id not in self._known:
+                self._push(record, None, attempts)
+                taken += 1
+        if taken:
+            log.info("pending alerts taken from the store", alerts=taken)
+        return taken
+
+    def retry(self, record: AlertRecord) -> None:
+        """Deliver a dead letter made pending again (``alerts retry``)."""
+        if record.id not in self._known:
+            self._push(record, None, 0)
+
+    def _push(self, record: AlertRecord, context: dict[str, Any] | None, attempts: int) -> None:
+        self._known.add(record.id)
+        self._drained = anyio.Event() if self._drained.is_set() else self._drained
+        self._due.append((record, context, attempts))
+        self._active += 1
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        if record.kind == "callback" and record.task_id is not None:
+            self._task_callbacks[(record.dag_id, record.run_id)] += 1
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Alerts known here and not yet delivered or dead-lettered."""
+        return len(self._known)
+
+    async def drained(self) -> None:
+        """Return once every alert known here is delivered or dead-lettered."""
+        await self._drained.wait()
+
+    def _forget(self, alert_id: str) -> None:
+        self._known.discard(alert_id)
+        if not self._known:
+            self._drained.set()
+
+    async def settled(self) -> None:
+        """Return once nothing is due or in flight (retries armed for later may remain)."""
+        await self._idle.wait()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._due:
+                    tg.start_soon(self._attempt, *self._due.popleft())
+
+    async def _attempt(
+        self, record: AlertRecord, context: dict[str, Any] | None, attempts: int
+    ) -> None:
+        run = (record.dag_id, record.run_id)
+        if record.kind == "callback" and record.task_id is None and record.event in _RUN_EVENTS:
+            while self._task_callbacks[run]:  # rule 4
+                await self._callbacks_done.wait()
+        try:
+            async with self._limiter:
+                error = await self._try(record, context)
+            await self._outcome(record, attempts + 1, error)
+        finally:
+            if record.kind == "callback" and record.task_id is not None:
+                self._task_callbacks[run] -= 1
+                if not self._task_callbacks[run]:
+                    del self._task_callbacks[run]
+                    self._callbacks_done.set()
+                    self._callbacks_done = anyio.Event()
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _try(self, record: AlertRecord, context: dict[str, Any] | None) -> Exception | None:
+        try:
+            with services_context(self.services), anyio.fail_after(self.timeout):
+                await self._deliver(record, context)
+        except TimeoutError:
+            return TimeoutError(f"no answer within {self.timeout:g} s")
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _deliver(self, record: AlertRecord, context: dict[str, Any] | None) -> None:
+        facts = self.facts(record)
+        if record.kind == "email":
+            try:
+                await EmailNotifier([a for a in record.target.split(", ") if a]).notify(
+                    {"alert": facts}
+                )
+            except (ConfigError, ValueError) as exc:
+                raise _Permanent(str(exc)) from None
+            return
+        if record.kind == "webhook":
+            sealed = record.payload.get("secret")
+            secret = None if sealed is None else self.unseal(sealed)
+            await WebhookNotifier(record.target, secret=secret).notify({"alert": facts})
+            return
+        dag = self.dags(record.dag_id)
+        callback = callback_of(dag, record.target) if dag is not None else None
+        if callback is None:
+            raise _Permanent(f"DAG {record.dag_id!r} no longer defines {record.target}")
+        if context is None and self.contexts is not None:
+            context = await self.contexts(record)
+        full = {**(context or {}), "alert": facts}
+        if isinstance(callback, BaseNotifier):
+            await callback.deliver(full)
+        elif inspect.iscoroutinefunction(callback):
+            await callback(full)
+        else:
+            result = await anyio.to_thread.run_sync(
+                worker_thread(callback), full, abandon_on_cancel=True
+            )
+            if inspect.isawaitable(result):
+                await result
+
+    async def _outcome(self, record: AlertRecord, attempts: int, error: Exception | None) -> None:
+        now = self.clock.now()
+        fields = {
+            "alert_id": record.id,
+            "kind": record.kind,
+            "alert_event": record.event,
+            "dag_id": record.dag_id,
+            "run_id": record.run_id,
+            "task_id": record.task_id,
+            "target": record.target,
+            "attempt": attempts,
+        }
+        retry_at = None
+        if error is None:
+            state, text = "delivered", None
+        else:
+            if isinstance(error, _Permanent):
+                text = str(error)
+            else:
+                text = f"{type(error).__name__}: {error}"
+                retry_at = self.policy.next_attempt(attempts, record.created_at, now)
+            state = "pending" if retry_at is not None else "failed"
+        statement = self.store.alert_attempted(
+            record.id, attempts=attempts, state=state, at=now, next_attempt_at=retry_at, error=text
+        )
+        try:
+            await self.store.write_nowait([statement]).wait()
+        except Exception as exc:  # the store is down: it stays pending there, taken again
+            log.warning("alert outcome not stored", error=repr(exc), **fields)
+        if state == "delivered":
+            self._forget(record.id)
+            log.debug("alert delivered", **fields)
+        elif retry_at is not None:
+            log.warning(
+                "alert delivery failed; trying again", error=text, retry_at=iso(retry_at), **fields
+            )
+            self.schedule(retry_at, lambda: self._push(record, None, attempts))
+        else:
+            self._forget(record.id)
+            log.error("alert delivery failed for good: dead-lettered", error=text, **fields)
+        if self.on_outcome is not None:
+            self.on_outcome(record.kind, "retried" if state == "pending" else state)
+
+    # -- what notifiers are told -----------------------------------------------------------
+
+    def facts(self, record: AlertRecord) -> dict[str, Any]:
+        """The alert as notifiers see it (``context["alert"]``, a webhook's document)."""
+        facts: dict[str, Any] = {
+            "id": record.id,
+            "event": record.event,
+            "dag_id": record.dag_id,
+            "run_id": record.run_id,
+            "task_id": record.task_id,
+            "try_number": record.try_number,
+            "state": record.payload.get("state"),
+            "error": record.payload.get("error"),
+            "created_at": iso(record.created_at),
+            "log_excerpt": None,
+            "log_url": None,
+        }
+        for key in ("deadline", "reason"):
+            if key in record.payload:
+                facts[key] = record.payload[key]
+        if record.task_id is not None and record.try_number > 0:
+            path = task_log_path(
+                self.logs_dir, record.dag_id, record.run_id, record.task_id, record.try_number
+            )
+            facts["log_excerpt"] = _tail(path)
+            base = self.api_url()
+            if base:
+                query = urlencode({"dag_id": record.dag_id, "try": record.try_number})
+                facts["log_url"] = (
+                    f"{base}/api/v1/runs/{quote(record.run_id, safe='')}/tasks/"
+                    f"{quote(record.task_id, safe='')}/logs?{query}"
+                )
+        return facts
+
+
+def _tail(path: Path) -> str | None:
+    """The last lines of a try's log (at most 20 lines, 4 KB)."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, 2)
+            size = file.tell()
+            file.seek(max(0, size - _EXCERPT_BYTES))
+            data = file.read()
+    except OSError:
+        return None
+    lines = data.decode(errors="replace").splitlines()
+    if size > _EXCERPT_BYTES and lines:
+        lines = lines[1:]  # the first may be cut
+    return "\n".join(lines[-_EXCERPT_LINES:]) or None
