@@ -31,6 +31,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds the process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status_mb(pid: int, field: str) -> float:
     """A /proc/PID/status memory field (VmRSS, VmHWM) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

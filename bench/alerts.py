@@ -6,8 +6,10 @@ A1: one run of 1,000 failing no-op tasks (then a join, all_done), each task with
 ``alert_webhooks`` to a local receiver (a separate process, so it takes no CPU from the
 daemon). Prints the run's trigger-to-finish (queued_at to end_date, as stored) and its
 task throughput, next to the same run without alerts, alternately ``--repeat`` times;
-and the time from the run's start until the receiver had all 1,000 alerts, the alerts
-left pending or failed in the outbox (0 expected), and the daemon's peak RSS.
+the time from the run's start until the receiver had all 1,000 alerts; the CPU time
+the daemon, its alert sender process and the receiver spent per run (the three share
+this machine's cores); the alerts left pending or failed in the outbox (0 expected);
+and the daemon's peak RSS.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from _run import daemon, proc_status_mb, wait_for
+from _run import cpu_seconds, daemon, proc_status_mb, wait_for
 from _stores import pg_schema
 
 DAGS = """
@@ -92,7 +94,7 @@ def receiver(root: Path):  # type: ignore[no-untyped-def]
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "up"
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -125,16 +127,28 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-alerts-")))
         db_url = stack.enter_context(pg_schema("alerts")) if args.backend == "postgresql" else ""
-        url = stack.enter_context(receiver(root))
+        url, receiver_pid = stack.enter_context(receiver(root))
         (root / "dags").mkdir()
         (root / "dags" / "a1.py").write_text(textwrap.dedent(DAGS.format(url=url)))
         d = stack.enter_context(daemon(root, db_url))
         wait_for(lambda: httpx.get(f"{d.url}/api/v1/dags").json().__len__() == 2, 60, "the DAGs")
+        sender = next(
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and b"_sender_child" in (p / "cmdline").read_bytes()
+            and f" {d.proc.pid} ".encode() in (p / "stat").read_bytes()
+        )
+        pids = {"daemon": d.proc.pid, "sender": sender, "receiver": receiver_pid}
         plain, alerted, delivery = [], [], []
+        cpu: dict[str, list[dict[str, float]]] = {"plain": [], "alerts": []}
         for _ in range(args.repeat):
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
             took, _ = one_run(d, "a1_plain")
             plain.append(took)
+            cpu["plain"].append({k: cpu_seconds(p) - before[k] for k, p in pids.items()})
             httpx.post(f"{url}/reset")
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
             took, started = one_run(d, "a1_alerts")
             alerted.append(took)
             stats = wait_for(
@@ -145,6 +159,7 @@ def main() -> None:
             )
             delivery.append(stats["last"] - started)
             time.sleep(0.5)  # the outcomes' writes
+            cpu["alerts"].append({k: cpu_seconds(p) - before[k] for k, p in pids.items()})
         left = d.db("SELECT state, COUNT(*) FROM alert_outbox GROUP BY state")
         rss = proc_status_mb(d.proc.pid, "VmHWM")
     print(f"backend: {args.backend}, {args.repeat} runs each, alternately")
@@ -162,6 +177,12 @@ def main() -> None:
         + ", ".join(f"{t:.2f}" for t in delivery)
         + " s"
     )
+    for name, used in cpu.items():
+        shown = ", ".join(
+            f"{k} {statistics.median(r[k] for r in used):.2f} s"
+            for k in ("daemon", "sender", "receiver")
+        )
+        print(f"A1 CPU per run ({name}, medians): {shown}")
     print(f"A1 outbox at the end: {dict(left)}; daemon peak RSS {rss:.0f} MB")
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from _run import daemon, pct, proc_status_mb, wait_for
+from _run import cpu_seconds, daemon, pct, proc_status_mb, wait_for
 from _stores import Rows, pg_schema
 
 CRON_DAG = """
@@ -52,11 +52,6 @@ async def mark():
 with DAG("triggered"):
     PythonOperator(task_id="mark", python_callable=mark)
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_store(db: Rows) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _run import daemon, proc_status_mb, wait_for
+from _run import cpu_seconds, daemon, proc_status_mb, wait_for
 from _stores import pg_schema
 
 CUSTOM = """
@@ -70,13 +70,6 @@ with DAG("flag"):
 
     waited >> mark()
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def histogram(text: str, name: str) -> list[tuple[float, float]]:

@@ -38,8 +38,10 @@ __all__ = [
     "TaskLog",
     "configure_logging",
     "current_task_log",
+    "excerpt_of",
     "install_task_log_capture",
     "mask",
+    "read_excerpt",
     "register_secret",
     "task_log_context",
     "task_log_path",
@@ -168,6 +170,8 @@ class TaskLog:
     FLUSH_BYTES = 64 * 1024
     FLUSH_SECONDS = 1.0
     TAIL_BYTES = 1024 * 1024
+    EXCERPT_BYTES = 4096
+    EXCERPT_LINES = 20
     DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 
     def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -180,6 +184,8 @@ class TaskLog:
         self._tail: collections.deque[bytes] = collections.deque()
         self._tail_size = 0
         self._dropped = 0
+        self._recent: collections.deque[bytes] = collections.deque()  # the last 4 KiB
+        self._recent_size = 0
         self._file: io.BufferedWriter | None = None
         self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
@@ -205,6 +211,10 @@ class TaskLog:
 
     def _add(self, data: bytes) -> None:
         """Queue ``data`` for the file, or past the cap keep it as the tail (rule 4)."""
+        self._recent.append(data)
+        self._recent_size += len(data)
+        while self._recent_size - len(self._recent[0]) >= self.EXCERPT_BYTES:
+            self._recent_size -= len(self._recent.popleft())
         room = self.max_bytes - self.TAIL_BYTES - self._kept
         if room > 0:
             head, data = data[:room], data[room:]
@@ -245,6 +255,12 @@ class TaskLog:
             self._file = open(fd, "ab")  # noqa: SIM115 - closed in close()
         return self._file
 
+    def excerpt(self) -> str | None:
+        """The log's last lines (at most 20 lines of its last 4 KiB), as alerts show them."""
+        with self._lock:
+            data = b"".join(self._recent)
+        return excerpt_of(data, cut=len(data) > self.EXCERPT_BYTES)
+
     @property
     def untouched(self) -> bool:
         """Nothing was written and no file is open: closing does no I/O."""
@@ -270,6 +286,26 @@ class TaskLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def excerpt_of(data: bytes, *, cut: bool) -> str | None:
+    """The last lines of a log's end ``data`` (``cut``: its first line may be partial)."""
+    lines = data[-TaskLog.EXCERPT_BYTES :].decode("utf-8", "replace").splitlines()
+    if cut and lines:
+        lines = lines[1:]
+    return "\n".join(lines[-TaskLog.EXCERPT_LINES :]) or None
+
+
+def read_excerpt(path: Path) -> str | None:
+    """The last lines of a try's log file (None when there is none)."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - TaskLog.EXCERPT_BYTES - 1))
+            data = file.read()
+    except OSError:
+        return None
+    return excerpt_of(data, cut=size > TaskLog.EXCERPT_BYTES)
 
 
 _current: contextvars.ContextVar[TaskLog | None] = contextvars.ContextVar(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -705,3 +707,41 @@ def test_a_restart_delivers_the_alerts_left_pending(
         lambda: [a for a in second.api("GET", "/api/v1/alerts").json() if a["state"] == "delivered"]
     )
     assert alert["attempts"] == 2
+
+
+async def test_the_sender_process_answers_and_is_started_again_when_it_dies(
+    settings: Settings, webhooks: WebhookReceiver
+) -> None:
+    """Email and webhooks go out through a child process: its answers say delivered,
+    failed (retried) or never deliverable; killed, it is replaced, and what waited on it
+    fails, to be retried."""
+    from orchestrator.alerts._sender import Sender, SendFailed
+
+    webhooks.script.append((500, 0.0))
+    facts = {"id": "a1", "event": "task_failure", "dag_id": "d", "run_id": "r"}
+    sender = Sender(settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sender.serve)
+        with pytest.raises(SendFailed, match="answered 500") as failed:
+            await sender.deliver("webhook", webhooks.url, facts, None)
+        assert not failed.value.permanent
+        await sender.deliver("webhook", webhooks.url, facts, "s")
+        with pytest.raises(SendFailed, match="SMTP not configured") as never:
+            await sender.deliver("email", "a@x.org", facts, None)
+        assert never.value.permanent
+        first = sender.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        with anyio.fail_after(20):
+            errors = []
+            try:
+                await sender.deliver("webhook", webhooks.url, facts, None)
+            except SendFailed as exc:  # sent to the process as it died
+                errors.append(str(exc))
+                await sender.deliver("webhook", webhooks.url, facts, None)
+            assert errors in ([], ["the alert sender process stopped"])
+        assert sender.pid not in (None, first)
+        tg.cancel_scope.cancel()
+    hits = webhooks.items
+    assert hits[1].headers["x-orchestrator-signature"].startswith("sha256=")
+    assert hits[-1].json()["text"] == "Task failed: d, run r"

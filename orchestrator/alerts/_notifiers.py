@@ -17,14 +17,19 @@ import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio.to_thread
 import jinja2
 import jinja2.sandbox
 
+from orchestrator._settings import Settings
+from orchestrator.errors import ConfigError
 from orchestrator.resources._services import current_services, worker_thread
 from orchestrator.resources._smtp import send_email
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "BaseNotifier",
@@ -170,10 +175,11 @@ class EmailNotifier(BaseNotifier):
     async def notify(self, context: dict[str, Any]) -> None:
         services = current_services()
         if services is None:
-            from orchestrator.errors import ConfigError
-
             raise ConfigError("SMTP not configured: no settings available")
-        settings = services.settings
+        await self.send(services.settings, context)
+
+    async def send(self, settings: Settings, context: dict[str, Any]) -> None:
+        """Render and send the message with ``settings``' SMTP server."""
         alert = context.get("alert") or {}
         values = {"alert": alert, "title": _TITLES.get(alert.get("event", ""), "Alert")}
         values = {**context, **values}
@@ -227,10 +233,15 @@ class WebhookNotifier(BaseNotifier):
     async def notify(self, context: dict[str, Any]) -> None:
         services = current_services()
         if services is None:
-            from orchestrator.errors import ConfigError
-
             raise ConfigError("webhook: no settings available")
-        settings = services.settings
+        await self.send(services.settings, services.clients.http(), context)
+
+    async def send(
+        self, settings: Settings, session: aiohttp.ClientSession, context: dict[str, Any]
+    ) -> None:
+        """POST the document with ``session``; WebhookDeliveryError unless a 2xx answers."""
+        import aiohttp  # only in a process that sends webhooks
+
         document = self.document(context)
         body = json.dumps(document, separators=(",", ":"), default=str).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "orchestrator-alerts"}
@@ -240,9 +251,6 @@ class WebhookNotifier(BaseNotifier):
         secret = settings.webhook_secret if self.secret is None else self.secret
         if secret:
             headers["X-Orchestrator-Signature"] = sign(secret, body)
-        import aiohttp  # the shared session's library
-
-        session = services.clients.http()
         try:
             async with session.post(
                 self.url,

@@ -17,6 +17,9 @@ Rules:
 5. A callback gets the try's context (rebuilt from the store after a restart) with
    ``alert``; email and webhooks get the alert's facts. Nothing a notifier raises
    reaches the caller: it is logged and counted.
+6. Email and webhooks are background work: while tries are running they wait for the
+   running ones to end, up to a second (``HOLD``), so a burst of failures is worked
+   through before its alerts are sent, and an alert is never held longer.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 from orchestrator._clock import Clock, iso
-from orchestrator._logging import task_log_path
+from orchestrator._logging import read_excerpt, task_log_path
 from orchestrator.alerts._notifiers import BaseNotifier, EmailNotifier, WebhookNotifier
 from orchestrator.alerts._plan import RetryPolicy, callback_of
+from orchestrator.alerts._sender import Sender, SendFailed
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import AlertRecord
 from orchestrator.errors import ConfigError
@@ -49,9 +53,8 @@ __all__ = ["ContextSource", "Outbox"]
 log = structlog.get_logger("orchestrator.alerts")
 
 ContextSource = Callable[[AlertRecord], Awaitable[dict[str, Any] | None]]
-_EXCERPT_LINES = 20
-_EXCERPT_BYTES = 4096
 _RUN_EVENTS = ("run_success", "run_failure")
+HOLD = 1.0  # seconds email and webhooks wait for the tries running to end (rule 6)
 
 
 class _Permanent(Exception):
@@ -83,6 +86,8 @@ class Outbox:
         self.contexts = contexts
         self.api_url = api_url
         self._cipher: Cipher | None = None
+        self.sender: Sender | None = None  # email and webhooks out of process when set
+        self.quiet: Callable[[], Awaitable[None]] | None = None  # returns when no try runs
         self.on_outcome = on_outcome
         self.policy = RetryPolicy(
             settings.alert_max_attempts,
@@ -93,7 +98,9 @@ class Outbox:
         self.timeout = settings.alert_timeout
         self._limiter = anyio.CapacityLimiter(settings.alert_concurrency)
         self._due: deque[tuple[AlertRecord, dict[str, Any] | None, int]] = deque()
+        self._held: list[tuple[AlertRecord, dict[str, Any] | None, int]] = []  # rule 6
         self._known: set[str] = set()  # due, in flight, or waiting to be tried again
+        self._excerpts: dict[str, str] = {}  # alert id -> its try's last log lines
         self._drained = anyio.Event()
         self._drained.set()
         self._active = 0  # due or in flight
@@ -119,10 +126,17 @@ class Outbox:
     # -- intake --------------------------------------------------------------------------
 
     def submit(
-        self, records: list[AlertRecord], contexts: dict[str, dict[str, Any]] | None = None
+        self,
+        records: list[AlertRecord],
+        contexts: dict[str, dict[str, Any]] | None = None,
+        *,
+        log_excerpt: str | None = None,
     ) -> None:
-        """Deliver these alerts, stored and committed (rule 1), with their contexts."""
+        """Deliver these alerts, stored and committed (rule 1), with their contexts (and
+        the last lines of the log of the try they are about, when the try ended here)."""
         for record in records:
+            if log_excerpt is not None and record.task_id is not None:
+                self._excerpts[record.id] = log_excerpt
             self._push(record, (contexts or {}).get(record.id), 0)
 
     async def recover(self) -> int:
@@ -179,7 +193,23 @@ class Outbox:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 while self._due:
-                    tg.start_soon(self._attempt, *self._due.popleft())
+                    item = self._due.popleft()
+                    if item[0].kind != "callback" and self.quiet is not None:
+                        if not self._held:
+                            tg.start_soon(self._release_held)
+                        self._held.append(item)
+                    else:
+                        tg.start_soon(self._attempt, *item)
+
+    async def _release_held(self) -> None:
+        """Rule 6: once no try runs, or a second after the first was held, send them."""
+        assert self.quiet is not None
+        assert self._tg is not None
+        with anyio.move_on_after(HOLD):
+            await self.quiet()
+        held, self._held = self._held, []
+        for item in held:
+            self._tg.start_soon(self._attempt, *item)
 
     async def _attempt(
         self, record: AlertRecord, context: dict[str, Any] | None, attempts: int
@@ -214,7 +244,15 @@ class Outbox:
         return None
 
     async def _deliver(self, record: AlertRecord, context: dict[str, Any] | None) -> None:
-        facts = self.facts(record)
+        facts = await self.facts(record)
+        if record.kind in ("email", "webhook") and self.sender is not None:
+            sealed = record.payload.get("secret")
+            secret = None if sealed is None else self.unseal(sealed)
+            try:
+                await self.sender.deliver(record.kind, record.target, facts, secret)
+            except SendFailed as exc:
+                raise (_Permanent(str(exc)) if exc.permanent else exc) from None
+            return
         if record.kind == "email":
             try:
                 await EmailNotifier([a for a in record.target.split(", ") if a]).notify(
@@ -262,10 +300,10 @@ class Outbox:
         if error is None:
             state, text = "delivered", None
         else:
-            if isinstance(error, _Permanent):
-                text = str(error)
-            else:
-                text = f"{type(error).__name__}: {error}"
+            # the sender process's errors are already "Type: message"
+            told = isinstance(error, _Permanent | SendFailed)
+            text = str(error) if told else f"{type(error).__name__}: {error}"
+            if not isinstance(error, _Permanent):
                 retry_at = self.policy.next_attempt(attempts, record.created_at, now)
             state = "pending" if retry_at is not None else "failed"
         statement = self.store.alert_attempted(
@@ -291,7 +329,7 @@ class Outbox:
 
     # -- what notifiers are told -----------------------------------------------------------
 
-    def facts(self, record: AlertRecord) -> dict[str, Any]:
+    async def facts(self, record: AlertRecord) -> dict[str, Any]:
         """The alert as notifiers see it (``context["alert"]``, a webhook's document)."""
         facts: dict[str, Any] = {
             "id": record.id,
@@ -313,7 +351,10 @@ class Outbox:
             path = task_log_path(
                 self.logs_dir, record.dag_id, record.run_id, record.task_id, record.try_number
             )
-            facts["log_excerpt"] = _tail(path)
+            excerpt = self._excerpts.pop(record.id, None)
+            if excerpt is None:  # not given (a restart, a retry): read, off the loop
+                excerpt = await anyio.to_thread.run_sync(read_excerpt, path)
+            facts["log_excerpt"] = excerpt
             base = self.api_url()
             if base:
                 query = urlencode({"dag_id": record.dag_id, "try": record.try_number})
@@ -322,19 +363,3 @@ class Outbox:
                     f"{quote(record.task_id, safe='')}/logs?{query}"
                 )
         return facts
-
-
-def _tail(path: Path) -> str | None:
-    """The last lines of a try's log (at most 20 lines, 4 KB)."""
-    try:
-        with path.open("rb") as file:
-            file.seek(0, 2)
-            size = file.tell()
-            file.seek(max(0, size - _EXCERPT_BYTES))
-            data = file.read()
-    except OSError:
-        return None
-    lines = data.decode(errors="replace").splitlines()
-    if size > _EXCERPT_BYTES and lines:
-        lines = lines[1:]  # the first may be cut
-    return "\n".join(lines[-_EXCERPT_LINES:]) or None

@@ -1,20 +1,23 @@
 """The daemon's alert parts: the scheduler's outbox, fed from the store too, and deadlines.
 
 Rules:
-1. Once the DAGs are loaded (callbacks are found in them), and then at every
+1. Email and webhooks go out through the alert sender process (``alerts._sender``),
+   kept running beside the scheduler, once the tries running end (for at most a
+   second); callbacks are called here.
+2. Once the DAGs are loaded (callbacks are found in them), and then at every
    reconcile, the pending alerts whose time has come are taken from the store: what a
    crash, a restart or a CLI process left is delivered.
-2. Every run the daemon drives is watched for its DAG's deadlines from its creation
+3. Every run the daemon drives is watched for its DAG's deadlines from its creation
    (or from the start, for runs read from the store) to its end.
-3. Delivered alerts are forgotten after ``alert_retention_days``; dead letters stay until
+4. Delivered alerts are forgotten after ``alert_retention_days``; dead letters stay until
    retried (``alerts retry``), which makes one pending again and delivers it at once.
-4. A graceful shutdown gives the alerts due a few seconds of its grace; the rest stay
+5. A graceful shutdown gives the alerts due a few seconds of its grace; the rest stay
    pending in the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +27,7 @@ import structlog
 from orchestrator._clock import Clock
 from orchestrator.alerts._deadlines import DeadlineWatch
 from orchestrator.alerts._outbox import Outbox
+from orchestrator.alerts._sender import Sender
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.daemon._metrics import Metrics
@@ -49,6 +53,7 @@ class AlertFeed:
         *,
         dags: Callable[[str], DAG | None],
         api_url: Callable[[], str],
+        quiet: Callable[[], Awaitable[None]],
         retention_days: float,
     ) -> None:
         self.outbox = outbox
@@ -60,6 +65,8 @@ class AlertFeed:
         self._ready = False
         outbox.api_url = api_url
         outbox.on_outcome = self._counted
+        self.sender = outbox.sender = Sender(outbox.services.settings)
+        outbox.quiet = quiet
         self.deadlines = DeadlineWatch(
             store,
             clock,
@@ -76,7 +83,7 @@ class AlertFeed:
         await self.deadlines.open(unfinished)
 
     async def ready(self) -> None:
-        """The DAGs are loaded (rule 1)."""
+        """The DAGs are loaded (rule 2)."""
         self._ready = True
         await self.outbox.recover()
 
@@ -89,7 +96,7 @@ class AlertFeed:
             await self.store.prune_alerts(now - self.retention)
 
     async def settle(self, grace: float) -> None:
-        """Rule 4."""
+        """Rule 5."""
         with anyio.move_on_after(grace):
             await self.outbox.settled()
 
@@ -104,7 +111,7 @@ class AlertFeed:
         ]
 
     async def retry(self, alert_id: str) -> dict[str, Any]:
-        """Rule 3: a dead letter made pending and tried at once."""
+        """Rule 4: a dead letter made pending and tried at once."""
         row = await self.store.alert_row(alert_id)
         if row is None:
             raise NotFound(f"alert {alert_id!r} not found")

@@ -172,6 +172,7 @@ class Daemon(ControlPlaneParts):
                 self.metrics,
                 dags=self.folder.dags.get,
                 api_url=lambda: self.api_url,
+                quiet=self.scheduler.quiet,
                 retention_days=self.settings.alert_retention_days,
             )
             self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
@@ -181,6 +182,7 @@ class Daemon(ControlPlaneParts):
                 root.start_soon(handle_signals, self.request_stop)
                 await root.start(watchdog.run)
                 async with anyio.create_task_group() as work:
+                    await work.start(self.alerts.sender.serve)
                     await work.start(self.scheduler.serve)
                     await self._serve()
                     idle = await self.scheduler.drain(self.settings.shutdown_grace)

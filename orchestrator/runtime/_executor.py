@@ -93,6 +93,7 @@ class TryResult:
     skip_task_ids: set[str] = field(default_factory=set)
     context: dict[str, Any] = field(default_factory=dict)
     outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
+    log_excerpt: str | None = None  # a failed try's last log lines, for its alerts
 
 
 class _ThreadHandle:
@@ -160,6 +161,8 @@ class LocalExecutor:
                 result = TryResult("failed", message)
                 await anyio.to_thread.run_sync(log.close)
         result.context = context
+        if result.state == "failed":
+            result.log_excerpt = log.excerpt()
         return result
 
     def _attempt_in_thread(

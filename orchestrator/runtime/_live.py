@@ -165,12 +165,16 @@ async def rebuilt_context(
     store: Store,
     executor: LocalExecutor,
     logs_dir: Path,
-    dag: DAG,
-    live: LiveRun | None,
+    dag_of: Callable[[str], DAG | None],
+    live_of: Callable[[RunKey], LiveRun | None],
     record: AlertRecord,
 ) -> dict[str, Any] | None:
     """A callback's context built again from the store (after a restart, or for a try whose
     process is gone): the run, its XComs, the task instance of the alert's try."""
+    dag = dag_of(record.dag_id)
+    if dag is None:
+        return None
+    live = live_of((record.dag_id, record.run_id))
     if live is not None:
         info, xcoms = live.info, live.xcoms
     else:

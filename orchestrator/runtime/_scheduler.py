@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable
 from dataclasses import replace
@@ -63,7 +64,7 @@ from orchestrator.core import (
     XComRecord,
     XComsCleared,
 )
-from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._executor import LocalExecutor, TryResult
 from orchestrator.runtime._live import (
     ChangeListener,
     Deferrals,
@@ -133,7 +134,9 @@ class Scheduler:
             self.timers.call_at,
             logs_dir=logs_dir,
             dags=self.dag_of,
-            contexts=self._alert_context,
+            contexts=functools.partial(
+                rebuilt_context, store, executor, logs_dir, self.dag_of, self._runs.get
+            ),
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -163,6 +166,11 @@ class Scheduler:
     def ready(self) -> int:
         """Instances waiting in the ready queue."""
         return self.queue.waiting
+
+    async def quiet(self) -> None:
+        """Return once no try is running here (at once if none is)."""
+        if self.queue.running:
+            await self._idle.wait()
 
     async def drain(self, grace: float) -> bool:
         """Start no more tries; wait up to ``grace`` seconds for running ones. True if idle."""
@@ -223,7 +231,7 @@ class Scheduler:
         step = live.driver.feed(resumed, self.clock.now())
         ended = None
         if step.alerts:  # the try ended here: its callbacks get the try's context
-            request = self.try_request(live, task_id, live.tis[task_id].try_number)
+            request = try_request(live, task_id, live.tis[task_id].try_number, self.logs_dir)
             ended = TryResult(outcome.value, error, context=self.executor.context_of(request))
         ack, (written,) = self._apply([(live, step)])
         await self._settle(live, step, ack, written, result=ended)
@@ -240,18 +248,9 @@ class Scheduler:
         dag = self._dags(dag_id) if self._dags is not None else None
         return dag if dag is not None else self._driven.get(dag_id)
 
-    async def _alert_context(self, record: AlertRecord) -> dict[str, Any] | None:
-        if (dag := self.dag_of(record.dag_id)) is None:
-            return None
-        live = self._runs.get((record.dag_id, record.run_id))
-        return await rebuilt_context(self.store, self.executor, self.logs_dir, dag, live, record)
-
     def live(self, run: RunKey) -> LiveRun | None:
         """The run driven here under that key, if any."""
         return self._runs.get(run)
-
-    def try_request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest:
-        return try_request(live, task_id, try_number, self.logs_dir)
 
     # -- carrying out steps ------------------------------------------------------------------
 
@@ -380,7 +379,8 @@ class Scheduler:
         if result is not None:
             live.last_context = result.context
         if alerts:
-            self.alerts.submit(alerts, alert_contexts(live, alerts, result))
+            excerpt = result.log_excerpt if result is not None else None
+            self.alerts.submit(alerts, alert_contexts(live, alerts, result), log_excerpt=excerpt)
         if step.ended is not None:
             await self._finish_run(live)
 
@@ -431,7 +431,7 @@ class Scheduler:
 
     async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
         ti = live.tis[item.task_id]
-        request = self.try_request(live, item.task_id, live.driver.next_try(item.task_id))
+        request = try_request(live, item.task_id, live.driver.next_try(item.task_id), self.logs_dir)
         started = live.driver.feed(
             TryStarted(item.task_id, _HOSTNAME, str(request.log_path)), self.clock.now()
         )

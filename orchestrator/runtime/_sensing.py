@@ -50,7 +50,7 @@ from orchestrator.core._sensing import (
     sensor_seed,
 )
 from orchestrator.runtime._executor import LocalExecutor, TryRequest
-from orchestrator.runtime._live import LiveRun, RunKey
+from orchestrator.runtime._live import LiveRun, RunKey, try_request
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.store import Store
 from sensors._base import BaseSensor
@@ -73,8 +73,6 @@ class Shell(Protocol):
     logs_dir: Path
 
     def live(self, run: RunKey) -> LiveRun | None: ...
-
-    def try_request(self, live: LiveRun, task_id: str, try_number: int) -> TryRequest: ...
 
     async def resume(
         self,
@@ -263,7 +261,8 @@ class SensorHub:
                 self.on_lateness(max(0.0, late.total_seconds()))
             prepared = wait.prepared
             if prepared is None:  # the try's request and context, once per wait
-                request = self._scheduler.try_request(live, task_id, wait.state.try_number)
+                logs = self._scheduler.logs_dir
+                request = try_request(live, task_id, wait.state.try_number, logs)
                 prepared = _Prepared(request, self._scheduler.executor.context_of(request))
                 wait.prepared = prepared
             result, prepared.rendered = await self._scheduler.executor.poke(
