@@ -39,6 +39,9 @@ class Settings:
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     smtp_ca_file: str = ""
+    email_subject_template: str = ""
+    email_text_template: str = ""
+    email_html_template: str = ""
     webhook_secret: str = ""
     alert_max_attempts: int = 8
     alert_retry_delay: float = 2.0

@@ -265,6 +265,39 @@ async def test_a_retry_and_a_failure_mail_their_error_and_the_log_lines(
         assert mail.message["X-Orchestrator-Alert"]
 
 
+async def test_the_alert_mail_templates_are_settings(
+    settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """Subject and bodies come from Jinja files named by settings, as in Airflow's
+    [email] subject_template; a template that cannot be read dead-letters the mail,
+    naming the setting."""
+    subject = tmp_path / "subject.j2"
+    subject.write_text("{{ alert.dag_id }}/{{ alert.task_id }} is {{ alert.state }}\n")
+    html = tmp_path / "body.html.j2"
+    html.write_text("<p>{{ alert.error }} ({{ title }})</p>")
+    with DAG("templated") as dag:
+        PythonOperator(task_id="t", python_callable=failing(), email="ops@x.org")
+    configured = replace(
+        mail_to(smtp_sink, settings),
+        email_subject_template=str(subject),
+        email_html_template=str(html),
+    )
+    async with shell(configured) as sh:
+        await sh.run(dag)
+        await sh.scheduler.alerts.drained()
+    (mail,) = await anyio.to_thread.run_sync(smtp_sink.wait_for, 1)
+    assert mail.message["Subject"] == "templated/t is failed"
+    assert mail.body("html").strip() == "<p>ValueError: disk full (Task failed)</p>"
+    assert "ValueError: disk full" in mail.body("plain")  # the default text part
+    missing = replace(configured, email_subject_template=str(tmp_path / "nope.j2"))
+    async with shell(missing) as sh:
+        await sh.run(dag)
+        await sh.scheduler.alerts.drained()
+        (dead,) = await sh.alerts(state="failed")
+    assert dead["attempts"] == 1
+    assert dead["last_error"].startswith("setting email_subject_template: cannot read ")
+
+
 async def test_email_operator_sends_cc_bcc_templated_subject_and_files(
     settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
@@ -582,8 +615,9 @@ async def test_a_deadline_missed_fires_once_and_one_met_never(settings: Settings
             again = DeadlineWatch(
                 sh.store, SystemClock(), schedule, sh.scheduler.alerts, dags=sh.dags.get
             )
-            await again.open([late])  # a restart: the miss is stored, nothing is armed
-            assert len(armed) == 2
+            pending = _run("late", "pending", T0 + timedelta(minutes=1))
+            await again.open([late, pending])  # a restart: what was missed stays missed,
+            assert [h.at for h in armed[2:]] == [T0 + timedelta(minutes=11)]  # the rest armed
             tg.cancel_scope.cancel()
         misses = await sh.store.deadline_misses()
     assert [(m["run_id"], m["position"]) for m in misses] == [("late", 0)]
@@ -658,6 +692,8 @@ def test_the_daemon_alerts_with_the_log_url_and_counts_a_missed_deadline(
     assert "orchestrator_deadlines_missed_total 1.0" in metrics
     assert 'orchestrator_alert_deliveries_total{kind="webhook",outcome="delivered"} 1.0' in metrics
     assert 'orchestrator_alert_deliveries_total{kind="callback",outcome="delivered"} 1.0' in metrics
+    assert 'orchestrator_alerts{state="delivered"} 2.0' in metrics
+    assert 'orchestrator_alerts{state="failed"} 0.0' in metrics
     listed = run_cli("alerts", "list", "--json", db=db_url)
     assert listed.returncode == 0, listed.stderr
     assert sorted((a["event"], a["state"]) for a in json.loads(listed.stdout)) == [
@@ -745,3 +781,30 @@ async def test_the_sender_process_answers_and_is_started_again_when_it_dies(
     hits = webhooks.items
     assert hits[1].headers["x-orchestrator-signature"].startswith("sha256=")
     assert hits[-1].json()["text"] == "Task failed: d, run r"
+
+
+def test_a_dead_letter_is_listed_counted_and_sent_again_through_the_daemon(
+    daemon: Any, dag_file: Any, webhooks: WebhookReceiver, tmp_path: Path, db_url: str
+) -> None:
+    webhooks.script.append((500, 0.0))
+    _dags(dag_file, webhooks, tmp_path)
+    d = daemon(ORCHESTRATOR_ALERT_MAX_ATTEMPTS="1")
+    assert d.api("POST", "/api/v1/dags/broken/runs", json={}).status_code == 201
+    (dead,) = d.wait_for(lambda: d.api("GET", "/api/v1/alerts?state=failed").json())
+    assert (dead["attempts"], dead["last_error"]) == (
+        1,
+        f"WebhookDeliveryError: {webhooks.url}/bad answered 500: receiver error",
+    )
+    assert 'orchestrator_alerts{state="failed"} 1.0' in d.api("GET", "/metrics").text
+    listed = run_cli("alerts", "list", "--failed", db=db_url)
+    assert dead["id"] in listed.stdout
+    again = run_cli("alerts", "retry", dead["id"], db=db_url)
+    assert again.returncode == 0, again.stderr
+    hits = _wait_hit(webhooks, "/bad", 2)
+    assert hits[0].headers["idempotency-key"] == hits[1].headers["idempotency-key"]
+    (alert,) = d.wait_for(lambda: d.api("GET", "/api/v1/alerts?state=delivered").json())
+    assert alert["id"] == dead["id"]
+    conflict = d.api("POST", f"/api/v1/alerts/{dead['id']}/retry", json={})
+    assert conflict.status_code == 409
+    assert "is delivered, not failed" in conflict.json()["error"]
+    assert d.api("POST", "/api/v1/alerts/nope/retry", json={}).status_code == 404

@@ -87,6 +87,18 @@ DEFAULT_HTML = """<h3>{{ title }}</h3>
 """
 
 
+def _template(path: str, setting: str, default: str, env: jinja2.Environment) -> jinja2.Template:
+    """The template a setting names (a Jinja file), else the default."""
+    if not path:
+        return env.from_string(default)
+    try:
+        return env.from_string(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"setting {setting}: cannot read {path}: {exc.strerror}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"setting {setting}: {path}, line {exc.lineno}: {exc.message}") from None
+
+
 def alert_text(alert: dict[str, Any]) -> str:
     """One line for chat (Slack's ``text``)."""
     title = _TITLES.get(alert.get("event", ""), str(alert.get("event")))
@@ -183,12 +195,18 @@ class EmailNotifier(BaseNotifier):
         alert = context.get("alert") or {}
         values = {"alert": alert, "title": _TITLES.get(alert.get("event", ""), "Alert")}
         values = {**context, **values}
-        subject = self.subject or _env.from_string(DEFAULT_SUBJECT).render(values)
+        subject = self.subject or _template(
+            settings.email_subject_template, "email_subject_template", DEFAULT_SUBJECT, _env
+        ).render(values)
         text: str | None
         html: str | None
         if self.html_content is None and self.text_content is None:
-            text = _env.from_string(DEFAULT_TEXT).render(values)
-            html = _html_env.from_string(DEFAULT_HTML).render(values)
+            text = _template(
+                settings.email_text_template, "email_text_template", DEFAULT_TEXT, _env
+            ).render(values)
+            html = _template(
+                settings.email_html_template, "email_html_template", DEFAULT_HTML, _html_env
+            ).render(values)
         else:
             text, html = self.text_content, self.html_content
             if text is None and html is not None:
