@@ -5,7 +5,8 @@
 A1: one run of 1,000 failing no-op tasks (then a join, all_done), each task with
 ``alert_webhooks`` to a local receiver (a separate process, so it takes no CPU from the
 daemon). Prints the run's trigger-to-finish (queued_at to end_date, as stored) and its
-task throughput, next to the same run without alerts, alternately ``--repeat`` times;
+task throughput, next to the same run without alerts, alternately ``--repeat`` times,
+each run after a quiet second;
 the time from the run's start until the receiver had all 1,000 alerts; the CPU time
 the daemon, its alert sender process and the receiver spent per run (the three share
 this machine's cores); the alerts left pending or failed in the outbox (0 expected);
@@ -143,11 +144,13 @@ def main() -> None:
         plain, alerted, delivery = [], [], []
         cpu: dict[str, list[dict[str, float]]] = {"plain": [], "alerts": []}
         for _ in range(args.repeat):
+            time.sleep(1.0)  # each run starts after the same quiet second
             before = {k: cpu_seconds(p) for k, p in pids.items()}
             took, _ = one_run(d, "a1_plain")
             plain.append(took)
             cpu["plain"].append({k: cpu_seconds(p) - before[k] for k, p in pids.items()})
             httpx.post(f"{url}/reset")
+            time.sleep(1.0)
             before = {k: cpu_seconds(p) for k, p in pids.items()}
             took, started = one_run(d, "a1_alerts")
             alerted.append(took)
@@ -158,7 +161,7 @@ def main() -> None:
                 poll=0.05,
             )
             delivery.append(stats["last"] - started)
-            time.sleep(0.5)  # the outcomes' writes
+            time.sleep(0.3)  # the outcomes' writes, in the CPU figures
             cpu["alerts"].append({k: cpu_seconds(p) - before[k] for k, p in pids.items()})
         left = d.db("SELECT state, COUNT(*) FROM alert_outbox GROUP BY state")
         rss = proc_status_mb(d.proc.pid, "VmHWM")

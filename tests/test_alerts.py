@@ -142,12 +142,12 @@ def test_each_alert_delivers_to_each_of_its_notifiers() -> None:
     assert records[2].payload["secret"] == "OWN"  # sealed, never stored as given
     assert "secret" not in records[1].payload
     assert records[0].payload == {"state": "failed", "error": "ValueError: x"}
-    # The same try's alert is the same delivery; another try's is another.
-    again = plan_alerts(dag, run, [failure], T0 + timedelta(hours=1), seal=str.upper)
+    # The same alert raised at the same moment is the same delivery; another try's, or
+    # the same at another moment (a run cleared and ended again), is another.
+    again = plan_alerts(dag, run, [failure], T0, seal=str.upper)
     assert [r.id for r in again] == [r.id for r in records]
     other = plan_alerts(dag, run, [replace(failure, try_number=3)], T0, seal=str.upper)
     assert not {r.id for r in other} & {r.id for r in records}
-    # A run's end is keyed by when it ended: a run cleared and ended again alerts again.
     end = Alert(AlertEvent.RUN_FAILURE)
     first = plan_alerts(dag, run, [end], T0, seal=str.upper)
     assert first[0].id != plan_alerts(dag, run, [end], T0 + timedelta(1), seal=str.upper)[0].id
@@ -529,26 +529,42 @@ async def test_a_callback_the_dag_no_longer_defines_is_dead_lettered_at_once(
     assert "no longer defines task:t:on_failure_callback:0" in row["last_error"]
 
 
-async def test_an_alert_written_twice_is_delivered_once(settings: Settings) -> None:
-    """The outbox's id is the idempotency key: a repeated write stores nothing new."""
+async def test_an_alert_written_twice_is_stored_and_delivered_once(settings: Settings) -> None:
+    """The outbox's id is the idempotency key: a repeated write stores nothing new, and
+    an alert handed over twice is delivered once."""
     seen: list[int] = []
     with DAG("twice") as dag:
         PythonOperator(
             task_id="t",
-            python_callable=failing(),
+            python_callable=print,
             on_failure_callback=lambda c: seen.append(c["alert"]["try_number"]),
         )
+
+    def plan(try_number: int) -> list[AlertRecord]:
+        alert = Alert(AlertEvent.TASK_FAILURE, "t", try_number, "x")
+        return plan_alerts(dag, ("twice", "r1"), [alert], T0, seal=str)
+
     async with shell(settings) as sh:
-        live = await sh.run(dag)
-        await sh.scheduler.alerts.drained()
-        records = plan_alerts(
-            dag, live.key, [Alert(AlertEvent.TASK_FAILURE, "t", 1, "x")], T0, seal=str
-        )
-        await sh.store.write(sh.store.statements(records))
-        assert await sh.scheduler.alerts.recover() == 0  # stored once, and delivered
+        sh.dags["twice"] = dag
+        for records in (plan(1), plan(1), plan(2)):
+            await sh.store.write(sh.store.statements(records))
         rows = await sh.alerts()
+        assert len(rows) == 2
+        sh.scheduler.alerts.submit(plan(1))
+        sh.scheduler.alerts.submit(plan(1))
+        await sh.scheduler.alerts.drained()
     assert seen == [1]
-    assert len(rows) == 1
+    assert plan(1)[0].id.startswith(f"{int(T0.timestamp() * 1e6):014x}-")
+    assert (
+        plan(1)[0].id
+        < plan_alerts(
+            dag,
+            ("twice", "r1"),
+            [Alert(AlertEvent.TASK_FAILURE, "t", 1)],
+            T0 + timedelta(1),
+            seal=str,
+        )[0].id
+    )  # ids sort by time
 
 
 def _run(dag_id: str, run_id: str, queued: datetime) -> RunRecord:

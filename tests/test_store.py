@@ -251,6 +251,21 @@ def test_upsert_shape_needs_every_non_key_column_in_set() -> None:
     )
     assert upsert_shape(partial) is None
     assert upsert_shape("DELETE FROM t WHERE k = ?") is None
+    assert upsert_shape("INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT DO NOTHING") is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers()), max_size=30))
+def test_collapsing_inserts_if_absent_keeps_the_first_row_of_a_key(
+    rows: list[tuple[int, int]],
+) -> None:
+    shape = upsert_shape("INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO NOTHING")
+    assert shape is not None
+    sequential: dict[int, int] = {}
+    for k, v in rows:
+        sequential.setdefault(k, v)
+    collapsed = collapse_upserts(shape, rows)
+    assert dict(collapsed) == sequential
+    assert len(collapsed) == len(sequential)
 
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers()), max_size=30))

@@ -136,7 +136,7 @@ class DeadlineWatch:
             "deadline_at": iso(at),
         }
         alert = AlertRecord(
-            id=alert_id(dag_id, run_id, None, position, DEADLINE_MISSED, target),
+            id=alert_id(at, dag_id, run_id, None, position, DEADLINE_MISSED, target),
             kind="callback",
             event=DEADLINE_MISSED,
             dag_id=dag_id,

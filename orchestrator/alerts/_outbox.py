@@ -99,6 +99,7 @@ class Outbox:
         self._limiter = anyio.CapacityLimiter(settings.alert_concurrency)
         self._due: deque[tuple[AlertRecord, dict[str, Any] | None, int]] = deque()
         self._held: list[tuple[AlertRecord, dict[str, Any] | None, int]] = []  # rule 6
+        self._releasing = False
         self._known: set[str] = set()  # due, in flight, or waiting to be tried again
         self._excerpts: dict[str, str] = {}  # alert id -> its try's last log lines
         self._drained = anyio.Event()
@@ -135,6 +136,8 @@ class Outbox:
         """Deliver these alerts, stored and committed (rule 1), with their contexts (and
         the last lines of the log of the try they are about, when the try ended here)."""
         for record in records:
+            if record.id in self._known:  # handed over twice: delivered once
+                continue
             if log_excerpt is not None and record.task_id is not None:
                 self._excerpts[record.id] = log_excerpt
             self._push(record, (contexts or {}).get(record.id), 0)
@@ -158,11 +161,16 @@ class Outbox:
     def _push(self, record: AlertRecord, context: dict[str, Any] | None, attempts: int) -> None:
         self._known.add(record.id)
         self._drained = anyio.Event() if self._drained.is_set() else self._drained
-        self._due.append((record, context, attempts))
         self._active += 1
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         if record.kind == "callback" and record.task_id is not None:
             self._task_callbacks[(record.dag_id, record.run_id)] += 1
+        if record.kind != "callback" and self.quiet is not None:  # rule 6
+            self._held.append((record, context, attempts))
+            if len(self._held) > 1:
+                return  # the release is on its way: no need to wake the loop
+        else:
+            self._due.append((record, context, attempts))
         self._wake.set()
 
     @property
@@ -192,14 +200,11 @@ class Outbox:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
+                if self._held and not self._releasing:
+                    self._releasing = True
+                    tg.start_soon(self._release_held)
                 while self._due:
-                    item = self._due.popleft()
-                    if item[0].kind != "callback" and self.quiet is not None:
-                        if not self._held:
-                            tg.start_soon(self._release_held)
-                        self._held.append(item)
-                    else:
-                        tg.start_soon(self._attempt, *item)
+                    tg.start_soon(self._attempt, *self._due.popleft())
 
     async def _release_held(self) -> None:
         """Rule 6: once no try runs, or a second after the first was held, send them."""
@@ -208,6 +213,7 @@ class Outbox:
         with anyio.move_on_after(HOLD):
             await self.quiet()
         held, self._held = self._held, []
+        self._releasing = False
         for item in held:
             self._tg.start_soon(self._attempt, *item)
 
@@ -235,10 +241,13 @@ class Outbox:
 
     async def _try(self, record: AlertRecord, context: dict[str, Any] | None) -> Exception | None:
         try:
-            with services_context(self.services), anyio.fail_after(self.timeout):
+            # Email and webhooks time out on their own first, saying where; this bounds
+            # callbacks, and anything that would hang past that.
+            bound = self.timeout if record.kind == "callback" else self.timeout + 1.0
+            with services_context(self.services), anyio.fail_after(bound):
                 await self._deliver(record, context)
-        except TimeoutError:
-            return TimeoutError(f"no answer within {self.timeout:g} s")
+        except TimeoutError as exc:  # the bound's own has no message
+            return exc if str(exc) else TimeoutError(f"no answer within {self.timeout:g} s")
         except Exception as exc:
             return exc
         return None

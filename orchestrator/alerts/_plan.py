@@ -6,9 +6,9 @@ Rules:
    try calls the task's callback for it, and a run's end the DAG's. A missed deadline
    calls the deadline's callback.
 2. One delivery per notifier: each address list, each URL, each callback of a list.
-3. A delivery's id is its idempotency key: the same alert raised again (a try's end
-   written twice) is stored once. A try's alerts are keyed by its try number, a run's by
-   the moment it ended, a deadline's by its place in the DAG's list.
+3. A delivery's id is its idempotency key: the moment the alert was raised and what it
+   is about (run, task, try, event, target), so writing it again stores nothing new,
+   and ids sort by time (the store appends them to its index).
 4. A webhook's own secret travels sealed (encrypted with the store's key).
 """
 
@@ -43,9 +43,11 @@ _STATE = {
 }
 
 
-def alert_id(*parts: object) -> str:
+def alert_id(at: datetime, *parts: object) -> str:
+    """An alert's id: when it was raised (microseconds, hex, so ids sort by time and the
+    store appends them at the end of its index), then a hash of what it is about."""
     key = "\x00".join("" if p is None else str(p) for p in parts)
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{int(at.timestamp() * 1_000_000):014x}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
 
 def _listed(value: Any) -> list[Any]:
@@ -84,10 +86,10 @@ def plan_alerts(
     out: list[AlertRecord] = []
 
     def add(kind: str, alert: Alert, target: str, **payload: Any) -> None:
-        discriminator = alert.try_number if alert.task_id is not None else now.isoformat()
+        key = (dag_id, run_id, alert.task_id, alert.try_number, alert.event, target)
         out.append(
             AlertRecord(
-                id=alert_id(dag_id, run_id, alert.task_id, discriminator, alert.event, target),
+                id=alert_id(now, *key),
                 kind=kind,
                 event=str(alert.event),
                 dag_id=dag_id,

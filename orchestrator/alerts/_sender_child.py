@@ -45,7 +45,8 @@ class _Sender:
         error, permanent = None, False
         try:
             async with self.limit:
-                await asyncio.wait_for(self._send(request), self.settings.alert_timeout)
+                # aiohttp and aiosmtplib time out first, saying where; this is the backstop
+                await asyncio.wait_for(self._send(request), self.settings.alert_timeout + 1.0)
         except TimeoutError:
             error = f"TimeoutError: no answer within {self.settings.alert_timeout:g} s"
         except (ConfigError, ValueError) as exc:

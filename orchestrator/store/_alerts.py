@@ -137,7 +137,7 @@ class AlertRows:
         return await self.backend.fetch(
             f"SELECT {_COLUMNS} FROM alert_outbox"
             + (f" WHERE {' AND '.join(where)}" if where else "")
-            + f" ORDER BY created_at DESC, seq DESC, id LIMIT {int(limit)}",
+            + f" ORDER BY id DESC LIMIT {int(limit)}",
             params,
         )
 

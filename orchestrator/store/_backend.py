@@ -85,7 +85,7 @@ def plan_groups(statements: Sequence[Statement]) -> list[Group]:
 
 _UPSERT = re.compile(
     r"^INSERT INTO (\w+) \(([^)]*)\) VALUES \((\?(?:, \?)*)\) "
-    r"ON CONFLICT \(([^)]*)\) DO UPDATE SET (.*)$",
+    r"ON CONFLICT \(([^)]*)\) (?:DO UPDATE SET (.*)|DO NOTHING)$",
     re.DOTALL,
 )
 
@@ -93,16 +93,19 @@ _UPSERT = re.compile(
 class UpsertShape(NamedTuple):
     insert: str  # "INSERT INTO t (a, b)"
     columns: tuple[str, ...]  # ("a", "b")
-    tail: str  # " ON CONFLICT (a) DO UPDATE SET ..."
+    tail: str  # " ON CONFLICT (a) DO UPDATE SET ..." or " ON CONFLICT (a) DO NOTHING"
     key_positions: tuple[int, ...]
+    first_wins: bool = False  # DO NOTHING: the first row of a key is the one that stays
 
 
 @functools.lru_cache(maxsize=256)
 def upsert_shape(sql: str) -> UpsertShape | None:
-    """The parts of a one-row upsert whose SET covers every non-key column, else None.
+    """The parts of a one-row upsert whose SET covers every non-key column, or of a
+    one-row insert-if-absent on a named key, else None.
 
     Only for such a statement is "apply the rows in order" the same as "apply the
-    last row of each key", which lets a batch become one statement.
+    last (or, if absent, the first) row of each key", which lets a batch become one
+    statement.
     """
     match = _UPSERT.match(sql)
     if match is None:
@@ -110,19 +113,27 @@ def upsert_shape(sql: str) -> UpsertShape | None:
     table, columns_text, _, keys_text, sets_text = match.groups()
     columns = tuple(c.strip() for c in columns_text.split(","))
     keys = [k.strip() for k in keys_text.split(",")]
-    sets = {part.split("=")[0].strip() for part in sets_text.split(",")}
-    if sets != set(columns) - set(keys) or not set(keys) <= set(columns):
+    if not set(keys) <= set(columns):
         return None
+    if sets_text is not None:
+        sets = {part.split("=")[0].strip() for part in sets_text.split(",")}
+        if sets != set(columns) - set(keys):
+            return None
     insert = f"INSERT INTO {table} ({columns_text})"
     tail = sql[sql.index(" ON CONFLICT") :]
-    return UpsertShape(insert, columns, tail, tuple(columns.index(k) for k in keys))
+    positions = tuple(columns.index(k) for k in keys)
+    return UpsertShape(insert, columns, tail, positions, first_wins=sets_text is None)
 
 
 def collapse_upserts(shape: UpsertShape, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The last row of each key, in the order of those last rows."""
-    last: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    """The row that applying them in order leaves for each key (the last; the first for
+    an insert-if-absent), in the order of those rows."""
+    kept: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for row in rows:
         key = tuple(row[i] for i in shape.key_positions)
-        last.pop(key, None)
-        last[key] = row
-    return list(last.values())
+        if shape.first_wins:
+            kept.setdefault(key, row)
+        else:
+            kept.pop(key, None)
+            kept[key] = row
+    return list(kept.values())

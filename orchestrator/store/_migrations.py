@@ -216,7 +216,9 @@ CREATE INDEX dag_run_trigger ON dag_run (trigger_key)
 """
 
 # The outbox of alert deliveries (state: pending, delivered, failed: the dead letters),
-# and the deadlines runs missed. The first alert_outbox was never written.
+# and the deadlines runs missed. The first alert_outbox was never written. An alert's id
+# starts with its time, so the primary key is written in order (one index page per
+# commit, not one per alert); lists read it backwards.
 _V5 = """
 DROP TABLE alert_outbox;
 CREATE TABLE alert_outbox (
@@ -238,7 +240,7 @@ CREATE TABLE alert_outbox (
     last_error TEXT
 );
 CREATE INDEX alert_outbox_pending ON alert_outbox (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX alert_outbox_state ON alert_outbox (state, created_at, seq);
+CREATE INDEX alert_outbox_failed ON alert_outbox (id) WHERE state = 'failed';
 CREATE TABLE deadline_miss (
     dag_id TEXT NOT NULL,
     run_id TEXT NOT NULL,

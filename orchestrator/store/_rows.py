@@ -296,7 +296,7 @@ def alert_statement(record: AlertRecord, first_attempt_at: datetime) -> Statemen
         "alert_outbox",
         "INSERT INTO alert_outbox (id, kind, event, dag_id, run_id, task_id, try_number, "
         "target, payload, state, attempts, next_attempt_at, created_at, seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             record.id,
             record.kind,
@@ -307,6 +307,8 @@ def alert_statement(record: AlertRecord, first_attempt_at: datetime) -> Statemen
             record.try_number,
             record.target,
             json.dumps(payload, separators=(",", ":"), default=str),
+            "pending",
+            0,
             iso(first_attempt_at),
             iso(record.created_at),
             record.seq,
