@@ -11,6 +11,7 @@ Its ``template_fields`` are rendered with the context (Jinja) on a copy before `
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
 import inspect
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio.to_thread
-import jinja2
-import jinja2.sandbox
 
 from orchestrator._settings import Settings
 from orchestrator.errors import ConfigError
@@ -30,6 +29,7 @@ from orchestrator.resources._smtp import send_email
 
 if TYPE_CHECKING:
     import aiohttp
+    import jinja2
 
 __all__ = [
     "BaseNotifier",
@@ -40,8 +40,17 @@ __all__ = [
     "sign",
 ]
 
-_env = jinja2.sandbox.SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-_html_env = jinja2.sandbox.SandboxedEnvironment(autoescape=True)
+
+@functools.cache
+def _env(html: bool = False) -> jinja2.Environment:
+    """The sandboxed Jinja environment (made on first use: importing this module stays
+    cheap for every process that imports ``orchestrator``)."""
+    import jinja2.sandbox
+
+    if html:
+        return jinja2.sandbox.SandboxedEnvironment(autoescape=True)
+    return jinja2.sandbox.SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
 
 _TITLES = {
     "task_failure": "Task failed",
@@ -89,6 +98,8 @@ DEFAULT_HTML = """<h3>{{ title }}</h3>
 
 def _template(path: str, setting: str, default: str, env: jinja2.Environment) -> jinja2.Template:
     """The template a setting names (a Jinja file), else the default."""
+    import jinja2
+
     if not path:
         return env.from_string(default)
     try:
@@ -149,7 +160,7 @@ class BaseNotifier:
 
 def _render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, str):
-        return _env.from_string(value).render(context)
+        return _env().from_string(value).render(context)
     if isinstance(value, list):
         return [_render(v, context) for v in value]
     if isinstance(value, dict):
@@ -196,16 +207,16 @@ class EmailNotifier(BaseNotifier):
         values = {"alert": alert, "title": _TITLES.get(alert.get("event", ""), "Alert")}
         values = {**context, **values}
         subject = self.subject or _template(
-            settings.email_subject_template, "email_subject_template", DEFAULT_SUBJECT, _env
+            settings.email_subject_template, "email_subject_template", DEFAULT_SUBJECT, _env()
         ).render(values)
         text: str | None
         html: str | None
         if self.html_content is None and self.text_content is None:
             text = _template(
-                settings.email_text_template, "email_text_template", DEFAULT_TEXT, _env
+                settings.email_text_template, "email_text_template", DEFAULT_TEXT, _env()
             ).render(values)
             html = _template(
-                settings.email_html_template, "email_html_template", DEFAULT_HTML, _html_env
+                settings.email_html_template, "email_html_template", DEFAULT_HTML, _env(html=True)
             ).render(values)
         else:
             text, html = self.text_content, self.html_content

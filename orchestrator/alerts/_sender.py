@@ -11,10 +11,13 @@ Rules:
    out as one write.
 2. If the process stops, every delivery waiting on it fails (retried as any failed
    attempt) and a new process is started a second later.
+3. The process starts with the first delivery: a daemon that sends no mail and no
+   webhook never pays for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,11 +28,17 @@ import structlog
 from anyio.abc import Process
 
 from orchestrator._settings import Settings
-from orchestrator.alerts._sender_child import settings_line
 
-__all__ = ["SendFailed", "Sender"]
+__all__ = ["SendFailed", "Sender", "settings_line"]
 
 log = structlog.get_logger("orchestrator.alerts")
+
+
+def settings_line(settings: Settings) -> bytes:
+    """The settings as the first line the process reads."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    values["home"] = str(values["home"])
+    return json.dumps(values).encode() + b"\n"
 
 
 class SendFailed(Exception):
@@ -69,8 +78,9 @@ class Sender:
             raise SendFailed(error, permanent=permanent)
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Keep the process running (rule 2)."""
-        started = False
+        """Keep the process running (rule 2), from the first delivery on (rule 3)."""
+        task_status.started()
+        await self._wake.wait()
         while True:
             try:
                 async with await anyio.open_process(
@@ -82,9 +92,6 @@ class Sender:
                     assert proc.stdin is not None
                     self.pid = proc.pid
                     await proc.stdin.send(settings_line(self.settings))
-                    if not started:
-                        started = True
-                        task_status.started()
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._write, proc)
                         await self._read(proc)

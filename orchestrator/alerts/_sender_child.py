@@ -10,7 +10,6 @@ daemon: on a busy machine, tries come first and alerts follow.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import sys
@@ -23,14 +22,7 @@ from orchestrator._settings import Settings
 from orchestrator.alerts._notifiers import EmailNotifier, WebhookNotifier
 from orchestrator.errors import ConfigError
 
-__all__ = ["main", "settings_line"]
-
-
-def settings_line(settings: Settings) -> bytes:
-    """The settings as the first line the process reads."""
-    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    values["home"] = str(values["home"])
-    return json.dumps(values).encode() + b"\n"
+__all__ = ["main"]
 
 
 class _Sender:

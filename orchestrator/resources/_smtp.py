@@ -16,8 +16,6 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-import aiosmtplib
-
 from orchestrator._settings import Settings
 from orchestrator.errors import ConfigError
 
@@ -108,6 +106,8 @@ async def send_email(
         files=files,
         headers=headers,
     )
+    import aiosmtplib  # only in a process that sends mail
+
     await aiosmtplib.send(
         message,
         recipients=recipients,
