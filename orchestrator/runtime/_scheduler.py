@@ -168,8 +168,8 @@ class Scheduler:
         return self.queue.waiting
 
     async def quiet(self) -> None:
-        """Return once no try is running here (at once if none is)."""
-        if self.queue.running:
+        """Return once no try is running here, not even one the last to end made ready."""
+        while self.queue.running:
             await self._idle.wait()
 
     async def drain(self, grace: float) -> bool:
