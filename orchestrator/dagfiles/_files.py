@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 from orchestrator.authoring._dag import DAG, collect_dags
+from orchestrator.dagfiles._airflow import install_airflow_compat, is_airflow_name
 from orchestrator.errors import DagDefinitionError, DagImportError
 
 __all__ = [
@@ -70,6 +71,7 @@ def load_dag_file(path: Path) -> list[DAG]:
     seen even when it keeps the file's size and modification second. A process the
     file's code forks while it imports ends at once.
     """
+    install_airflow_compat()
     name = _module_name(path)
     module = types.ModuleType(name)
     module.__file__ = str(path)
@@ -109,9 +111,12 @@ def load_dag_file(path: Path) -> list[DAG]:
 
 def _describe(exc: BaseException) -> str:
     try:
-        return f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}"
     except Exception:  # an exception whose __str__ fails is still an import error
         return type(exc).__name__
+    if isinstance(exc, ImportError) and is_airflow_name(exc.name):
+        text += " (orchestrator provides the Airflow names its README lists)"
+    return text
 
 
 def forget_dag_file(path: Path) -> None:

@@ -1,0 +1,210 @@
+"""Airflow's import paths for DAG files written for Airflow (SPEC §8).
+
+``from airflow import DAG``, ``from airflow.operators.bash import BashOperator``... resolve
+to this project's objects: a finder at the end of ``sys.meta_path`` answers for
+``airflow`` and its submodules listed here. It is installed when a process first loads a
+DAG file, and only if Apache Airflow itself cannot be imported: a real installation is
+found first and never shadowed (there is no ``airflow`` package on disk).
+
+A module listed here gives only the names listed for it; any other name fails the
+import with Python's own "cannot import name" error naming it, and a module not listed
+fails naming the module. The DAG loader adds the file and says where the list is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["AIRFLOW_MODULES", "install_airflow_compat", "is_airflow_name"]
+
+_OPERATORS = {
+    "EmptyOperator": "orchestrator.operators:EmptyOperator",
+    "BashOperator": "orchestrator.operators:BashOperator",
+    "PythonOperator": "orchestrator.operators:PythonOperator",
+    "BranchPythonOperator": "orchestrator.operators:BranchPythonOperator",
+    "ShortCircuitOperator": "orchestrator.operators:ShortCircuitOperator",
+    "EmailOperator": "orchestrator.operators:EmailOperator",
+    "TriggerDagRunOperator": "orchestrator.operators:TriggerDagRunOperator",
+    "get_current_context": "orchestrator:get_current_context",
+}
+_SENSORS = {
+    "BaseSensorOperator": "sensors:BaseSensor",
+    "PokeReturnValue": "sensors:PokeReturnValue",
+    "FileSensor": "sensors:FileSensor",
+    "DateTimeSensor": "sensors:DateTimeSensor",
+    "TimeDeltaSensor": "sensors:TimeDeltaSensor",
+    "ExternalTaskSensor": "sensors:ExternalTaskSensor",
+}
+_DATASETS = {
+    "Dataset": "triggers:Dataset",
+    "DatasetAll": "triggers:DatasetAll",
+    "DatasetAny": "triggers:DatasetAny",
+}
+_ASSETS = {
+    "Asset": "triggers:Asset",
+    "AssetAll": "triggers:AssetAll",
+    "AssetAny": "triggers:AssetAny",
+}
+_AUTHORING = {
+    "DAG": "orchestrator:DAG",
+    "dag": "orchestrator:dag",
+    "task": "orchestrator:task",
+    "BaseOperator": "orchestrator:BaseOperator",
+    "chain": "orchestrator:chain",
+    "cross_downstream": "orchestrator:cross_downstream",
+    "XComArg": "orchestrator:XComArg",
+    "Variable": "orchestrator:Variable",
+    "Connection": "orchestrator:Connection",
+    "get_current_context": "orchestrator:get_current_context",
+}
+_EXCEPTIONS = {
+    "AirflowException": "orchestrator.dagfiles._airflow:AirflowException",
+    "AirflowSkipException": "orchestrator.errors:SkipTask",
+    "AirflowFailException": "orchestrator.errors:FailTask",
+    "AirflowSensorTimeout": "orchestrator.dagfiles._airflow:AirflowSensorTimeout",
+    "AirflowNotFoundException": "orchestrator.errors:NotFound",
+}
+
+
+def _pick(names: dict[str, str], *wanted: str) -> dict[str, str]:
+    return {name: names[name] for name in wanted}
+
+
+AIRFLOW_MODULES: dict[str, dict[str, str]] = {
+    "airflow": {**_pick(_AUTHORING, "DAG", "XComArg"), **_DATASETS},
+    "airflow.models": _pick(_AUTHORING, "DAG", "BaseOperator", "Variable", "Connection", "XComArg"),
+    "airflow.models.dag": _pick(_AUTHORING, "DAG"),
+    "airflow.models.baseoperator": _pick(_AUTHORING, "BaseOperator", "chain", "cross_downstream"),
+    "airflow.models.variable": _pick(_AUTHORING, "Variable"),
+    "airflow.models.connection": _pick(_AUTHORING, "Connection"),
+    "airflow.models.xcom_arg": _pick(_AUTHORING, "XComArg"),
+    "airflow.decorators": {
+        **_pick(_AUTHORING, "dag", "task"),
+        "get_current_context": ("orchestrator:get_current_context"),
+    },
+    "airflow.sdk": {**_AUTHORING, **_ASSETS, **_pick(_SENSORS, "PokeReturnValue")},
+    "airflow.operators.empty": _pick(_OPERATORS, "EmptyOperator"),
+    "airflow.operators.dummy": {"DummyOperator": "orchestrator.operators:EmptyOperator"},
+    "airflow.operators.bash": _pick(_OPERATORS, "BashOperator"),
+    "airflow.operators.python": _pick(
+        _OPERATORS,
+        "PythonOperator",
+        "BranchPythonOperator",
+        "ShortCircuitOperator",
+        "get_current_context",
+    ),
+    "airflow.operators.email": _pick(_OPERATORS, "EmailOperator"),
+    "airflow.operators.trigger_dagrun": _pick(_OPERATORS, "TriggerDagRunOperator"),
+    "airflow.providers.standard.operators.empty": _pick(_OPERATORS, "EmptyOperator"),
+    "airflow.providers.standard.operators.bash": _pick(_OPERATORS, "BashOperator"),
+    "airflow.providers.standard.operators.python": _pick(
+        _OPERATORS,
+        "PythonOperator",
+        "BranchPythonOperator",
+        "ShortCircuitOperator",
+        "get_current_context",
+    ),
+    "airflow.providers.standard.operators.trigger_dagrun": _pick(
+        _OPERATORS, "TriggerDagRunOperator"
+    ),
+    "airflow.providers.smtp.operators.smtp": {"EmailOperator": _OPERATORS["EmailOperator"]},
+    "airflow.sensors.base": _pick(_SENSORS, "BaseSensorOperator", "PokeReturnValue"),
+    "airflow.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
+    "airflow.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
+    "airflow.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
+    "airflow.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor"),
+    "airflow.providers.standard.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
+    "airflow.providers.standard.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
+    "airflow.providers.standard.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
+    "airflow.providers.standard.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor"),
+    "airflow.providers.amazon.aws.sensors.s3": {"S3KeySensor": "sensors:S3KeySensor"},
+    "airflow.providers.http.sensors.http": {"HttpSensor": "sensors:HttpSensor"},
+    "airflow.datasets": _DATASETS,
+    "airflow.utils.trigger_rule": {"TriggerRule": "orchestrator:TriggerRule"},
+    "airflow.utils.state": {
+        "State": "orchestrator:TaskState",
+        "TaskInstanceState": "orchestrator:TaskState",
+        "DagRunState": "orchestrator:RunState",
+    },
+    "airflow.exceptions": _EXCEPTIONS,
+    "airflow.notifications.basenotifier": {"BaseNotifier": "orchestrator.alerts:BaseNotifier"},
+}
+_PACKAGES = {
+    ".".join(name.split(".")[:i]) for name in AIRFLOW_MODULES for i in range(1, name.count(".") + 1)
+}
+
+
+class AirflowException(Exception):
+    """Airflow's base exception: raised by a task, it fails the try (retries apply)."""
+
+
+class AirflowSensorTimeout(AirflowException):
+    """Raised by a sensor's poke, it fails the try."""
+
+
+def is_airflow_name(name: str | None) -> bool:
+    return name is not None and (name == "airflow" or name.startswith("airflow."))
+
+
+class _CompatModule(types.ModuleType):
+    """A module of the map: its names are resolved on first use."""
+
+    __names: dict[str, str]
+
+    def __getattr__(self, attr: str) -> Any:
+        target = self.__dict__.get("_CompatModule__names", {}).get(attr)
+        if target is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+        module_name, _, name = target.partition(":")
+        value = getattr(importlib.import_module(module_name), name)
+        setattr(self, attr, value)
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.__dict__.get("_CompatModule__names", {})})
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers for ``airflow`` and its listed submodules (see the module's docstring)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not is_airflow_name(fullname):
+            return None
+        return importlib.util.spec_from_loader(fullname, self, is_package=True)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return _CompatModule(spec.name)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        name = module.__name__
+        if name not in AIRFLOW_MODULES and name not in _PACKAGES:
+            raise ModuleNotFoundError(
+                f"No module named {name!r}: orchestrator does not provide this Airflow module",
+                name=name,
+            )
+        module.__dict__["_CompatModule__names"] = AIRFLOW_MODULES.get(name, {})
+        module.__file__ = "<orchestrator's Airflow names>"
+        module.__path__ = []
+
+
+_installed: bool | None = None
+
+
+def install_airflow_compat() -> bool:
+    """Install the finder unless Apache Airflow is importable; True if it is installed."""
+    global _installed
+    if _installed is None:
+        real = importlib.util.find_spec("airflow") is not None
+        if not real:
+            sys.meta_path.append(_Finder())
+        _installed = not real
+    return _installed
