@@ -4,6 +4,7 @@ from orchestrator.alerts import BaseNotifier, DeadlineAlert, DeadlineReference, 
 from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, cross_downstream
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._taskflow import dag, get_current_context, task
+from orchestrator.authoring._taskgroup import TaskGroup, task_group
 from orchestrator.core._state import RunState, TaskState, TriggerRule
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.resources._connections import Connection
@@ -43,6 +44,7 @@ __all__ = [
     "FailTask",
     "RunState",
     "SkipTask",
+    "TaskGroup",
     "TaskState",
     "TriggerRule",
     "Variable",
@@ -53,6 +55,7 @@ __all__ = [
     "dag",
     "get_current_context",
     "task",
+    "task_group",
 ]
 
 __version__ = "0.1.0"

@@ -22,11 +22,12 @@ from datetime import datetime, timedelta
 
 from airflow import DAG
 from airflow.datasets import Dataset
-from airflow.decorators import task
+from airflow.decorators import task, task_group
 from airflow.exceptions import AirflowSkipException
 from airflow.operators.bash import BashOperator
 from airflow.operators.python import PythonOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.utils.task_group import TaskGroup
 from airflow.utils.trigger_rule import TriggerRule
 
 default_args = {"owner": "data", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -56,7 +57,18 @@ with DAG(
         trigger_rule=TriggerRule.ALL_DONE,
         outlets=[Dataset("s3://bucket/out")],
     )
-    print_date >> nothing_today() >> after >> EmptyOperator(task_id="end")
+    with TaskGroup("checks") as checks:
+        EmptyOperator(task_id="rows") >> EmptyOperator(task_id="schema")
+
+    @task_group
+    def publish():
+        @task
+        def upload():
+            return "s3://bucket/out"
+
+        return upload()
+
+    print_date >> nothing_today() >> after >> checks >> publish() >> EmptyOperator(task_id="end")
 """
 
 
@@ -72,6 +84,9 @@ async def test_an_airflow_dag_file_loads_and_runs_unchanged(
         "print_date": "success",
         "nothing_today": "skipped",
         "after": "success",
+        "checks.rows": "success",
+        "checks.schema": "success",
+        "publish.upload": "success",
         "end": "success",
     }
     assert live.xcoms[("after", "return_value")] == '"hello"'

@@ -29,6 +29,7 @@ EXPECTED = {
         "FailTask",
         "RunState",
         "SkipTask",
+        "TaskGroup",
         "TaskState",
         "TriggerRule",
         "Variable",
@@ -38,6 +39,7 @@ EXPECTED = {
         "dag",
         "get_current_context",
         "task",
+        "task_group",
     },
     "orchestrator.alerts": {
         "BaseNotifier",

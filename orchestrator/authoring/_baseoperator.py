@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from orchestrator.authoring._alerting import Webhook, callbacks_of, webhooks_of
-from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
+from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, GroupContext, OwnerDag
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
@@ -32,9 +32,13 @@ class DependencyMixin:
     def _roots(self) -> list[BaseOperator]:
         raise NotImplementedError
 
+    def _leaves(self) -> list[BaseOperator]:
+        """The tasks ``self >> x`` makes upstream of ``x`` (a group's differ from its roots)."""
+        return self._roots()
+
     def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
         for item in _as_list(other):
-            for up in self._roots():
+            for up in self._leaves():
                 for down in item._roots():
                     up._add_edge(down)
 
@@ -59,6 +63,15 @@ class DependencyMixin:
         # [a, b] << self
         self.set_downstream(other)
         return self
+
+
+def _group_of(dag: Any) -> Any:
+    """The task group a task being declared belongs to: the innermost open one, unless
+    the task names another DAG than the group's."""
+    group = GroupContext.current()
+    if group is None or (dag is not None and dag is not group.dag):
+        return None
+    return group
 
 
 def _as_list(value: Any) -> list[DependencyMixin]:
@@ -148,6 +161,9 @@ class BaseOperator(DependencyMixin):
         doc_md: str | None = None,
         **kwargs: Any,
     ) -> None:
+        group = _group_of(dag)
+        if group is not None and isinstance(task_id, str):
+            dag, task_id = group.dag, group.child_id(task_id)
         dag = dag if dag is not None else DagContext.current()
         where = f"DAG {dag.dag_id!r}, task {task_id!r}" if dag else f"task {task_id!r}"
         if kwargs:
@@ -228,8 +244,11 @@ class BaseOperator(DependencyMixin):
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.dag: OwnerDag | None = None
+        self.task_group = group
         if dag is not None:
             dag.add_task(self)
+        if group is not None:
+            group.add(self)
 
     def _non_negative_int(self, value: Any, field: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -287,8 +306,11 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
             init(self, *args, **kwargs)
             return
         self._defaults_applied = True  # type: ignore[attr-defined]
-        dag = kwargs.get("dag") or DagContext.current()
+        group = _group_of(kwargs.get("dag"))
+        dag = kwargs.get("dag") or (group.dag if group else None) or DagContext.current()
         defaults = dict(dag.default_args) if dag is not None else {}
+        if group is not None:
+            defaults.update(group.default_args)  # a group's win over its DAG's
         defaults.update(kwargs.pop("default_args", None) or {})
         accepted = _accepted_args(type(self))
         for key, value in defaults.items():

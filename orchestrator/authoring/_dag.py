@@ -141,6 +141,7 @@ class DAG:
         self.dataset_events = dataset_events
         self.doc_md = doc_md
         self.task_dict: dict[str, BaseOperator] = {}
+        self.task_group_dict: dict[str, Any] = {}  # group id -> TaskGroup
         self._timetable: Timetable | None = None
         self._token: contextvars.Token[tuple[OwnerDag, ...]] | None = None
         collector = _collector.get()

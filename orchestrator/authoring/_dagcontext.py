@@ -1,4 +1,5 @@
-"""The DAG a task is declared in: the ``with DAG(...)`` stack, and ids' shape.
+"""The DAG and task group a task is declared in: the ``with DAG(...)`` and
+``with TaskGroup(...)`` stacks, and ids' shape.
 
 A leaf of the authoring package: tasks and DAGs both use it, so neither has to
 import the other to find the DAG a task belongs to.
@@ -11,10 +12,12 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["KEY_PATTERN", "DagContext", "OwnerDag"]
+__all__ = ["GROUP_PATTERN", "KEY_PATTERN", "DagContext", "GroupContext", "OwnerDag"]
 
 # The shape of a DAG id, task id or pool name.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+# The shape of a task group's own id ("." joins it to its children's ids).
+GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 
 
 class OwnerDag(Protocol):
@@ -31,6 +34,9 @@ class OwnerDag(Protocol):
 
     @property
     def task_dict(self) -> Mapping[str, Any]: ...  # task id -> BaseOperator
+
+    @property
+    def task_group_dict(self) -> dict[str, Any]: ...  # group id -> TaskGroup
 
     def add_task(self, task: Any) -> None: ...
 
@@ -53,4 +59,26 @@ class DagContext:
 
     @classmethod
     def pop(cls, token: contextvars.Token[tuple[OwnerDag, ...]]) -> None:
+        cls._stack.reset(token)
+
+
+class GroupContext:
+    """The stack of ``with TaskGroup(...)`` blocks, per thread of execution."""
+
+    _stack: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+        "orchestrator_group_stack", default=()
+    )
+
+    @classmethod
+    def current(cls) -> Any:
+        """The innermost open task group (a ``TaskGroup``), or None."""
+        stack = cls._stack.get()
+        return stack[-1] if stack else None
+
+    @classmethod
+    def push(cls, group: Any) -> contextvars.Token[tuple[Any, ...]]:
+        return cls._stack.set((*cls._stack.get(), group))
+
+    @classmethod
+    def pop(cls, token: contextvars.Token[tuple[Any, ...]]) -> None:
         cls._stack.reset(token)

@@ -11,7 +11,7 @@ from typing import Any, overload
 
 from orchestrator.authoring._baseoperator import XComArg
 from orchestrator.authoring._dag import DAG
-from orchestrator.authoring._dagcontext import DagContext
+from orchestrator.authoring._dagcontext import DagContext, GroupContext
 from orchestrator.errors import DagDefinitionError
 from orchestrator.operators._python import (
     BranchPythonOperator,
@@ -58,9 +58,11 @@ class TaskDecorated:
             )
         owner = kw.get("dag") or current
         assert owner is not None
-        if task_id in owner.task_dict:
+        group = GroupContext.current()
+        full = group.child_id if group is not None and group.dag is owner else str
+        if full(task_id) in owner.task_dict:
             n = 1
-            while f"{task_id}__{n}" in owner.task_dict:
+            while full(f"{task_id}__{n}") in owner.task_dict:
                 n += 1
             task_id = f"{task_id}__{n}"
         kw.setdefault("multiple_outputs", _returns_dict(self.function))

@@ -63,6 +63,8 @@ _AUTHORING = {
     "Variable": "orchestrator:Variable",
     "Connection": "orchestrator:Connection",
     "get_current_context": "orchestrator:get_current_context",
+    "TaskGroup": "orchestrator:TaskGroup",
+    "task_group": "orchestrator:task_group",
 }
 _EXCEPTIONS = {
     "AirflowException": "orchestrator.dagfiles._airflow:AirflowException",
@@ -86,7 +88,7 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow.models.connection": _pick(_AUTHORING, "Connection"),
     "airflow.models.xcom_arg": _pick(_AUTHORING, "XComArg"),
     "airflow.decorators": {
-        **_pick(_AUTHORING, "dag", "task"),
+        **_pick(_AUTHORING, "dag", "task", "task_group"),
         "get_current_context": ("orchestrator:get_current_context"),
     },
     "airflow.sdk": {**_AUTHORING, **_ASSETS, **_pick(_SENSORS, "PokeReturnValue")},
@@ -128,6 +130,7 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow.providers.http.sensors.http": {"HttpSensor": "sensors:HttpSensor"},
     "airflow.datasets": _DATASETS,
     "airflow.utils.trigger_rule": {"TriggerRule": "orchestrator:TriggerRule"},
+    "airflow.utils.task_group": _pick(_AUTHORING, "TaskGroup"),
     "airflow.utils.state": {
         "State": "orchestrator:TaskState",
         "TaskInstanceState": "orchestrator:TaskState",
