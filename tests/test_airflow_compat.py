@@ -3,12 +3,14 @@ project's objects, only while Apache Airflow itself is not installed (SPEC §8).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator._logging import task_log_path
 from orchestrator._settings import Settings
 from orchestrator.core import TaskState
 from orchestrator.dagfiles._airflow import AIRFLOW_MODULES
@@ -91,6 +93,85 @@ async def test_an_airflow_dag_file_loads_and_runs_unchanged(
     }
     assert live.xcoms[("after", "return_value")] == '"hello"'
     assert live.tis["after"].state == TaskState.SUCCESS
+
+
+TUTORIAL_LIKE = """
+\"\"\"A DAG in the style of Airflow 2's tutorial.\"\"\"
+import textwrap
+from datetime import timedelta
+
+import pendulum
+from airflow.macros import ds_add
+from airflow.models.dag import DAG
+from airflow.operators.bash import BashOperator
+from airflow.operators.python import PythonOperator
+from airflow.utils.dates import days_ago
+
+assert days_ago(1) < pendulum.now("UTC")
+
+with DAG(
+    "tutorial_like",
+    default_args={
+        "depends_on_past": False,
+        "email": ["data@example.com"],
+        "email_on_failure": False,
+        "email_on_retry": False,
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+    },
+    description="A simple DAG",
+    schedule_interval=timedelta(days=1),
+    start_date=pendulum.datetime(2021, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["example"],
+) as dag:
+    dag.doc_md = __doc__
+    t1 = BashOperator(task_id="print_date", bash_command="date")
+    t1.doc_md = textwrap.dedent("#### print_date\\nPrints the date.")
+    t2 = BashOperator(
+        task_id="templated",
+        bash_command=textwrap.dedent(
+            \"\"\"
+            {% for i in range(2) %}
+                echo "{{ ds }} then {{ macros.ds_add(ds, 7) }}"
+            {% endfor %}
+            \"\"\"
+        ),
+    )
+    t3 = PythonOperator(
+        task_id="key",
+        python_callable=lambda task_instance_key_str, ds: (task_instance_key_str, ds_add(ds, -1)),
+    )
+    t1 >> [t2, t3]
+"""
+
+
+async def test_a_dag_in_the_style_of_airflows_tutorial_runs_unchanged(
+    settings: Settings, dag_file: DagFile
+) -> None:
+    """pendulum start dates, schedule_interval, days_ago, macros in templates and
+    task_instance_key_str, as Airflow 2's tutorial and course material write them."""
+    from datetime import UTC, datetime
+
+    path = dag_file("tutorial_like.py", TUTORIAL_LIKE)
+    bag = await load_folder(path.parent)
+    assert bag.import_errors == []
+    dag = bag.dags["tutorial_like"]
+    assert (dag.schedule.text, dag.doc_md) == (
+        "1 day, 0:00:00",
+        "A DAG in the style of Airflow 2's tutorial.",
+    )
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    live = await run_dag_once(settings, dag, logical_date=day)
+    assert {t: str(ti.state) for t, ti in live.tis.items()} == {
+        "print_date": "success",
+        "templated": "success",
+        "key": "success",
+    }
+    log = task_log_path(settings.logs_dir, "tutorial_like", live.record.run_id, "templated", 1)
+    assert log.read_text().count("2026-03-10 then 2026-03-17") == 2
+    key, yesterday = json.loads(live.xcoms[("key", "return_value")])
+    assert (key, yesterday) == ("tutorial_like__key__20260310", "2026-03-09")
 
 
 async def test_a_name_or_module_not_provided_fails_the_import_naming_it(

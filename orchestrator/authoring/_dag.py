@@ -74,6 +74,10 @@ class DAG:
         **kwargs: Any,
     ) -> None:
         where = f"DAG {dag_id!r}"
+        if "schedule_interval" in kwargs:  # Airflow 2's name for it
+            if schedule is not None:
+                raise DagDefinitionError(f"{where}: give schedule or schedule_interval, not both")
+            schedule = kwargs.pop("schedule_interval")
         if kwargs:
             raise DagDefinitionError(
                 f"{where}: unexpected argument(s): {', '.join(sorted(kwargs))}"

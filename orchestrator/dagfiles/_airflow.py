@@ -20,6 +20,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = ["AIRFLOW_MODULES", "install_airflow_compat", "is_airflow_name"]
@@ -137,6 +138,11 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
         "DagRunState": "orchestrator:RunState",
     },
     "airflow.exceptions": _EXCEPTIONS,
+    "airflow.macros": {
+        "ds_add": "orchestrator.resources._macros:ds_add",
+        "ds_format": "orchestrator.resources._macros:ds_format",
+    },
+    "airflow.utils.dates": {"days_ago": "orchestrator.dagfiles._airflow:days_ago"},
     "airflow.notifications.basenotifier": {"BaseNotifier": "orchestrator.alerts:BaseNotifier"},
 }
 _PACKAGES = {
@@ -150,6 +156,13 @@ class AirflowException(Exception):
 
 class AirflowSensorTimeout(AirflowException):
     """Raised by a sensor's poke, it fails the try."""
+
+
+def days_ago(n: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    """Airflow 2's ``days_ago``: midnight UTC today (or the given time of day), ``n`` days
+    back."""
+    today = datetime.now(UTC).replace(hour=hour, minute=minute, second=second, microsecond=0)
+    return today - timedelta(days=n)
 
 
 def is_airflow_name(name: str | None) -> bool:

@@ -15,6 +15,7 @@ import jinja2.sandbox
 
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
 from orchestrator.errors import TemplateError, XComError
+from orchestrator.resources._macros import MACROS
 from orchestrator.resources._variables import Variable
 from triggers._dataset import Dataset, DatasetEvent, normalize_uri
 
@@ -228,6 +229,8 @@ def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
         "logical_date": logical,
         "ds": logical.strftime("%Y-%m-%d"),
         "ds_nodash": logical.strftime("%Y%m%d"),
+        "task_instance_key_str": f"{dag.dag_id}__{ti.task.task_id}__{logical:%Y%m%d}",
+        "macros": MACROS,
         "ts": logical.isoformat(),
         "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
         "data_interval_start": run.data_interval_start,
