@@ -3,6 +3,7 @@
 from orchestrator.alerts import BaseNotifier, DeadlineAlert, DeadlineReference, Webhook
 from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, cross_downstream
 from orchestrator.authoring._dag import DAG
+from orchestrator.authoring._edges import Label
 from orchestrator.authoring._taskflow import dag, get_current_context, task
 from orchestrator.authoring._taskgroup import TaskGroup, task_group
 from orchestrator.core._state import RunState, TaskState, TriggerRule
@@ -42,6 +43,7 @@ __all__ = [
     "DeadlineReference",
     "EventPattern",
     "FailTask",
+    "Label",
     "RunState",
     "SkipTask",
     "TaskGroup",

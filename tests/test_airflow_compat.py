@@ -30,6 +30,7 @@ from airflow.operators.bash import BashOperator
 from airflow.operators.python import PythonOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.utils.task_group import TaskGroup
+from airflow.utils.edgemodifier import Label
 from airflow.utils.trigger_rule import TriggerRule
 
 default_args = {"owner": "data", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -70,7 +71,8 @@ with DAG(
 
         return upload()
 
-    print_date >> nothing_today() >> after >> checks >> publish() >> EmptyOperator(task_id="end")
+    done = EmptyOperator(task_id="end")
+    print_date >> nothing_today() >> after >> checks >> Label("checked") >> publish() >> done
 """
 
 
@@ -80,6 +82,9 @@ async def test_an_airflow_dag_file_loads_and_runs_unchanged(
     path = dag_file("airflow_style.py", AIRFLOW_DAG)
     bag = await load_folder(path.parent)
     assert bag.import_errors == []
+    assert bag.dags["airflow_style"].edge_info == {
+        ("checks.schema", "publish.upload"): {"label": "checked"}
+    }
     live = await run_dag_once(settings, bag.dags["airflow_style"])
     states = {t: str(ti.state) for t, ti in live.tis.items()}
     assert states == {

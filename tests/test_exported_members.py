@@ -27,6 +27,7 @@ EXPECTED = {
         "DatasetOrTime",
         "EventPattern",
         "FailTask",
+        "Label",
         "RunState",
         "SkipTask",
         "TaskGroup",

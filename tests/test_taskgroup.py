@@ -138,3 +138,24 @@ async def test_a_grouped_dag_runs_with_the_prefixed_ids(settings: Settings) -> N
         "done": "success",
     }
     assert live.xcoms[("pipeline.consume", "return_value")] == "21"
+
+
+def test_labels_name_edges_and_display_names_are_kept() -> None:
+    """``a >> Label("x") >> b`` is the edge a -> b, labelled; display names default to
+    the ids (Airflow's ``dag_display_name``, ``task_display_name``)."""
+    from orchestrator import Label
+
+    with DAG("labelled", dag_display_name="Labelled DAG") as dag:
+        a, b, c, d = (EmptyOperator(task_id=x) for x in "abcd")
+        a >> Label("valid") >> [b, c]
+        [b, c] >> Label("merge") >> d
+        EmptyOperator(task_id="shown", task_display_name="Shown task")
+    assert upstream(dag) == {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "shown": []}
+    assert dag.edge_info == {
+        ("a", "b"): {"label": "valid"},
+        ("a", "c"): {"label": "valid"},
+        ("b", "d"): {"label": "merge"},
+        ("c", "d"): {"label": "merge"},
+    }
+    assert (dag.dag_display_name, dag.task_dict["a"].task_display_name) == ("Labelled DAG", "a")
+    assert dag.task_dict["shown"].task_display_name == "Shown task"

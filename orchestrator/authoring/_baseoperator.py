@@ -36,8 +36,14 @@ class DependencyMixin:
         """The tasks ``self >> x`` makes upstream of ``x`` (a group's differ from its roots)."""
         return self._roots()
 
+    def _takes_upstreams(self, leaves: list[BaseOperator]) -> bool:
+        """An edge modifier (a ``Label``) keeps ``leaves`` and says True; others False."""
+        return False
+
     def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
         for item in _as_list(other):
+            if item._takes_upstreams(self._leaves()):
+                continue
             for up in self._leaves():
                 for down in item._roots():
                     up._add_edge(down)
@@ -159,6 +165,8 @@ class BaseOperator(DependencyMixin):
         do_xcom_push: bool = True,
         owner: str = "orchestrator",
         doc_md: str | None = None,
+        doc: str | None = None,
+        task_display_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         group = _group_of(dag)
@@ -241,6 +249,8 @@ class BaseOperator(DependencyMixin):
         self.do_xcom_push = bool(do_xcom_push)
         self.owner = owner
         self.doc_md = doc_md
+        self.doc = doc
+        self.task_display_name = str(task_display_name) if task_display_name else task_id
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.dag: OwnerDag | None = None

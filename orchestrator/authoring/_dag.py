@@ -71,6 +71,7 @@ class DAG:
         is_paused_upon_creation: bool | None = None,
         dataset_events: str = "batch",
         doc_md: str | None = None,
+        dag_display_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         where = f"DAG {dag_id!r}"
@@ -144,8 +145,10 @@ class DAG:
             )
         self.dataset_events = dataset_events
         self.doc_md = doc_md
+        self.dag_display_name = str(dag_display_name) if dag_display_name else dag_id
         self.task_dict: dict[str, BaseOperator] = {}
         self.task_group_dict: dict[str, Any] = {}  # group id -> TaskGroup
+        self.edge_info: dict[tuple[str, str], dict[str, Any]] = {}  # (up, down) -> label
         self._timetable: Timetable | None = None
         self._token: contextvars.Token[tuple[OwnerDag, ...]] | None = None
         collector = _collector.get()

@@ -65,6 +65,7 @@ _AUTHORING = {
     "Connection": "orchestrator:Connection",
     "get_current_context": "orchestrator:get_current_context",
     "TaskGroup": "orchestrator:TaskGroup",
+    "Label": "orchestrator:Label",
     "task_group": "orchestrator:task_group",
 }
 _EXCEPTIONS = {
@@ -132,6 +133,7 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow.datasets": _DATASETS,
     "airflow.utils.trigger_rule": {"TriggerRule": "orchestrator:TriggerRule"},
     "airflow.utils.task_group": _pick(_AUTHORING, "TaskGroup"),
+    "airflow.utils.edgemodifier": {"Label": "orchestrator:Label"},
     "airflow.utils.state": {
         "State": "orchestrator:TaskState",
         "TaskInstanceState": "orchestrator:TaskState",
