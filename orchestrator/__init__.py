@@ -9,6 +9,7 @@ from orchestrator.authoring._taskgroup import TaskGroup, task_group
 from orchestrator.core._state import RunState, TaskState, TriggerRule
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.resources._connections import Connection
+from orchestrator.resources._hooks import BaseHook
 from orchestrator.resources._variables import Variable
 from triggers import (
     Asset,
@@ -30,6 +31,7 @@ __all__ = [
     "AssetAll",
     "AssetAny",
     "AssetOrTimeSchedule",
+    "BaseHook",
     "BaseNotifier",
     "BaseOperator",
     "Connection",

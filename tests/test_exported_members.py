@@ -9,6 +9,7 @@ import pytest
 EXPECTED = {
     "orchestrator": {
         "DAG",
+        "BaseHook",
         "BaseNotifier",
         "DeadlineAlert",
         "DeadlineReference",
@@ -55,12 +56,15 @@ EXPECTED = {
     "orchestrator.operators": {
         "BaseOperator",
         "BashOperator",
+        "BranchDayOfWeekOperator",
         "BranchPythonOperator",
         "EmailOperator",
         "EmptyOperator",
+        "LatestOnlyOperator",
         "PythonOperator",
         "ShortCircuitOperator",
         "TriggerDagRunOperator",
+        "WeekDay",
     },
     "orchestrator.errors": {
         "ConfigError",

@@ -105,6 +105,20 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
         "get_current_context",
     ),
     "airflow.operators.email": _pick(_OPERATORS, "EmailOperator"),
+    "airflow.operators.latest_only": {
+        "LatestOnlyOperator": "orchestrator.operators:LatestOnlyOperator"
+    },
+    "airflow.operators.weekday": {
+        "BranchDayOfWeekOperator": "orchestrator.operators:BranchDayOfWeekOperator"
+    },
+    "airflow.providers.standard.operators.latest_only": {
+        "LatestOnlyOperator": "orchestrator.operators:LatestOnlyOperator"
+    },
+    "airflow.providers.standard.operators.weekday": {
+        "BranchDayOfWeekOperator": "orchestrator.operators:BranchDayOfWeekOperator"
+    },
+    "airflow.utils.weekday": {"WeekDay": "orchestrator.operators:WeekDay"},
+    "airflow.hooks.base": {"BaseHook": "orchestrator:BaseHook"},
     "airflow.operators.trigger_dagrun": _pick(_OPERATORS, "TriggerDagRunOperator"),
     "airflow.providers.standard.operators.empty": _pick(_OPERATORS, "EmptyOperator"),
     "airflow.providers.standard.operators.bash": _pick(_OPERATORS, "BashOperator"),
