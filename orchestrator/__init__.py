@@ -4,6 +4,7 @@ from orchestrator.alerts import BaseNotifier, DeadlineAlert, DeadlineReference, 
 from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, cross_downstream
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._edges import Label
+from orchestrator.authoring._param import Param
 from orchestrator.authoring._taskflow import dag, get_current_context, task
 from orchestrator.authoring._taskgroup import TaskGroup, task_group
 from orchestrator.core._state import RunState, TaskState, TriggerRule
@@ -46,6 +47,7 @@ __all__ = [
     "EventPattern",
     "FailTask",
     "Label",
+    "Param",
     "RunState",
     "SkipTask",
     "TaskGroup",

@@ -29,6 +29,7 @@ EXPECTED = {
         "EventPattern",
         "FailTask",
         "Label",
+        "Param",
         "RunState",
         "SkipTask",
         "TaskGroup",

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from orchestrator.authoring._alerting import Webhook, callbacks_of, webhooks_of
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, GroupContext, OwnerDag
+from orchestrator.authoring._param import check_defaults
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
@@ -241,6 +242,7 @@ class BaseOperator(DependencyMixin):
         if params is not None and not isinstance(params, Mapping):
             raise DagDefinitionError(f"{where}: params must be a mapping")
         self.params = dict(params or {})
+        check_defaults(self.params, where)
         if isolation not in ("thread", "process"):
             raise DagDefinitionError(
                 f"{where}: isolation must be 'thread' or 'process', got {isolation!r}"

@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.authoring._alerting import DeadlineAlert, callbacks_of
 from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
+from orchestrator.authoring._param import check_defaults
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
 from triggers import Cron, Schedule, parse_schedule
 from triggers._timetable import Timetable, timetable_for
@@ -112,6 +113,7 @@ class DAG:
         if params is not None and not isinstance(params, Mapping):
             raise DagDefinitionError(f"{where}: params must be a mapping")
         self.params = dict(params or {})
+        check_defaults(self.params, where)
         if tags is not None and (
             not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags)
         ):

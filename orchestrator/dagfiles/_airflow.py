@@ -66,6 +66,7 @@ _AUTHORING = {
     "get_current_context": "orchestrator:get_current_context",
     "TaskGroup": "orchestrator:TaskGroup",
     "Label": "orchestrator:Label",
+    "Param": "orchestrator:Param",
     "task_group": "orchestrator:task_group",
 }
 _EXCEPTIONS = {
@@ -83,7 +84,10 @@ def _pick(names: dict[str, str], *wanted: str) -> dict[str, str]:
 
 AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow": {**_pick(_AUTHORING, "DAG", "XComArg"), **_DATASETS},
-    "airflow.models": _pick(_AUTHORING, "DAG", "BaseOperator", "Variable", "Connection", "XComArg"),
+    "airflow.models": _pick(
+        _AUTHORING, "DAG", "BaseOperator", "Variable", "Connection", "XComArg", "Param"
+    ),
+    "airflow.models.param": _pick(_AUTHORING, "Param"),
     "airflow.models.dag": _pick(_AUTHORING, "DAG"),
     "airflow.models.baseoperator": _pick(_AUTHORING, "BaseOperator", "chain", "cross_downstream"),
     "airflow.models.variable": _pick(_AUTHORING, "Variable"),

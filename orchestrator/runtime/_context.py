@@ -14,6 +14,7 @@ import jinja2
 import jinja2.sandbox
 
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
+from orchestrator.authoring._param import resolve_params
 from orchestrator.errors import TemplateError, XComError
 from orchestrator.resources._macros import MACROS
 from orchestrator.resources._variables import Variable
@@ -217,7 +218,7 @@ class _VarNamespace:
 
 def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
     run = ti.dag_run
-    params = {**dag.params, **ti.task.params, **run.conf}
+    params = {**resolve_params({**dag.params, **ti.task.params}, run.conf), **run.conf}
     logical = run.logical_date
     return {
         "dag": dag,

@@ -27,6 +27,7 @@ import anyio
 
 from orchestrator._clock import Clock
 from orchestrator.authoring._dag import DAG
+from orchestrator.authoring._param import resolve_params
 from orchestrator.core import RunRecord, RunState
 from orchestrator.core._intake import fired_run, interval_run, manual_run
 from orchestrator.errors import Conflict
@@ -104,6 +105,8 @@ class RunIntake:
     ) -> RunRecord:
         """A manual run of ``dag_id``, stored; Conflict if its run id is taken."""
         dag = self.dags(dag_id)
+        if dag is not None and dag.params:
+            resolve_params(dag.params, conf or {})  # a bad conf makes no run
         run = manual_run(
             dag_id,
             dag.timetable if dag is not None else None,
