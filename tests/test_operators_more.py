@@ -94,3 +94,43 @@ def test_a_hook_reads_its_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert WarehouseHook().get_conn() == "etl@db.example:5432/dw"
     with pytest.raises(NotImplementedError, match="BaseHook must define get_conn"):
         BaseHook().get_conn()
+
+
+async def test_a_bash_task_runs_the_command_its_function_returns(settings: Settings) -> None:
+    """``@task.bash``: the returned command is rendered with the context, its last line of
+    output is the XCom, exit 99 skips, and a function that returns no command fails."""
+    from orchestrator import task
+
+    with DAG("bash_tasks") as dag:
+
+        @task.bash
+        def greet(name: str) -> str:
+            return f"echo hello {name} on {{{{ ds }}}}"
+
+        @task.bash(env={"WHO": "env"}, append_env=True)
+        def from_env() -> str:
+            return "echo $WHO"
+
+        @task.bash
+        def skip() -> str:
+            return "exit 99"
+
+        @task.bash
+        def nothing() -> str:
+            return ""
+
+        greet("world")
+        from_env()
+        skip()
+        nothing()
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    live = await run_dag_once(settings, dag, logical_date=day)
+    assert {t: str(ti.state) for t, ti in live.tis.items()} == {
+        "greet": "success",
+        "from_env": "success",
+        "skip": "skipped",
+        "nothing": "failed",
+    }
+    assert live.xcoms[("greet", "return_value")] == '"hello world on 2026-03-10"'
+    assert live.xcoms[("from_env", "return_value")] == '"env"'
+    assert "must return a non-empty command" in live.errors["nothing"]

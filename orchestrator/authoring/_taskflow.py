@@ -1,5 +1,5 @@
-"""TaskFlow: ``@dag`` and ``@task`` (with ``@task.branch``, ``@task.short_circuit`` and,
-registered by ``sensors``, ``@task.sensor``)."""
+"""TaskFlow: ``@dag`` and ``@task`` (with ``@task.branch``, ``@task.short_circuit``,
+``@task.bash`` and, registered by ``sensors``, ``@task.sensor``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from orchestrator.authoring._baseoperator import XComArg
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._dagcontext import DagContext, GroupContext
 from orchestrator.errors import DagDefinitionError
+from orchestrator.operators._bash import BashDecoratedOperator
 from orchestrator.operators._python import (
     BranchPythonOperator,
     PythonOperator,
@@ -108,6 +109,11 @@ class _TaskFactory:
     @property
     def python(self) -> _TaskFactory:
         return _TaskFactory(PythonOperator)
+
+    @property
+    def bash(self) -> _TaskFactory:
+        """``@task.bash``: the function returns a Bash command to run."""
+        return _TaskFactory(BashDecoratedOperator)
 
     def __getattr__(self, name: str) -> _TaskFactory:
         """``@task.sensor`` and the other kinds a higher layer registers."""

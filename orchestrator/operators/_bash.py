@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -13,8 +14,9 @@ from orchestrator._logging import current_task_log, mask
 from orchestrator._processes import end_group, marked, relay_output, sweep, without_daemon_secrets
 from orchestrator.authoring._baseoperator import BaseOperator
 from orchestrator.errors import DagDefinitionError, SkipTask
+from orchestrator.operators._python import PythonOperator
 
-__all__ = ["BashOperator"]
+__all__ = ["BashDecoratedOperator", "BashOperator"]
 
 
 class BashOperator(BaseOperator):
@@ -102,3 +104,51 @@ class BashOperator(BaseOperator):
         if code != 0:
             raise RuntimeError(f"bash command failed: exit code {code}")
         return mask(last_line)  # output, masked as the log is
+
+
+class BashDecoratedOperator(PythonOperator):
+    """``@task.bash``: the function returns the command (rendered with Jinja and the
+    context, as a templated ``bash_command`` is), which then runs as a BashOperator's."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        append_env: bool = False,
+        cwd: str | None = None,
+        skip_on_exit_code: int | None = 99,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("multiple_outputs", None)  # one command, one output
+        super().__init__(**kwargs)
+        self.env = dict(env) if env is not None else None
+        self.append_env = bool(append_env)
+        self.cwd = cwd
+        self.skip_on_exit_code = skip_on_exit_code
+
+    def runs_on_loop(self) -> bool:
+        return True  # the command's process is awaited on the loop
+
+    async def execute_async(self, context: dict[str, Any]) -> Any:
+        args, kwargs = self._arguments(context)
+        command = self.python_callable(*args, **kwargs)
+        if inspect.isawaitable(command):
+            command = await command
+        if not isinstance(command, str) or not command.strip():
+            raise TypeError(
+                f"{self._where}: a @task.bash function must return a non-empty command, "
+                f"got {command!r}"
+            )
+        import jinja2.sandbox  # as templated fields are rendered
+
+        env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        rendered = env.from_string(command).render(context)
+        bash = BashOperator(
+            task_id=self.task_id,
+            bash_command=rendered,
+            env=self.env,
+            append_env=self.append_env,
+            cwd=self.cwd,
+            skip_on_exit_code=self.skip_on_exit_code,
+        )
+        return await bash.execute(context)
