@@ -97,10 +97,6 @@ class DeadlineWatch:
             if dag_id in ids:
                 self.watch(run)
 
-    @property
-    def armed(self) -> int:
-        return len(self._timers)
-
     def _fire(self, key: _Key) -> None:
         self._timers.pop(key, None)
         self._due.append(key)

@@ -173,11 +173,6 @@ class Outbox:
             self._due.append((record, context, attempts))
         self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        """Alerts known here and not yet delivered or dead-lettered."""
-        return len(self._known)
-
     async def drained(self) -> None:
         """Return once every alert known here is delivered or dead-lettered."""
         await self._drained.wait()

@@ -11,12 +11,11 @@ import contextvars
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from orchestrator.authoring._alerting import DeadlineAlert, callbacks_of
 from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
-from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OwnerDag
+from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, OpenedOn
 from orchestrator.authoring._param import check_defaults
 from orchestrator.errors import CycleError, DagDefinitionError, DuplicateTaskError
 from triggers import Cron, Schedule, parse_schedule
@@ -48,8 +47,10 @@ def _utc(value: Any, where: str, field: str) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class DAG:
+class DAG(OpenedOn):
     """A workflow: tasks, their dependencies, and when it runs."""
+
+    _open_stack = DagContext
 
     def __init__(
         self,
@@ -152,7 +153,6 @@ class DAG:
         self.task_group_dict: dict[str, Any] = {}  # group id -> TaskGroup
         self.edge_info: dict[tuple[str, str], dict[str, Any]] = {}  # (up, down) -> label
         self._timetable: Timetable | None = None
-        self._token: contextvars.Token[tuple[OwnerDag, ...]] | None = None
         collector = _collector.get()
         if collector is not None:
             collector.append(self)
@@ -179,22 +179,6 @@ class DAG:
                 self.schedule, self.start_date, self.end_date, self.catchup
             )
         return self._timetable
-
-    # -- context manager -----------------------------------------------------------
-
-    def __enter__(self) -> DAG:
-        self._token = DagContext.push(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            DagContext.pop(self._token)
-            self._token = None
 
     # -- tasks -----------------------------------------------------------------------
 

@@ -10,9 +10,18 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
-__all__ = ["GROUP_PATTERN", "KEY_PATTERN", "DagContext", "GroupContext", "OwnerDag"]
+__all__ = [
+    "GROUP_PATTERN",
+    "KEY_PATTERN",
+    "ContextStack",
+    "DagContext",
+    "GroupContext",
+    "OpenedOn",
+    "OwnerDag",
+]
 
 # The shape of a DAG id, task id or pool name.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
@@ -41,44 +50,51 @@ class OwnerDag(Protocol):
     def add_task(self, task: Any) -> None: ...
 
 
-class DagContext:
-    """The stack of ``with DAG(...)`` blocks, per thread of execution."""
+T = TypeVar("T")
 
-    _stack: contextvars.ContextVar[tuple[OwnerDag, ...]] = contextvars.ContextVar(
-        "orchestrator_dag_stack", default=()
-    )
 
-    @classmethod
-    def current(cls) -> OwnerDag | None:
-        stack = cls._stack.get()
+class ContextStack(Generic[T]):
+    """A stack of open ``with`` blocks, per thread of execution."""
+
+    def __init__(self, name: str) -> None:
+        self._stack: contextvars.ContextVar[tuple[T, ...]] = contextvars.ContextVar(
+            name, default=()
+        )
+
+    def current(self) -> T | None:
+        """The innermost open one, or None."""
+        stack = self._stack.get()
         return stack[-1] if stack else None
 
-    @classmethod
-    def push(cls, dag: OwnerDag) -> contextvars.Token[tuple[OwnerDag, ...]]:
-        return cls._stack.set((*cls._stack.get(), dag))
+    def push(self, item: T) -> contextvars.Token[tuple[T, ...]]:
+        return self._stack.set((*self._stack.get(), item))
 
-    @classmethod
-    def pop(cls, token: contextvars.Token[tuple[OwnerDag, ...]]) -> None:
-        cls._stack.reset(token)
+    def pop(self, token: contextvars.Token[tuple[T, ...]]) -> None:
+        self._stack.reset(token)
 
 
-class GroupContext:
-    """The stack of ``with TaskGroup(...)`` blocks, per thread of execution."""
+# The ``with DAG(...)`` blocks, and the ``with TaskGroup(...)`` ones (TaskGroup objects).
+DagContext: ContextStack[OwnerDag] = ContextStack("orchestrator_dag_stack")
+GroupContext: ContextStack[Any] = ContextStack("orchestrator_group_stack")
 
-    _stack: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
-        "orchestrator_group_stack", default=()
-    )
 
-    @classmethod
-    def current(cls) -> Any:
-        """The innermost open task group (a ``TaskGroup``), or None."""
-        stack = cls._stack.get()
-        return stack[-1] if stack else None
+class OpenedOn:
+    """``with obj:`` pushes ``obj`` on its class's ``_open_stack`` while the block runs
+    (``DAG`` and ``TaskGroup``)."""
 
-    @classmethod
-    def push(cls, group: Any) -> contextvars.Token[tuple[Any, ...]]:
-        return cls._stack.set((*cls._stack.get(), group))
+    _open_stack: ClassVar[ContextStack[Any]]
+    _token: contextvars.Token[tuple[Any, ...]] | None = None
 
-    @classmethod
-    def pop(cls, token: contextvars.Token[tuple[Any, ...]]) -> None:
-        cls._stack.reset(token)
+    def __enter__(self) -> Self:
+        self._token = self._open_stack.push(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            self._open_stack.pop(self._token)
+            self._token = None

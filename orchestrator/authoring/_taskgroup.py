@@ -13,21 +13,21 @@ Rules:
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from orchestrator.authoring._baseoperator import BaseOperator, DependencyMixin
-from orchestrator.authoring._dagcontext import GROUP_PATTERN, DagContext, GroupContext
+from orchestrator.authoring._dagcontext import GROUP_PATTERN, DagContext, GroupContext, OpenedOn
 from orchestrator.errors import DagDefinitionError
 
 __all__ = ["TaskGroup", "task_group"]
 
 
-class TaskGroup(DependencyMixin):
+class TaskGroup(DependencyMixin, OpenedOn):
     """A named group of tasks (see the module's rules)."""
+
+    _open_stack = GroupContext
 
     def __init__(
         self,
@@ -77,7 +77,6 @@ class TaskGroup(DependencyMixin):
         self.children: dict[str, BaseOperator | TaskGroup] = {}
         if self.parent_group is not None:
             self.parent_group.children[full] = self
-        self._token: contextvars.Token[tuple[Any, ...]] | None = None
 
     def _qualified(self, label: str) -> str:
         parent = self.parent_group
@@ -91,22 +90,6 @@ class TaskGroup(DependencyMixin):
             return f"{self.group_id}.{label}"
         parent = self.parent_group
         return parent.child_id(label) if parent is not None else label
-
-    # -- the context manager -------------------------------------------------------
-
-    def __enter__(self) -> TaskGroup:
-        self._token = GroupContext.push(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            GroupContext.pop(self._token)
-            self._token = None
 
     # -- its tasks -----------------------------------------------------------------
 

@@ -118,15 +118,26 @@ def written(live: LiveRun, step: Step) -> list[Snapshot]:
 
 def try_request(live: LiveRun, task_id: str, try_number: int, logs_dir: Path) -> TryRequest:
     """What the executor needs to run a try of the run's task."""
-    task = live.dag.task_dict[task_id]
+    return _request(live.dag, task_id, live.info, live.xcoms, try_number, logs_dir)
+
+
+def _request(
+    dag: DAG,
+    task_id: str,
+    info: DagRunInfo,
+    xcoms: dict[tuple[str, str], str],
+    try_number: int,
+    logs_dir: Path,
+) -> TryRequest:
+    task = dag.task_dict[task_id]
     return TryRequest(
-        dag=live.dag,
+        dag=dag,
         task=task,
-        run=live.info,
+        run=info,
         try_number=try_number,
         max_tries=task.retries + 1,
-        xcoms=live.xcoms,
-        log_path=task_log_path(logs_dir, *live.key, task_id, try_number),
+        xcoms=xcoms,
+        log_path=task_log_path(logs_dir, dag.dag_id, info.run_id, task_id, try_number),
     )
 
 
@@ -184,20 +195,9 @@ async def rebuilt_context(
         info, xcoms = run_info(run), await store.xcoms(record.dag_id, record.run_id)
     if record.task_id is None:
         return run_context(dag, info, {}, record)
-    task = dag.task_dict.get(record.task_id)
-    if task is None:
+    if record.task_id not in dag.task_dict:
         return None
-    request = TryRequest(
-        dag=dag,
-        task=task,
-        run=info,
-        try_number=max(1, record.try_number),
-        max_tries=task.retries + 1,
-        xcoms=xcoms,
-        log_path=task_log_path(
-            logs_dir, record.dag_id, record.run_id, task.task_id, max(1, record.try_number)
-        ),
-    )
+    request = _request(dag, record.task_id, info, xcoms, max(1, record.try_number), logs_dir)
     return {**executor.context_of(request), "exception": record.payload.get("error")}
 
 
