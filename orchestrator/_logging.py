@@ -148,14 +148,15 @@ def _path_part(name: str, value: str) -> str:
     return f"{name}={plain}"
 
 
-def task_log_path(logs_dir: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
-    return (
-        logs_dir
-        / _path_part("dag_id", dag_id)
-        / _path_part("run_id", run_id)
-        / _path_part("task_id", task_id)
-        / f"attempt={int(try_number)}.log"
-    )
+def task_log_path(
+    logs_dir: Path, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+) -> Path:
+    """Where a try's log goes (Airflow's layout; a mapped instance's under ``map_index=i``)."""
+    folder = logs_dir / _path_part("dag_id", dag_id) / _path_part("run_id", run_id)
+    folder = folder / _path_part("task_id", task_id)
+    if map_index >= 0:
+        folder = folder / f"map_index={int(map_index)}"
+    return folder / f"attempt={int(try_number)}.log"
 
 
 class TaskLog:

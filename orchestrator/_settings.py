@@ -58,6 +58,7 @@ class Settings:
     log_format: str = "console"
     log_level: str = "info"
     xcom_max_bytes: int = 1_048_576
+    max_map_length: int = 1024
     task_log_max_bytes: int = 104_857_600
     dag_import_timeout: float = 30.0
     dag_import_parallelism: int = 4
@@ -148,7 +149,7 @@ def load_settings(
         raise ConfigError(
             f"setting dag_import_parallelism must be >= 1, got {settings.dag_import_parallelism}"
         )
-    for name in ("alert_max_attempts", "alert_concurrency"):
+    for name in ("alert_max_attempts", "alert_concurrency", "max_map_length"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting {name} must be >= 1, got {getattr(settings, name)}")
     for name in ("alert_retry_delay", "alert_max_retry_delay", "alert_max_age", "alert_timeout"):

@@ -171,6 +171,8 @@ def test_runs_list_and_show_json_shapes(examples: Path) -> None:
     assert {t["task_id"] for t in shown["tasks"]} == {"extract", "load", "report"}
     assert set(shown["tasks"][0]) == {
         "task_id",
+        "map_index",
+        "rendered_map_index",
         "state",
         "try_number",
         "start_date",
@@ -307,7 +309,7 @@ def test_pools_commands() -> None:
 def test_db_migrate(home: Path) -> None:
     """`db migrate` on a fresh database applies the migrations, then has nothing to do."""
     first = cli("db", "migrate")
-    assert "applied migrations: [1, 2, 3, 4, 5]" in first.stdout
+    assert "applied migrations: [1, 2, 3, 4, 5, 6]" in first.stdout
     assert "up to date" in cli("db", "migrate").stdout
 
 

@@ -139,3 +139,28 @@ def test_limits_always_hold(ops: list[tuple[str, int, tuple[str, str], str]]) ->
         for dag in ("a", "b"):
             assert sum(1 for i in running if i.dag_id == dag) <= 2
         assert sum(i.slots for i in running if i.pool == "p") <= 2
+
+
+def test_a_task_limit_holds_across_runs_and_within_a_run_without_blocking_others() -> None:
+    """max_active_tis_per_dag counts a task's instances in every run of its DAG;
+    max_active_tis_per_dagrun those in one run; other tasks of the DAG go past them."""
+    queue = ReadyQueue(32)
+    run_c = ("a", "r2")
+    for i in range(3):
+        queue.push(item(f"m[{i}]", task="m", per_dag=2))
+        queue.push(item(f"m[{i}]", run_c, task="m", per_dag=2))
+    queue.push(item("other"))
+    got = drain(queue)
+    assert sorted(got) == ["m[0]", "m[0]", "other"]  # one of each run, then the limit
+    per_run = ReadyQueue(32)
+    for run in (RUN_A, run_c):
+        for i in range(3):
+            per_run.push(item(f"p[{i}]", run, task="p", per_run=1))
+    handed = []
+    while (popped := per_run.pop()) is not None:
+        handed.append(popped[0])
+    assert sorted((h.run, h.task_id) for h in handed) == [(RUN_A, "p[0]"), (run_c, "p[0]")]
+    per_run.release(handed[0])
+    nxt = per_run.pop()
+    assert nxt is not None
+    assert (nxt[0].run, nxt[0].task_id) == (handed[0].run, "p[1]")

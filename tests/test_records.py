@@ -51,6 +51,8 @@ def test_a_task_instance_shows_its_state_tries_and_duration() -> None:
     )
     assert ti.to_json() == {
         "task_id": "t",
+        "map_index": -1,
+        "rendered_map_index": None,
         "state": "up_for_retry",
         "try_number": 2,
         "start_date": "2026-04-01T06:00:00.000000+00:00",

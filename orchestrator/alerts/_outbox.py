@@ -351,9 +351,17 @@ class Outbox:
         for key in ("deadline", "reason"):
             if key in record.payload:
                 facts[key] = record.payload[key]
+        map_index = int(record.payload.get("map_index", -1))
+        if map_index >= 0:
+            facts["map_index"] = map_index
         if record.task_id is not None and record.try_number > 0:
             path = task_log_path(
-                self.logs_dir, record.dag_id, record.run_id, record.task_id, record.try_number
+                self.logs_dir,
+                record.dag_id,
+                record.run_id,
+                record.task_id,
+                record.try_number,
+                map_index,
             )
             excerpt = self._excerpts.pop(record.id, None)
             if excerpt is None:  # not given (a restart, a retry): read, off the loop
@@ -361,7 +369,10 @@ class Outbox:
             facts["log_excerpt"] = excerpt
             base = self.api_url()
             if base:
-                query = urlencode({"dag_id": record.dag_id, "try": record.try_number})
+                query = urlencode(
+                    {"dag_id": record.dag_id, "try": record.try_number}
+                    | ({"map_index": map_index} if map_index >= 0 else {})
+                )
                 facts["log_url"] = (
                     f"{base}/api/v1/runs/{quote(record.run_id, safe='')}/tasks/"
                     f"{quote(record.task_id, safe='')}/logs?{query}"

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import Alert, AlertEvent, AlertRecord
+from orchestrator.core import Alert, AlertEvent, AlertRecord, instance_key
 
 __all__ = ["DEADLINE_MISSED", "RetryPolicy", "alert_id", "callback_of", "plan_alerts"]
 
@@ -86,7 +86,11 @@ def plan_alerts(
     out: list[AlertRecord] = []
 
     def add(kind: str, alert: Alert, target: str, **payload: Any) -> None:
-        key = (dag_id, run_id, alert.task_id, alert.try_number, alert.event, target)
+        task_key = alert.task_id
+        if alert.map_index >= 0:
+            task_key = instance_key(str(alert.task_id), alert.map_index)
+            payload = {**payload, "map_index": alert.map_index}
+        key = (dag_id, run_id, task_key, alert.try_number, alert.event, target)
         out.append(
             AlertRecord(
                 id=alert_id(now, *key),

@@ -193,7 +193,17 @@ class _Handlers:
         instances = await self.runs.task_instances(run.dag_id, run.run_id)
         if all(ti.task_id != task_id for ti in instances):
             raise NotFound(f"run {run.run_id!r} of DAG {run.dag_id!r} has no task {task_id!r}")
-        tries = await self.runs.tries(run.dag_id, run.run_id, task_id)
+        map_index = _int_param(request, "map_index", -1)
+        indexes = sorted(ti.map_index for ti in instances if ti.task_id == task_id)
+        if map_index not in indexes:
+            if map_index < 0:
+                raise ClientError(
+                    400,
+                    f"map_index: task {task_id!r} is mapped: give map_index "
+                    f"({indexes[0]}..{indexes[-1]})",
+                )
+            raise NotFound(f"task {task_id!r} of run {run.run_id!r} has no map_index {map_index}")
+        tries = await self.runs.tries(run.dag_id, run.run_id, task_id, map_index)
         wanted = request.query_params.get("try")
         if wanted is not None:
             number = _int_param(request, "try", 0)
@@ -220,7 +230,13 @@ class _Handlers:
                 }
             )
         return JSONResponse(
-            {"dag_id": run.dag_id, "run_id": run.run_id, "task_id": task_id, "tries": out}
+            {
+                "dag_id": run.dag_id,
+                "run_id": run.run_id,
+                "task_id": task_id,
+                "map_index": map_index,
+                "tries": out,
+            }
         )
 
     async def datasets(self, request: Request) -> Response:

@@ -189,6 +189,7 @@ _PATHS: dict[str, Any] = {
             "summary": "A task's tries, each with a window of its log (its end by default)",
             "parameters": [
                 _query_int("try", 10_000, "only this try"),
+                _query_int("map_index", 999_999, "the instance of a mapped task"),
                 _query_int("offset", 999_999_999_999_999, "the window's first byte"),
                 _query_int("length", 8 * 1024 * 1024, "the window's length in bytes"),
             ],

@@ -108,9 +108,11 @@ SCHEMAS: dict[str, Any] = {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["task_id", "state", "try_number"],
+                            "required": ["task_id", "map_index", "state", "try_number"],
                             "properties": {
                                 "task_id": {"type": "string"},
+                                "map_index": {"type": "integer", "minimum": -1},
+                                "rendered_map_index": {"type": ["string", "null"]},
                                 "state": {"type": "string"},
                                 "try_number": {"type": "integer"},
                                 "start_date": _DATE,
@@ -125,11 +127,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "TaskLogs": {
         "type": "object",
-        "required": ["dag_id", "run_id", "task_id", "tries"],
+        "required": ["dag_id", "run_id", "task_id", "map_index", "tries"],
         "properties": {
             "dag_id": {"type": "string"},
             "run_id": {"type": "string"},
             "task_id": {"type": "string"},
+            "map_index": {"type": "integer", "minimum": -1},
             "tries": {
                 "type": "array",
                 "items": {

@@ -102,9 +102,16 @@ def _seconds(value: Any, owner: str, field: str, *, allow_none: bool) -> timedel
 
 
 _accepted_by_class: dict[type, frozenset[str]] = {}
+# What ``BaseOperator.partial`` makes: ``_mapping.OperatorPartial``, registered there.
+_partials: list[Callable[[type[BaseOperator], dict[str, Any]], Any]] = []
 
 
-def _accepted_args(cls: type) -> frozenset[str]:
+def register_partials(maker: Callable[[type[BaseOperator], dict[str, Any]], Any]) -> None:
+    """Make ``maker(operator_class, kwargs)`` what ``Operator.partial(**kwargs)`` returns."""
+    _partials[:] = [maker]
+
+
+def accepted_args(cls: type) -> frozenset[str]:
     """The keyword arguments ``cls`` accepts through its __init__ chain (cached per class)."""
     cached = _accepted_by_class.get(cls)
     if cached is not None:
@@ -132,6 +139,8 @@ class BaseOperator(DependencyMixin):
 
     template_fields: ClassVar[Sequence[str]] = ()
     template_ext: ClassVar[Sequence[str]] = ()
+    is_mapped: ClassVar[bool] = False
+    map_index: int = -1  # an instance of a mapped task: its place in the expansion
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,6 +177,9 @@ class BaseOperator(DependencyMixin):
         doc_md: str | None = None,
         doc: str | None = None,
         task_display_name: str | None = None,
+        max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
+        map_index_template: str | None = None,
         **kwargs: Any,
     ) -> None:
         group = _group_of(dag)
@@ -253,6 +265,17 @@ class BaseOperator(DependencyMixin):
         self.doc_md = doc_md
         self.doc = doc
         self.task_display_name = str(task_display_name) if task_display_name else task_id
+        for name, limit in (
+            ("max_active_tis_per_dag", max_active_tis_per_dag),
+            ("max_active_tis_per_dagrun", max_active_tis_per_dagrun),
+        ):
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise DagDefinitionError(f"{where}: {name} must be an int >= 1, got {limit!r}")
+        self.max_active_tis_per_dag = max_active_tis_per_dag
+        self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
+        if map_index_template is not None and not isinstance(map_index_template, str):
+            raise DagDefinitionError(f"{where}: map_index_template must be a string")
+        self.map_index_template = map_index_template
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.dag: OwnerDag | None = None
@@ -266,6 +289,18 @@ class BaseOperator(DependencyMixin):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise DagDefinitionError(f"{self._where}: {field} must be an int >= 0, got {value!r}")
         return value
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``Operator.partial(task_id=..., **fixed)``: the arguments each mapped instance
+        shares; ``.expand(...)`` or ``.expand_kwargs(...)`` makes the mapped task
+        (``_mapping``, which registers itself as the maker of partials)."""
+        if DagContext.current() is None and kwargs.get("dag") is None:
+            raise DagDefinitionError(
+                f"{cls.__name__}.partial() was called outside a DAG (use it inside `with DAG(...)`)"
+            )
+        assert _partials, "orchestrator.authoring._mapping is not imported"
+        return _partials[0](cls, kwargs)
 
     # -- execution hooks -------------------------------------------------------------
 
@@ -324,7 +359,7 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
         if group is not None:
             defaults.update(group.default_args)  # a group's win over its DAG's
         defaults.update(kwargs.pop("default_args", None) or {})
-        accepted = _accepted_args(type(self))
+        accepted = accepted_args(type(self))
         for key, value in defaults.items():
             if key in accepted and key not in kwargs:
                 kwargs[key] = value

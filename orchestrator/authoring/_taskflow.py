@@ -12,6 +12,7 @@ from typing import Any, overload
 from orchestrator.authoring._baseoperator import XComArg
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._dagcontext import DagContext, GroupContext
+from orchestrator.authoring._mapping import OperatorPartial
 from orchestrator.errors import DagDefinitionError
 from orchestrator.operators._bash import BashDecoratedOperator
 from orchestrator.operators._python import (
@@ -50,6 +51,30 @@ class TaskDecorated:
         return TaskDecorated(self.function, self.operator_class, {**self.kwargs, **kwargs})
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        kw = self._operator_kwargs()
+        operator = self.operator_class(
+            python_callable=self.function, op_args=args, op_kwargs=kwargs, **kw
+        )
+        return XComArg(operator)
+
+    def partial(self, **kwargs: Any) -> _TaskPartial:
+        """The function's arguments every mapped instance shares."""
+        kw = self._operator_kwargs()
+        fixed = {"python_callable": self.function, "op_args": (), "op_kwargs": kwargs, **kw}
+        return _TaskPartial(
+            OperatorPartial(self.operator_class, fixed, into="op_kwargs", signature=self.function)
+        )
+
+    def expand(self, **mapped: Any) -> XComArg:
+        """One task instance per item (dynamic task mapping)."""
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        """One task instance per dict of the function's arguments."""
+        return self.partial().expand_kwargs(value)
+
+    def _operator_kwargs(self) -> dict[str, Any]:
+        """The operator's arguments: the decorator's, a task id unique in the DAG."""
         current = DagContext.current()
         kw = dict(self.kwargs)
         task_id = kw.pop("task_id", None) or self.function.__name__
@@ -67,10 +92,21 @@ class TaskDecorated:
                 n += 1
             task_id = f"{task_id}__{n}"
         kw.setdefault("multiple_outputs", _returns_dict(self.function))
-        operator = self.operator_class(
-            task_id=task_id, python_callable=self.function, op_args=args, op_kwargs=kwargs, **kw
-        )
-        return XComArg(operator)
+        kw["task_id"] = task_id
+        return kw
+
+
+class _TaskPartial:
+    """``task_fn.partial(...)``: awaiting ``expand`` or ``expand_kwargs``."""
+
+    def __init__(self, partial: OperatorPartial) -> None:
+        self._partial = partial
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return XComArg(self._partial.expand(**mapped))
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        return XComArg(self._partial.expand_kwargs(value))
 
 
 class _TaskFactory:

@@ -93,12 +93,12 @@ def cmd_dags_test(settings: Settings, args: argparse.Namespace) -> int:
             return
         last[ti.task_id] = label
         error = (
-            live.errors.get(ti.task_id)
+            live.errors.get(ti.key)
             if ti.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY)
             else None
         )
         suffix = f"  {error}" if error else ""
-        print(f"[{stamp}] {ti.task_id.ljust(width)}  {label}{suffix}", flush=True)
+        print(f"[{stamp}] {ti.key.ljust(width)}  {label}{suffix}", flush=True)
 
     live = anyio.run(
         lambda: run_dag_once(
@@ -120,12 +120,13 @@ def _summary(dag: DAG, live: Any) -> None:
         ["task_id", "state", "tries", "duration"],
         [
             [
-                tid,
-                live.tis[tid].state,
-                live.tis[tid].try_number,
-                f"{live.tis[tid].duration:.3f}s" if live.tis[tid].duration is not None else "",
+                ti.key,
+                ti.state,
+                ti.try_number,
+                f"{ti.duration:.3f}s" if ti.duration is not None else "",
             ]
             for tid in dag.topological_order()
+            for ti in live.driver.instances(tid)
         ],
     )
     record = live.record

@@ -60,10 +60,11 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{key}: {doc[key]}")
     print(f"conf: {json.dumps(doc['conf'])}\n")
     table(
-        ["task_id", "state", "try_number", "start_date", "end_date", "duration"],
+        ["task_id", "map_index", "state", "try_number", "start_date", "end_date", "duration"],
         [
             [
                 t["task_id"],
+                (t["rendered_map_index"] or t["map_index"]) if t["map_index"] >= 0 else "",
                 t["state"],
                 t["try_number"],
                 t["start_date"],

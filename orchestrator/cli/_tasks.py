@@ -27,11 +27,18 @@ __all__ = ["register"]
 
 
 def cmd_tasks_logs(settings: Settings, args: argparse.Namespace) -> int:
-    async def body(store: Store) -> list[Any]:
-        await resolve_run(store, args.run_id, args.dag_id)
-        return await store.tries(args.dag_id, args.run_id, args.task_id)
+    async def body(store: Store) -> tuple[list[Any], list[int]]:
+        run = await resolve_run(store, args.run_id, args.dag_id)
+        tis = await store.task_instances(run.dag_id, run.run_id)
+        indexes = sorted(ti.map_index for ti in tis if ti.task_id == args.task_id)
+        tries = await store.tries(args.dag_id, args.run_id, args.task_id, args.map_index)
+        return tries, indexes
 
-    tries = with_store(settings, body)
+    tries, indexes = with_store(settings, body)
+    if args.map_index not in indexes and indexes:
+        if args.map_index < 0:
+            fail(f"task {args.task_id!r} is mapped: give --map-index ({indexes[0]}..{indexes[-1]})")
+        fail(f"task {args.task_id!r} has no map index {args.map_index}")
     if not tries:
         fail(f"task {args.task_id!r} of run {args.run_id!r} has not run yet")
     if args.try_number is not None:
@@ -104,6 +111,7 @@ def register(groups: Subcommands) -> None:
     p.add_argument("run_id")
     p.add_argument("task_id")
     p.add_argument("--try", dest="try_number", type=int)
+    p.add_argument("--map-index", type=int, default=-1, help="the instance of a mapped task")
     p = command(tasks, "test", cmd_tasks_test, help="run one task alone; nothing is recorded")
     p.add_argument("dag_id")
     p.add_argument("task_id")

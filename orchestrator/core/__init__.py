@@ -13,12 +13,15 @@ from orchestrator.core._ready import ReadyItem, ReadyQueue
 from orchestrator.core._records import (
     AlertRecord,
     DatasetEventRecord,
+    InstanceDropped,
     Record,
     RunRecord,
     TaskInstanceRecord,
     TryRecord,
     XComRecord,
     XComsCleared,
+    instance_key,
+    split_key,
 )
 from orchestrator.core._state import (
     FINISHED_STATES,
@@ -42,6 +45,7 @@ from orchestrator.core._steps import (
     DagSpec,
     Defer,
     Deferred,
+    Expanded,
     Input,
     NotStarted,
     PastRun,
@@ -72,7 +76,9 @@ __all__ = [
     "DatasetEventRecord",
     "Defer",
     "Deferred",
+    "Expanded",
     "Input",
+    "InstanceDropped",
     "NotStarted",
     "PastRun",
     "Queued",
@@ -107,6 +113,8 @@ __all__ = [
     "clear_instance",
     "decide_run_state",
     "evaluate_trigger_rule",
+    "instance_key",
     "retry_delay",
+    "split_key",
     "with_downstream",
 ]

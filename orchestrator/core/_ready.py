@@ -6,10 +6,13 @@ handed out until the shell gives the room back.
 
 Rules:
 1. Limits: ``parallelism`` (tries running at once in this process), each DAG's
-   ``max_active_tasks`` and each pool's slots (a task takes ``pool_slots`` of them).
-2. Lanes: one heap per (DAG, pool), ordered by ``priority_weight`` (higher first),
-   then by when the instance became ready. ``pop`` takes the best head among the
-   lanes that are not at a limit, so a full DAG or pool costs nothing however much
+   ``max_active_tasks``, each pool's slots (a task takes ``pool_slots`` of them), and a
+   task's own ``max_active_tis_per_dag`` (its instances across all runs) and
+   ``max_active_tis_per_dagrun`` (within one run).
+2. Lanes: one heap per (DAG, pool), and one of its own for each task with a limit of
+   its own (per run, for a limit per run), ordered by ``priority_weight`` (higher
+   first), then by when the instance became ready. ``pop`` takes the best head among
+   the lanes that are not at a limit, so a full DAG or pool costs nothing however much
    work waits behind it.
 3. An instance that stops being ready (skipped by a branch, its run stopped) is
    withdrawn with ``discard``; its heap entry goes stale and is dropped when it
@@ -35,15 +38,23 @@ class ReadyItem:
     """One task instance ready to start, with what the limits need to know of it."""
 
     run: RunKey
-    task_id: str
+    task_id: str  # the instance's key
     pool: str = "default_pool"
     slots: int = 1
     priority: int = 1
     max_active_tasks: int = 16
+    task: str = ""  # the task's id, when it has a limit of its own
+    per_dag: int | None = None  # max_active_tis_per_dag
+    per_run: int | None = None  # max_active_tis_per_dagrun
 
     @property
     def dag_id(self) -> str:
         return self.run[0]
+
+    @property
+    def lane(self) -> tuple[str, str, str, str]:
+        """Its heap: the DAG's and pool's; a limited task's own; per run if limited per run."""
+        return (self.run[0], self.pool, self.task, self.run[1] if self.per_run else "")
 
 
 _Entry = tuple[int, int, ReadyItem]  # (-priority, sequence, item)
@@ -53,12 +64,14 @@ class ReadyQueue:
     def __init__(self, parallelism: int, pools: Mapping[str, int] | None = None) -> None:
         self.parallelism = parallelism
         self.pools: dict[str, int] = dict(pools or {"default_pool": 128})
-        self._lanes: dict[tuple[str, str], list[_Entry]] = {}
+        self._lanes: dict[tuple[str, str, str, str], list[_Entry]] = {}
         self._live: dict[tuple[RunKey, str], int] = {}  # (run, task) -> its current entry
         self._seq = itertools.count()
         self._running = 0
         self._per_dag: dict[str, int] = {}
         self._per_pool: dict[str, int] = {}
+        self._per_task: dict[tuple[str, str], int] = {}  # (dag, task) -> running
+        self._per_task_run: dict[tuple[RunKey, str], int] = {}  # (run, task) -> running
 
     @property
     def running(self) -> int:
@@ -73,7 +86,7 @@ class ReadyQueue:
     def push(self, item: ReadyItem) -> None:
         seq = next(self._seq)
         self._live[(item.run, item.task_id)] = seq
-        lane = self._lanes.setdefault((item.dag_id, item.pool), [])
+        lane = self._lanes.setdefault(item.lane, [])
         heapq.heappush(lane, (-item.priority, seq, item))
 
     def discard(self, run: RunKey, task_id: str) -> None:
@@ -105,6 +118,11 @@ class ReadyQueue:
         self._running += 1
         self._per_dag[item.dag_id] = self._per_dag.get(item.dag_id, 0) + 1
         self._per_pool[item.pool] = self._per_pool.get(item.pool, 0) + item.slots
+        if item.task:
+            at = (item.dag_id, item.task)
+            self._per_task[at] = self._per_task.get(at, 0) + 1
+            in_run = (item.run, item.task)
+            self._per_task_run[in_run] = self._per_task_run.get(in_run, 0) + 1
         return item, None
 
     def release(self, item: ReadyItem) -> None:
@@ -112,6 +130,13 @@ class ReadyQueue:
         self._running -= 1
         self._per_dag[item.dag_id] -= 1
         self._per_pool[item.pool] -= item.slots
+        if item.task:
+            self._per_task[(item.dag_id, item.task)] -= 1
+            in_run = (item.run, item.task)
+            if self._per_task_run[in_run] == 1:
+                del self._per_task_run[in_run]
+            else:
+                self._per_task_run[in_run] -= 1
 
     def _head(self, lane: list[_Entry]) -> ReadyItem | None:
         """The lane's first entry still live, dropping stale ones."""
@@ -125,6 +150,15 @@ class ReadyQueue:
     def _open(self, item: ReadyItem) -> bool:
         if self._per_dag.get(item.dag_id, 0) >= item.max_active_tasks:
             return False
+        if item.task:
+            if item.per_dag is not None and (
+                self._per_task.get((item.dag_id, item.task), 0) >= item.per_dag
+            ):
+                return False
+            if item.per_run is not None and (
+                self._per_task_run.get((item.run, item.task), 0) >= item.per_run
+            ):
+                return False
         size = self.pools.get(item.pool)
         if size is None:
             return True  # handed out only to be failed with the reason (rule 4)

@@ -17,6 +17,7 @@ from triggers._dataset import DatasetEvent
 __all__ = [
     "AlertRecord",
     "DatasetEventRecord",
+    "InstanceDropped",
     "Record",
     "RunRecord",
     "SensorWaitCleared",
@@ -25,6 +26,8 @@ __all__ = [
     "TryRecord",
     "XComRecord",
     "XComsCleared",
+    "instance_key",
+    "split_key",
 ]
 
 
@@ -72,10 +75,19 @@ class TaskInstanceRecord:
     priority_weight: int = 1
     operator: str = ""
     next_retry_at: datetime | None = None
+    map_index: int = -1  # its place in a mapped task's expansion; -1: not mapped
+    rendered_map_index: str | None = None  # its map_index_template, rendered
+
+    @property
+    def key(self) -> str:
+        """The instance's key within its run (``t``, or ``t[3]`` for a mapped instance)."""
+        return instance_key(self.task_id, self.map_index)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
+            "map_index": self.map_index,
+            "rendered_map_index": self.rendered_map_index,
             "state": str(self.state),
             "try_number": self.try_number,
             "start_date": iso(self.start_date),
@@ -97,6 +109,7 @@ class TryRecord:
     hostname: str = ""
     log_path: str = ""
     error: str | None = None
+    map_index: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +121,7 @@ class XComRecord:
     task_id: str
     key: str
     value: str
+    map_index: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,7 @@ class XComsCleared:
     dag_id: str
     run_id: str
     task_id: str
+    map_index: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +152,22 @@ class SensorWaitRecord:
     pokes: int
     deadline: datetime
     state: str
+    map_index: int = -1
 
 
 @dataclass(frozen=True, slots=True)
 class SensorWaitCleared:
     """A deferred instance's wait is over (resumed, stopped)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceDropped:
+    """A mapped task's placeholder instance (map index -1), replaced by its expansion."""
 
     dag_id: str
     run_id: str
@@ -176,4 +202,20 @@ Record = (
     | SensorWaitRecord
     | SensorWaitCleared
     | AlertRecord
+    | InstanceDropped
 )
+
+
+def instance_key(task_id: str, map_index: int) -> str:
+    """A task instance's key within its run: the task id, with ``[i]`` for a mapped one.
+
+    Task ids never hold brackets, so the key is unambiguous."""
+    return task_id if map_index < 0 else f"{task_id}[{map_index}]"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """``(task_id, map_index)`` of an instance key."""
+    if key.endswith("]"):
+        task_id, _, index = key[:-1].rpartition("[")
+        return task_id, int(index)
+    return key, -1

@@ -3,6 +3,9 @@
 Plain data, as h11's events are: the driver (``_driver``) takes an input and
 answers with a :class:`Step`; the scheduler's shell feeds the inputs and carries
 out the commands.
+
+An input's or a command's ``task_id`` names a task *instance* by its key: the task id,
+or ``t[3]`` for instance 3 of a mapped task ``t`` (``_records.instance_key``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "DagSpec",
     "Defer",
     "Deferred",
+    "Expanded",
     "Input",
     "NotStarted",
     "PastRun",
@@ -75,6 +79,8 @@ class TaskSpec(Protocol):
     def task_type(self) -> str: ...
     @property
     def outlets(self) -> Sequence[Dataset]: ...
+    @property
+    def is_mapped(self) -> bool: ...
 
 
 class DagSpec(Protocol):
@@ -147,6 +153,7 @@ class TryEnded:
     xcoms: Mapping[str, str] = field(default_factory=dict)
     skip: frozenset[str] = frozenset()  # downstream task ids a branch did not follow
     outlet_extras: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # uri -> extra
+    map_label: str | None = None  # a mapped instance's map_index_template, rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +214,16 @@ class Resumed:
     retryable: bool = True  # False: a failure is final (a sensor's timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class Expanded:
+    """How many instances a mapped task expands to (the shell's answer to ``Step.expand``),
+    or why it cannot expand."""
+
+    task_id: str
+    length: int
+    error: str | None = None
+
+
 Input = (
     Start
     | Queued
@@ -219,6 +236,7 @@ Input = (
     | Clear
     | Deferred
     | Resumed
+    | Expanded
 )
 
 
@@ -260,6 +278,7 @@ class Alert:
     task_id: str | None = None
     try_number: int = 0
     error: str | None = None
+    map_index: int = -1
 
 
 @dataclass(slots=True, init=False)
@@ -275,6 +294,7 @@ class Step:
     defer: list[Defer]
     withdraw: list[str]  # deferred instances whose wait the engine must drop
     alerts: list[Alert]
+    expand: list[str]  # mapped tasks ready to run: the shell answers each with ``Expanded``
     ended: RunState | None  # the run ended (its record is in ``writes``)
 
     def __init__(self) -> None:
@@ -288,4 +308,19 @@ class Step:
         self.defer = []
         self.withdraw = []
         self.alerts = []
+        self.expand = []
         self.ended = None
+
+    def merge(self, later: Step) -> None:
+        """Append the commands of ``later``, a step fed before this one was carried out."""
+        self.writes += later.writes
+        self.ready += later.ready
+        self.unready += later.unready
+        self.cancel += later.cancel
+        self.timers += later.timers
+        self.cancel_timers += later.cancel_timers
+        self.defer += later.defer
+        self.withdraw += later.withdraw
+        self.alerts += later.alerts
+        self.expand += later.expand
+        self.ended = later.ended or self.ended

@@ -7,6 +7,7 @@ If it dies without writing the result, the parent fails the try with the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -17,12 +18,14 @@ from typing import Any
 import anyio
 
 from orchestrator._logging import MaskedLines, mask
+from orchestrator.authoring._mapping import MappedOperator
 from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import FailTask, SkipTask
 from orchestrator.runtime._context import (
     DagRunInfo,
     RuntimeTaskInstance,
     build_context,
+    pull_xcom,
     render_task,
 )
 from triggers._dataset import DatasetEvent
@@ -32,6 +35,10 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
     dags = {d.dag_id: d for d in load_dag_file(Path(spec["file"]))}
     dag = dags[spec["dag_id"]]
     task = dag.task_dict[spec["task_id"]]
+    xcoms = {(t, k): v for t, k, v in spec["xcoms"]}
+    map_index = spec.get("map_index", -1)
+    if map_index >= 0 and isinstance(task, MappedOperator):
+        task = task.unmap(map_index, functools.partial(pull_xcom, dag, xcoms))
     raw = spec["run"]
     run = DagRunInfo(
         dag_id=dag.dag_id,
@@ -51,7 +58,7 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
         run=run,
         try_number=spec["try_number"],
         max_tries=spec["max_tries"],
-        xcoms={(t, k): v for t, k, v in spec["xcoms"]},
+        xcoms=xcoms,
         xcom_limit=spec["xcom_limit"],
     )
     context = build_context(dag, ti)

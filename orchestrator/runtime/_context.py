@@ -14,7 +14,9 @@ import jinja2
 import jinja2.sandbox
 
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
+from orchestrator.authoring._dagcontext import OwnerDag
 from orchestrator.authoring._param import resolve_params
+from orchestrator.core import split_key
 from orchestrator.errors import TemplateError, XComError
 from orchestrator.resources._macros import MACROS
 from orchestrator.resources._variables import Variable
@@ -30,6 +32,7 @@ __all__ = [
     "RuntimeTaskInstance",
     "build_context",
     "encode_xcom",
+    "pull_xcom",
     "render_task",
 ]
 
@@ -51,6 +54,27 @@ def encode_xcom(value: Any, *, where: str, limit: int) -> str:
             "(ORCHESTRATOR_XCOM_MAX_BYTES)"
         )
     return text
+
+
+def pull_xcom(
+    dag: OwnerDag | None, xcoms: Mapping[tuple[str, str], str], task_id: str, key: str
+) -> Any:
+    """The XCom ``key`` of ``task_id`` in a run's ``xcoms`` (keyed by instance key), None if
+    absent; of a mapped task, the list of its instances' values in map order (those that
+    pushed one), as Airflow hands a mapped task's results downstream."""
+    text = xcoms.get((task_id, key))
+    if text is not None:
+        return json.loads(text)
+    task = dag.task_dict.get(task_id) if dag is not None else None
+    if task is None or not task.is_mapped:
+        return None
+    prefix = task_id + "["
+    found = sorted(
+        (split_key(k)[1], v)
+        for (k, name), v in xcoms.items()
+        if name == key and k.startswith(prefix)
+    )
+    return [json.loads(v) for _, v in found]
 
 
 @dataclass(slots=True)
@@ -152,6 +176,7 @@ class RuntimeTaskInstance:
         self.dag_id = run.dag_id
         self.run_id = run.run_id
         self.task_id = task.task_id
+        self.map_index = task.map_index
         self.try_number = try_number
         self.max_tries = max_tries
         self.dag_run = run
@@ -166,6 +191,8 @@ class RuntimeTaskInstance:
 
     @property
     def where(self) -> str:
+        if self.map_index >= 0:
+            return f"DAG {self.dag_id!r}, task {self.task_id!r}, map_index {self.map_index}"
         return f"DAG {self.dag_id!r}, task {self.task_id!r}"
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -190,12 +217,17 @@ class RuntimeTaskInstance:
 
     def _pull_one(self, task_id: str, key: str, default: Any) -> Any:
         text = self.pushed.get(key) if task_id == self.task_id else None
-        if text is None:
-            text = self._xcoms.get((task_id, key))
-        return default if text is None else json.loads(text)
+        if text is not None:
+            return json.loads(text)
+        value = pull_xcom(self.task.dag, self._xcoms, task_id, key)
+        return default if value is None else value
 
     def __repr__(self) -> str:
-        return f"<TaskInstance {self.dag_id}.{self.task_id} {self.run_id} try {self.try_number}>"
+        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return (
+            f"<TaskInstance {self.dag_id}.{self.task_id}{index} {self.run_id} "
+            f"try {self.try_number}>"
+        )
 
 
 class _VariableAccessor:
@@ -243,6 +275,7 @@ def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
         "outlet_events": ti.outlet_events,
         "event": run.conf.get("event") if run.run_type == "event_triggered" else None,
         "try_number": ti.try_number,
+        "map_index": ti.map_index,
     }
 
 
@@ -285,6 +318,15 @@ def _render(
     if isinstance(value, dict):
         return {k: _render(v, context, exts, base) for k, v in value.items()}
     return value
+
+
+def map_label(template: str, context: Mapping[str, Any]) -> str | None:
+    """A mapped instance's ``map_index_template``, rendered after its work (so the work
+    can set what it names); None when it does not render."""
+    try:
+        return _env.from_string(template).render(context)[:250] or None
+    except Exception:
+        return None
 
 
 def render_task(task: BaseOperator, context: dict[str, Any]) -> BaseOperator:

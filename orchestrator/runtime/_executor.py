@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ from orchestrator._logging import (
     task_log_context,
 )
 from orchestrator._processes import marked, relay_output, sweep
+from orchestrator.authoring._mapping import MappedOperator
 from orchestrator.core._sensing import PokeResult
 from orchestrator.errors import FailTask, SkipTask, TaskTimeout
 from orchestrator.resources._connections import register_own_secrets
@@ -61,6 +63,8 @@ from orchestrator.runtime._context import (
     RuntimeTaskInstance,
     build_context,
     encode_xcom,
+    map_label,
+    pull_xcom,
     render_task,
     task_needs_render,
 )
@@ -82,6 +86,14 @@ class TryRequest:
     max_tries: int
     xcoms: Mapping[tuple[str, str], str]
     log_path: Path
+    map_index: int = -1  # of a mapped task's instance: ``task`` is the mapped task
+
+    def unmapped(self) -> BaseOperator:
+        """The operator the try runs: a mapped task's instance's own (``MappedOperator.unmap``)."""
+        if self.map_index < 0 or not isinstance(self.task, MappedOperator):
+            return self.task
+        pull = functools.partial(pull_xcom, self.dag, self.xcoms)
+        return self.task.unmap(self.map_index, pull)
 
 
 @dataclass(slots=True)
@@ -94,6 +106,7 @@ class TryResult:
     context: dict[str, Any] = field(default_factory=dict)
     outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
     log_excerpt: str | None = None  # a failed try's last log lines, for its alerts
+    map_label: str | None = None  # a mapped instance's map_index_template, rendered
 
 
 class _ThreadHandle:
@@ -118,6 +131,9 @@ class LocalExecutor:
 
     def context_of(self, request: TryRequest) -> dict[str, Any]:
         """The context the try's code (and its callbacks) see."""
+        if request.map_index >= 0 and isinstance(request.task, MappedOperator):
+            with contextlib.suppress(Exception):  # a callback's context: the mapped task then
+                request.task = request.unmapped()
         ti = RuntimeTaskInstance(
             task=request.task,
             run=request.run,
@@ -131,6 +147,14 @@ class LocalExecutor:
 
     async def run(self, request: TryRequest) -> TryResult:
         log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
+        if request.map_index >= 0:
+            try:
+                request.task = request.unmapped()
+            except Exception as exc:  # what it maps over changed, or an argument is refused
+                message = mask(f"{type(exc).__name__}: {exc}")
+                log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
+                await anyio.to_thread.run_sync(log.close)
+                return TryResult("failed", message, retryable=False, log_excerpt=log.excerpt())
         context = self.context_of(request)
         ti: RuntimeTaskInstance = context["ti"]
         # The try's start, end and state live in the store; the file holds only what the
@@ -163,6 +187,8 @@ class LocalExecutor:
         result.context = context
         if result.state == "failed":
             result.log_excerpt = log.excerpt()
+        if request.map_index >= 0 and task.map_index_template:
+            result.map_label = map_label(task.map_index_template, context)
         return result
 
     def _attempt_in_thread(
@@ -304,6 +330,7 @@ class LocalExecutor:
             "file": dag.fileloc,
             "dag_id": dag.dag_id,
             "task_id": request.task.task_id,
+            "map_index": request.map_index,
             "run": {
                 "run_id": request.run.run_id,
                 "run_type": request.run.run_type,

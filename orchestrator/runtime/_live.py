@@ -5,6 +5,7 @@ store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,16 +15,24 @@ import anyio
 
 from orchestrator._logging import task_log_path
 from orchestrator.authoring._dag import DAG
+from orchestrator.authoring._mapping import expand_length
 from orchestrator.core import (
     AlertRecord,
+    Expanded,
     PastRun,
+    ReadyItem,
+    Record,
     RunDriver,
     RunRecord,
     Step,
     TaskInstanceRecord,
     TaskState,
+    XComRecord,
+    XComsCleared,
+    instance_key,
+    split_key,
 )
-from orchestrator.runtime._context import DagRunInfo
+from orchestrator.runtime._context import DagRunInfo, pull_xcom
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._timers import TimerHandle
 from orchestrator.store import Store
@@ -35,7 +44,10 @@ __all__ = [
     "RunKey",
     "Snapshot",
     "alert_contexts",
+    "expansion",
+    "fold_xcoms",
     "past_run",
+    "ready_item",
     "rebuilt_context",
     "run_context",
     "run_info",
@@ -53,7 +65,7 @@ class LiveRun:
     dag: DAG
     driver: RunDriver
     info: DagRunInfo
-    xcoms: dict[tuple[str, str], str] = field(default_factory=dict)
+    xcoms: dict[tuple[str, str], str] = field(default_factory=dict)  # (instance key, key)
     done: anyio.Event = field(default_factory=anyio.Event)
     last_context: dict[str, Any] = field(default_factory=dict)
     scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)  # running tries
@@ -100,7 +112,7 @@ async def past_run(store: Store, run: RunRecord) -> PastRun | None:
         return None
     previous = max(earlier, key=lambda r: r.logical_date or r.queued_at)
     tis = await store.task_instances(previous.dag_id, previous.run_id)
-    return PastRun(previous.run_id, {ti.task_id: ti.state for ti in tis})
+    return PastRun(previous.run_id, {ti.key: ti.state for ti in tis})
 
 
 def written(live: LiveRun, step: Step) -> list[Snapshot]:
@@ -116,19 +128,20 @@ def written(live: LiveRun, step: Step) -> list[Snapshot]:
     return [*tis, None] if step.ended is not None else [None, *tis]
 
 
-def try_request(live: LiveRun, task_id: str, try_number: int, logs_dir: Path) -> TryRequest:
-    """What the executor needs to run a try of the run's task."""
-    return _request(live.dag, task_id, live.info, live.xcoms, try_number, logs_dir)
+def try_request(live: LiveRun, key: str, try_number: int, logs_dir: Path) -> TryRequest:
+    """What the executor needs to run a try of the run's task instance ``key``."""
+    return _request(live.dag, key, live.info, live.xcoms, try_number, logs_dir)
 
 
 def _request(
     dag: DAG,
-    task_id: str,
+    key: str,
     info: DagRunInfo,
     xcoms: dict[tuple[str, str], str],
     try_number: int,
     logs_dir: Path,
 ) -> TryRequest:
+    task_id, map_index = split_key(key)
     task = dag.task_dict[task_id]
     return TryRequest(
         dag=dag,
@@ -137,8 +150,55 @@ def _request(
         try_number=try_number,
         max_tries=task.retries + 1,
         xcoms=xcoms,
-        log_path=task_log_path(logs_dir, dag.dag_id, info.run_id, task_id, try_number),
+        log_path=task_log_path(logs_dir, dag.dag_id, info.run_id, task_id, try_number, map_index),
+        map_index=map_index,
     )
+
+
+def ready_item(live: LiveRun, key: str) -> ReadyItem:
+    """The ready queue's entry for the instance ``key``, with the limits it is under."""
+    ti = live.tis[key]
+    task = live.dag.task_dict[ti.task_id]
+    per_dag, per_run = task.max_active_tis_per_dag, task.max_active_tis_per_dagrun
+    return ReadyItem(
+        live.key,
+        key,
+        ti.pool,
+        task.pool_slots,
+        ti.priority_weight,
+        live.dag.max_active_tasks,
+        ti.task_id if per_dag is not None or per_run is not None else "",
+        per_dag,
+        per_run,
+    )
+
+
+def fold_xcoms(live: LiveRun, records: list[Record]) -> None:
+    """Keep the run's XComs (in memory, by instance key) as ``records`` change them."""
+    for record in records:
+        if isinstance(record, XComRecord):
+            live.xcoms[(instance_key(record.task_id, record.map_index), record.key)] = record.value
+        elif isinstance(record, XComsCleared):
+            key = instance_key(record.task_id, record.map_index)
+            for gone in [k for k in live.xcoms if k[0] == key]:
+                del live.xcoms[gone]
+
+
+def expansion(live: LiveRun, task_id: str, limit: int) -> Expanded:
+    """How many instances the mapped task expands to in this run, or why it cannot."""
+    task = live.dag.task_dict[task_id]
+    try:
+        length = expand_length(task, functools.partial(pull_xcom, live.dag, live.xcoms))
+    except Exception as exc:  # what it maps over is not a list or dict, or is missing
+        return Expanded(task_id, 0, f"cannot expand: {exc}")
+    if length > limit:
+        return Expanded(
+            task_id,
+            0,
+            f"cannot expand task {task_id!r} to {length} instances: the limit is {limit} "
+            "(ORCHESTRATOR_MAX_MAP_LENGTH)",
+        )
+    return Expanded(task_id, length)
 
 
 def alert_contexts(
@@ -197,7 +257,8 @@ async def rebuilt_context(
         return run_context(dag, info, {}, record)
     if record.task_id not in dag.task_dict:
         return None
-    request = _request(dag, record.task_id, info, xcoms, max(1, record.try_number), logs_dir)
+    key = instance_key(record.task_id, int(record.payload.get("map_index", -1)))
+    request = _request(dag, key, info, xcoms, max(1, record.try_number), logs_dir)
     return {**executor.context_of(request), "exception": record.payload.get("error")}
 
 

@@ -20,6 +20,8 @@ Rules:
    queue: it never holds a slot; the sensor hub (``_sensing``) makes all its pokes.
 5. A step's alerts become outbox deliveries written in the step's own unit; the outbox
    delivers them in its own tasks, never in the way of a try or of this loop.
+6. A step's XComs join the run's in memory as the step is submitted; a mapped task the
+   step readied is answered with its length (``Expanded``) from them, in the same unit.
 """
 
 from __future__ import annotations
@@ -61,8 +63,6 @@ from orchestrator.core import (
     TryEnded,
     TryOutcome,
     TryStarted,
-    XComRecord,
-    XComsCleared,
 )
 from orchestrator.runtime._executor import LocalExecutor, TryResult
 from orchestrator.runtime._live import (
@@ -72,7 +72,10 @@ from orchestrator.runtime._live import (
     RunKey,
     Snapshot,
     alert_contexts,
+    expansion,
+    fold_xcoms,
     past_run,
+    ready_item,
     rebuilt_context,
     run_info,
     try_request,
@@ -197,10 +200,10 @@ class Scheduler:
             )
         past = await past_run(self.store, driver.run) if driver.wants_past else None
         open_tries = {
-            t.task_id: t
+            ti.key: t
             for ti in tis
             if ti.state in (TaskState.RUNNING, TaskState.DEFERRED)
-            for t in await self.store.tries(ti.dag_id, ti.run_id, ti.task_id)
+            for t in await self.store.tries(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
             if t.try_number == ti.try_number
         }
         self._runs[live.key] = live
@@ -258,7 +261,15 @@ class Scheduler:
         self, steps: list[tuple[LiveRun, Step]], *, dispatch: bool = True
     ) -> tuple[Ack, list[list[Snapshot]]]:
         """Submit the steps' writes as one unit, then carry out their other commands."""
+        limit = self.executor.services.settings.max_map_length
         for live, step in steps:
+            fold_xcoms(live, step.writes)  # rule 6
+            while step.expand:
+                later = live.driver.feed(
+                    expansion(live, step.expand.pop(0), limit), self.clock.now()
+                )
+                fold_xcoms(live, later.writes)
+                step.merge(later)
             if step.alerts:  # rule 5
                 step.writes += plan_alerts(
                     live.dag, live.key, step.alerts, self.clock.now(), seal=self.alerts.seal
@@ -274,26 +285,11 @@ class Scheduler:
         return ack, snapshots
 
     def _carry_out(self, live: LiveRun, step: Step) -> None:
-        for record in step.writes:
-            if isinstance(record, XComsCleared):
-                for key in [k for k in live.xcoms if k[0] == record.task_id]:
-                    del live.xcoms[key]
         for task_id in step.unready:
             self.queue.discard(live.key, task_id)
         for task_id in step.ready:
-            ti = live.tis[task_id]
-            if ti.state == TaskState.SCHEDULED:  # not skipped later in the same step
-                task = live.dag.task_dict[task_id]
-                self.queue.push(
-                    ReadyItem(
-                        live.key,
-                        task_id,
-                        ti.pool,
-                        task.pool_slots,
-                        ti.priority_weight,
-                        live.dag.max_active_tasks,
-                    )
-                )
+            if live.tis[task_id].state == TaskState.SCHEDULED:  # not skipped later in the step
+                self.queue.push(ready_item(live, task_id))
         for timer_key in step.cancel_timers:
             handle = live.timers.pop(timer_key, None)
             if handle is not None:
@@ -366,9 +362,7 @@ class Scheduler:
         emitted: list[DatasetEvent] = []
         alerts: list[AlertRecord] = []
         for record in step.writes:
-            if isinstance(record, XComRecord):
-                live.xcoms[(record.task_id, record.key)] = record.value
-            elif isinstance(record, DatasetEventRecord):
+            if isinstance(record, DatasetEventRecord):
                 emitted.append(record.event)
             elif isinstance(record, AlertRecord):
                 alerts.append(record)
@@ -416,7 +410,7 @@ class Scheduler:
                 self._tg.start_soon(self._settle, live, step, ack, written)
                 continue
             queued += live.driver.feed(Queued(item.task_id), now).writes
-            sensor = live.dag.task_dict[item.task_id]
+            sensor = live.dag.task_dict[live.tis[item.task_id].task_id]
             if isinstance(sensor, BaseSensor) and sensor.deferrable:
                 deferring += self.sensors.start(live, item.task_id, sensor, now)
                 self.queue.release(item)  # rule 4: a wait holds no slot, not even to start
@@ -455,6 +449,7 @@ class Scheduler:
                 result.pushed,
                 frozenset(result.skip_task_ids),
                 result.outlet_extras,
+                result.map_label,
             ),
             self.clock.now(),
         )

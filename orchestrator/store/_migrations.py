@@ -253,10 +253,92 @@ CREATE TABLE deadline_miss (
 CREATE INDEX deadline_miss_at ON deadline_miss (missed_at)
 """
 
+# Dynamic task mapping: a task instance, its tries, XComs and sensor wait are keyed by
+# map_index too (-1: not mapped). The tables are made anew with their rows, since a
+# primary key cannot be altered in place; rendered_map_index is an instance's label.
+_V6 = """
+ALTER TABLE task_instance RENAME TO task_instance_v5;
+CREATE TABLE task_instance (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    map_index INTEGER NOT NULL DEFAULT -1,
+    state TEXT NOT NULL,
+    try_number INTEGER NOT NULL DEFAULT 0,
+    max_tries INTEGER NOT NULL DEFAULT 0,
+    start_date TEXT,
+    end_date TEXT,
+    duration DOUBLE PRECISION,
+    pool TEXT NOT NULL DEFAULT 'default_pool',
+    priority_weight INTEGER NOT NULL DEFAULT 1,
+    operator TEXT NOT NULL DEFAULT '',
+    next_retry_at TEXT,
+    rendered_map_index TEXT,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+);
+INSERT INTO task_instance (dag_id, run_id, task_id, state, try_number, max_tries, start_date,
+    end_date, duration, pool, priority_weight, operator, next_retry_at)
+SELECT dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration,
+    pool, priority_weight, operator, next_retry_at FROM task_instance_v5;
+DROP TABLE task_instance_v5;
+CREATE INDEX task_instance_state ON task_instance (state);
+ALTER TABLE task_try RENAME TO task_try_v5;
+CREATE TABLE task_try (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    map_index INTEGER NOT NULL DEFAULT -1,
+    try_number INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    start_date TEXT,
+    end_date TEXT,
+    duration DOUBLE PRECISION,
+    hostname TEXT NOT NULL DEFAULT '',
+    log_path TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index, try_number)
+);
+INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date,
+    duration, hostname, log_path, error)
+SELECT dag_id, run_id, task_id, try_number, state, start_date, end_date, duration, hostname,
+    log_path, error FROM task_try_v5;
+DROP TABLE task_try_v5;
+ALTER TABLE xcom RENAME TO xcom_v5;
+CREATE TABLE xcom (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    map_index INTEGER NOT NULL DEFAULT -1,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    PRIMARY KEY (dag_id, run_id, task_id, map_index, key)
+);
+INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp)
+SELECT dag_id, run_id, task_id, key, value, timestamp FROM xcom_v5;
+DROP TABLE xcom_v5;
+ALTER TABLE sensor_wait RENAME TO sensor_wait_v5;
+CREATE TABLE sensor_wait (
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    map_index INTEGER NOT NULL DEFAULT -1,
+    next_poke_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    deadline TEXT,
+    state TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (dag_id, run_id, task_id, map_index)
+);
+INSERT INTO sensor_wait (dag_id, run_id, task_id, next_poke_at, attempt, deadline, state)
+SELECT dag_id, run_id, task_id, next_poke_at, attempt, deadline, state FROM sensor_wait_v5;
+DROP TABLE sensor_wait_v5
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
     Migration(3, "datasets", _V3),
     Migration(4, "events", _V4),
     Migration(5, "alerts", _V5),
+    Migration(6, "mapped task instances", _V6),
 )

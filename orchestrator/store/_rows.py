@@ -18,6 +18,7 @@ from orchestrator._logging import mask
 from orchestrator.core._records import (
     AlertRecord,
     DatasetEventRecord,
+    InstanceDropped,
     Record,
     RunRecord,
     SensorWaitCleared,
@@ -74,25 +75,27 @@ RUN_COLUMNS = (
 
 TI_COLUMNS = (
     "dag_id, run_id, task_id, state, try_number, max_tries, start_date, end_date, duration, "
-    "pool, priority_weight, operator, next_retry_at"
+    "pool, priority_weight, operator, next_retry_at, map_index, rendered_map_index"
 )
 
 
 _TI_UPSERT = (
-    f"INSERT INTO task_instance ({TI_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET state = excluded.state, "
+    f"INSERT INTO task_instance ({TI_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, map_index) DO UPDATE SET state = excluded.state, "
     "try_number = excluded.try_number, max_tries = excluded.max_tries, "
     "start_date = excluded.start_date, end_date = excluded.end_date, "
     "duration = excluded.duration, pool = excluded.pool, "
     "priority_weight = excluded.priority_weight, operator = excluded.operator, "
-    "next_retry_at = excluded.next_retry_at"
+    "next_retry_at = excluded.next_retry_at, rendered_map_index = excluded.rendered_map_index"
 )
 
 
 _TRY_UPSERT = (
     "INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date, "
-    "duration, hostname, log_path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id, try_number) DO UPDATE SET state = excluded.state, "
+    "duration, hostname, log_path, error, map_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, map_index, try_number) DO UPDATE SET "
+    "state = excluded.state, "
     "start_date = excluded.start_date, end_date = excluded.end_date, "
     "duration = excluded.duration, hostname = excluded.hostname, "
     "log_path = excluded.log_path, error = excluded.error"
@@ -100,8 +103,9 @@ _TRY_UPSERT = (
 
 
 _XCOM_UPSERT = (
-    "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (dag_id, run_id, task_id, key) DO UPDATE SET value = excluded.value, "
+    "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp, map_index) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dag_id, run_id, task_id, map_index, key) DO UPDATE SET value = excluded.value, "
     "timestamp = excluded.timestamp"
 )
 
@@ -124,6 +128,8 @@ def ti_statement(ti: TaskInstanceRecord) -> Statement:
             ti.priority_weight,
             ti.operator,
             iso(ti.next_retry_at),
+            ti.map_index,
+            ti.rendered_map_index,
         ),
     )
 
@@ -144,6 +150,7 @@ def try_statement(tr: TryRecord) -> Statement:
             tr.hostname,
             tr.log_path,
             mask(tr.error) if tr.error else tr.error,
+            tr.map_index,
         ),
     )
 
@@ -188,15 +195,23 @@ def xcom_statement(record: XComRecord, at: datetime) -> Statement:
     return Statement(
         "xcom",
         _XCOM_UPSERT,
-        (record.dag_id, record.run_id, record.task_id, record.key, record.value, iso(at)),
+        (
+            record.dag_id,
+            record.run_id,
+            record.task_id,
+            record.key,
+            record.value,
+            iso(at),
+            record.map_index,
+        ),
     )
 
 
-def xcoms_cleared(dag_id: str, run_id: str, task_id: str) -> Statement:
+def xcoms_cleared(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Statement:
     return Statement(
         "xcom",
-        "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-        (dag_id, run_id, task_id),
+        "DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
+        (dag_id, run_id, task_id, map_index),
     )
 
 
@@ -256,8 +271,9 @@ def consumed_statement(dag_id: str, run_id: str, event: DatasetEvent) -> Stateme
 def sensor_wait_statement(record: SensorWaitRecord) -> Statement:
     return Statement(
         "sensor_wait",
-        "INSERT INTO sensor_wait (dag_id, run_id, task_id, next_poke_at, attempt, deadline, state) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dag_id, run_id, task_id) DO UPDATE SET "
+        "INSERT INTO sensor_wait (dag_id, run_id, task_id, next_poke_at, attempt, deadline, state, "
+        "map_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (dag_id, run_id, task_id, map_index) DO UPDATE SET "
         "next_poke_at = excluded.next_poke_at, attempt = excluded.attempt, "
         "deadline = excluded.deadline, state = excluded.state",
         (
@@ -268,6 +284,7 @@ def sensor_wait_statement(record: SensorWaitRecord) -> Statement:
             record.pokes,
             iso(record.deadline),
             record.state,
+            record.map_index,
         ),
     )
 
@@ -340,12 +357,24 @@ def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
             out.append(
                 Statement(
                     "sensor_wait",
-                    "DELETE FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                    "DELETE FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+                    "AND map_index = ?",
+                    (record.dag_id, record.run_id, record.task_id, record.map_index),
+                )
+            )
+        elif isinstance(record, InstanceDropped):
+            out.append(
+                Statement(
+                    "task_instance",
+                    "DELETE FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+                    "AND map_index = -1",
                     (record.dag_id, record.run_id, record.task_id),
                 )
             )
         else:
-            out.append(xcoms_cleared(record.dag_id, record.run_id, record.task_id))
+            out.append(
+                xcoms_cleared(record.dag_id, record.run_id, record.task_id, record.map_index)
+            )
     return out
 
 
@@ -382,6 +411,8 @@ def ti_from_row(row: dict[str, Any]) -> TaskInstanceRecord:
         priority_weight=row["priority_weight"],
         operator=row["operator"],
         next_retry_at=parse_iso(row["next_retry_at"]),
+        map_index=row["map_index"],
+        rendered_map_index=row["rendered_map_index"],
     )
 
 

@@ -24,6 +24,8 @@ from orchestrator.core._records import (
     RunRecord,
     TaskInstanceRecord,
     TryRecord,
+    instance_key,
+    split_key,
 )
 from orchestrator.core._state import TaskState
 from orchestrator.errors import Conflict, NotFound, StoreError
@@ -106,7 +108,7 @@ class Store(DatasetRows, EventRows, AlertRows):
         statements = [self.run_statement(run)]
         for ti in tis:
             statements.append(self.ti_statement(ti))
-            statements.append(xcoms_cleared(ti.dag_id, ti.run_id, ti.task_id))
+            statements.append(xcoms_cleared(ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
         await self.write(statements)
 
     async def upsert_dags(self, rows: Sequence[tuple[str, str, str, list[str], bool]]) -> None:
@@ -313,17 +315,19 @@ class Store(DatasetRows, EventRows, AlertRows):
     async def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstanceRecord]:
         rows = await self.backend.fetch(
             f"SELECT {TI_COLUMNS} FROM task_instance WHERE dag_id = ? AND run_id = ? "
-            "ORDER BY start_date, task_id",
+            "ORDER BY start_date, task_id, map_index",
             (dag_id, run_id),
         )
         return [ti_from_row(row) for row in rows]
 
-    async def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TryRecord]:
+    async def tries(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> list[TryRecord]:
         rows = await self.backend.fetch(
             "SELECT dag_id, run_id, task_id, try_number, state, start_date, end_date, duration, "
-            "hostname, log_path, error FROM task_try WHERE dag_id = ? AND run_id = ? "
-            "AND task_id = ? ORDER BY try_number",
-            (dag_id, run_id, task_id),
+            "hostname, log_path, error, map_index FROM task_try WHERE dag_id = ? AND run_id = ? "
+            "AND task_id = ? AND map_index = ? ORDER BY try_number",
+            (dag_id, run_id, task_id, map_index),
         )
         return [
             TryRecord(
@@ -338,17 +342,18 @@ class Store(DatasetRows, EventRows, AlertRows):
                 hostname=r["hostname"],
                 log_path=r["log_path"],
                 error=r["error"],
+                map_index=r["map_index"],
             )
             for r in rows
         ]
 
     async def xcoms(self, dag_id: str, run_id: str) -> dict[tuple[str, str], str]:
-        """Every XCom of a run as ``{(task_id, key): value_json}``."""
+        """Every XCom of a run as ``{(instance key, key): value_json}`` (``instance_key``)."""
         rows = await self.backend.fetch(
-            "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
+            "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
             (dag_id, run_id),
         )
-        return {(r["task_id"], r["key"]): r["value"] for r in rows}
+        return {(instance_key(r["task_id"], r["map_index"]), r["key"]): r["value"] for r in rows}
 
     async def get_variable(self, key: str) -> tuple[str, bool] | None:
         rows = await self.backend.fetch(
@@ -375,11 +380,13 @@ class Store(DatasetRows, EventRows, AlertRows):
         )
         return [conn_from_row(r) for r in rows]
 
-    async def sensor_wait(self, dag_id: str, run_id: str, task_id: str) -> str | None:
-        """A deferred sensor's stored wait (``WaitState`` JSON), if there is one."""
+    async def sensor_wait(self, dag_id: str, run_id: str, key: str) -> str | None:
+        """A deferred sensor's stored wait (``WaitState`` JSON) for the instance ``key``."""
+        task_id, map_index = split_key(key)
         rows = await self.backend.fetch(
-            "SELECT state FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-            (dag_id, run_id, task_id),
+            "SELECT state FROM sensor_wait WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+            "AND map_index = ?",
+            (dag_id, run_id, task_id, map_index),
         )
         return str(rows[0]["state"]) if rows else None
 
