@@ -5,7 +5,7 @@ from orchestrator.authoring._baseoperator import BaseOperator, XComArg, chain, c
 from orchestrator.authoring._dag import DAG
 from orchestrator.authoring._edges import Label
 from orchestrator.authoring._param import Param
-from orchestrator.authoring._taskflow import dag, get_current_context, task
+from orchestrator.authoring._taskflow import dag, get_current_context, setup, task, teardown
 from orchestrator.authoring._taskgroup import TaskGroup, task_group
 from orchestrator.core._state import RunState, TaskState, TriggerRule
 from orchestrator.errors import FailTask, SkipTask
@@ -60,8 +60,10 @@ __all__ = [
     "cross_downstream",
     "dag",
     "get_current_context",
+    "setup",
     "task",
     "task_group",
+    "teardown",
 ]
 
 __version__ = "0.1.0"

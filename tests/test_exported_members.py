@@ -41,8 +41,10 @@ EXPECTED = {
         "cross_downstream",
         "dag",
         "get_current_context",
+        "setup",
         "task",
         "task_group",
+        "teardown",
     },
     "orchestrator.alerts": {
         "BaseNotifier",

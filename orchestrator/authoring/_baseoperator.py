@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from orchestrator.authoring._alerting import Webhook, callbacks_of, webhooks_of
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, GroupContext, OwnerDag
 from orchestrator.authoring._param import check_defaults
+from orchestrator.authoring._setupteardown import SetupTeardown
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
@@ -129,7 +130,7 @@ def accepted_args(cls: type) -> frozenset[str]:
     return accepted
 
 
-class BaseOperator(DependencyMixin):
+class BaseOperator(DependencyMixin, SetupTeardown):
     """A task: what runs (``execute``) and how (retries, timeout, trigger rule, pool...).
 
     Subclasses define ``execute(self, context)``, synchronous (it runs in a worker
@@ -389,6 +390,25 @@ class XComArg(DependencyMixin):
 
     def resolve(self, pull: Callable[[str, str], Any]) -> Any:
         return pull(self.operator.task_id, self.key)
+
+    # Setup and teardown, on a TaskFlow task's output as on the task.
+
+    def as_setup(self) -> XComArg:
+        self.operator.as_setup()
+        return self
+
+    def as_teardown(
+        self, *, setups: Any = None, on_failure_fail_dagrun: bool | None = None
+    ) -> XComArg:
+        self.operator.as_teardown(setups=setups, on_failure_fail_dagrun=on_failure_fail_dagrun)
+        return self
+
+    def __enter__(self) -> XComArg:
+        self.operator.__enter__()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.operator.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, {self.key!r})"

@@ -206,6 +206,23 @@ class DAG(OpenedOn):
     def leaves(self) -> list[str]:
         return [t.task_id for t in self.task_dict.values() if not t.downstream_task_ids]
 
+    @property
+    def run_leaves(self) -> list[str]:
+        """The tasks whose states decide the run's, as Airflow's: a teardown counts only
+        with ``on_failure_fail_dagrun``, and a task followed only by teardowns that do not
+        count is a leaf."""
+
+        def ignored(task_id: str) -> bool:
+            task = self.task_dict[task_id]
+            return task.is_teardown and not task.on_failure_fail_dagrun
+
+        found = [
+            t.task_id
+            for t in self.task_dict.values()
+            if not ignored(t.task_id) and all(ignored(d) for d in t.downstream_task_ids)
+        ]
+        return found or self.leaves
+
     def validate(self) -> None:
         """Check the graph: every edge names a task of this DAG, and there is no cycle."""
         for task in self.task_dict.values():

@@ -22,7 +22,7 @@ from orchestrator.operators._python import (
 )
 from orchestrator.resources._services import current_context
 
-__all__ = ["dag", "get_current_context", "task"]
+__all__ = ["dag", "get_current_context", "setup", "task", "teardown"]
 
 
 def _returns_dict(fn: Callable[..., Any]) -> bool:
@@ -38,23 +38,33 @@ class TaskDecorated:
     """A function turned into a task factory: each call adds a task to the current DAG."""
 
     def __init__(
-        self, fn: Callable[..., Any], operator_class: type[PythonOperator], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        operator_class: type[PythonOperator],
+        kwargs: dict[str, Any],
+        role: dict[str, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise DagDefinitionError(f"@task needs a function, got {fn!r}")
         self.function = fn
         self.operator_class = operator_class
         self.kwargs = kwargs
+        self.role = role  # {"setup": True} or {"teardown": True, ...}: @setup, @teardown
         functools.update_wrapper(self, fn)
 
     def override(self, **kwargs: Any) -> TaskDecorated:
-        return TaskDecorated(self.function, self.operator_class, {**self.kwargs, **kwargs})
+        kw = {**self.kwargs, **kwargs}
+        return TaskDecorated(self.function, self.operator_class, kw, self.role)
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         kw = self._operator_kwargs()
         operator = self.operator_class(
             python_callable=self.function, op_args=args, op_kwargs=kwargs, **kw
         )
+        if self.role is not None and self.role.get("setup"):
+            operator.as_setup()
+        elif self.role is not None:
+            operator.as_teardown(on_failure_fail_dagrun=self.role["on_failure_fail_dagrun"])
         return XComArg(operator)
 
     def partial(self, **kwargs: Any) -> _TaskPartial:
@@ -198,6 +208,22 @@ def dag(dag_id: str | Callable[..., Any] | None = None, **dag_kwargs: Any) -> An
     if callable(dag_id):
         return decorator(dag_id)
     return decorator
+
+
+def setup(python_callable: Callable[..., Any]) -> TaskDecorated:
+    """``@setup``: a TaskFlow task that is a setup task (Airflow's ``airflow.sdk.setup``)."""
+    return TaskDecorated(python_callable, PythonOperator, {}, {"setup": True})
+
+
+def teardown(
+    python_callable: Callable[..., Any] | None = None, *, on_failure_fail_dagrun: bool = False
+) -> Any:
+    """``@teardown`` or ``@teardown(on_failure_fail_dagrun=True)``: a TaskFlow teardown task;
+    its setups are the setup tasks it takes arguments from, or those of ``as_teardown``."""
+    role = {"teardown": True, "on_failure_fail_dagrun": on_failure_fail_dagrun}
+    if python_callable is not None:
+        return TaskDecorated(python_callable, PythonOperator, {}, role)
+    return lambda fn: TaskDecorated(fn, PythonOperator, {}, role)
 
 
 def get_current_context() -> dict[str, Any]:

@@ -109,8 +109,26 @@ class TaskGroup(DependencyMixin, OpenedOn):
         return [t for t in self.tasks if not t.upstream_task_ids & inside]
 
     def _leaves(self) -> list[BaseOperator]:
-        inside = {t.task_id for t in self.tasks}
-        return [t for t in self.tasks if not t.downstream_task_ids & inside]
+        """The tasks with nothing after them in the group; for a teardown, the work before
+        it (as Airflow's: ``group >> x`` does not wait on the group's teardowns)."""
+        tasks = {t.task_id: t for t in self.tasks}
+        out: dict[str, BaseOperator] = {}
+
+        def before_teardown(teardown: BaseOperator) -> None:
+            for up in sorted(teardown.upstream_task_ids & tasks.keys()):
+                task = tasks[up]
+                if task.is_teardown:
+                    before_teardown(task)
+                elif not task.is_setup:
+                    out.setdefault(up, task)
+
+        for task in tasks.values():
+            if not task.downstream_task_ids & tasks.keys():
+                if task.is_teardown:
+                    before_teardown(task)
+                else:
+                    out.setdefault(task.task_id, task)
+        return list(out.values())
 
     def get_roots(self) -> list[BaseOperator]:
         return self._roots()

@@ -20,7 +20,13 @@ from orchestrator.cli._common import (
     resolve_run,
     with_store,
 )
-from orchestrator.core import RunState, TaskState, clear_instance, with_downstream
+from orchestrator.core import (
+    RunState,
+    TaskState,
+    clear_instance,
+    with_downstream,
+    with_setups_and_teardowns,
+)
 from orchestrator.store import Store
 
 __all__ = ["register"]
@@ -85,6 +91,7 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
         chosen = set(args.task_ids) or {ti.task_id for ti in tis}
         if args.downstream:
             chosen = with_downstream(dag, chosen)
+        chosen = with_setups_and_teardowns(dag, chosen)  # a work task's setup runs again
         cleared = []
         for ti in tis:
             if ti.task_id in chosen and ti.state != TaskState.NONE:

@@ -7,7 +7,7 @@
 - ``_ready``: the ready queue and the limits on starting tries.
 """
 
-from orchestrator.core._cascade import clear_instance, with_downstream
+from orchestrator.core._cascade import clear_instance, with_downstream, with_setups_and_teardowns
 from orchestrator.core._driver import RunDriver
 from orchestrator.core._ready import ReadyItem, ReadyQueue
 from orchestrator.core._records import (
@@ -117,4 +117,5 @@ __all__ = [
     "retry_delay",
     "split_key",
     "with_downstream",
+    "with_setups_and_teardowns",
 ]

@@ -28,9 +28,9 @@ from orchestrator.core._state import (
     apply,
     evaluate_trigger_rule,
 )
-from orchestrator.core._steps import DagSpec, Step
+from orchestrator.core._steps import DagSpec, Step, TaskSpec
 
-__all__ = ["Cascade", "clear_instance", "with_downstream"]
+__all__ = ["Cascade", "clear_instance", "with_downstream", "with_setups_and_teardowns"]
 
 _COUNTED = {
     TaskState.SUCCESS: 0,
@@ -71,8 +71,10 @@ class Cascade:
         self.unfinished = 0
         self.expanding: set[str] = set()
         self._instances: dict[str, list[str]] = {}  # task id -> its instances' keys
-        self._counts: dict[str, list[int]] = {}
+        self._counts: dict[str, list[int]] = {}  # success, skipped, failed, upstream_failed
         self._totals: dict[str, int] = {}
+        self._setups: dict[str, list[int]] = {}  # of a task's upstream setups: total,
+        # succeeded, skipped (for a teardown's rule)
 
     # -- instances ---------------------------------------------------------------------
 
@@ -112,27 +114,33 @@ class Cascade:
         self.index()
         self._counts = {tid: [0, 0, 0, 0] for tid in self.dag.task_dict}
         self._totals = dict.fromkeys(self.dag.task_dict, 0)
+        self._setups = {tid: [0, 0, 0] for tid in self.dag.task_dict}
         self.unfinished = 0
         for task_id, task in self.dag.task_dict.items():
             keys = self._instances[task_id]
             for down in task.downstream_task_ids:
                 self._totals[down] += len(keys)
+                if task.is_setup:
+                    self._setups[down][0] += len(keys)
             for key in keys:
-                state = self.tis[key].state
-                if state not in FINISHED_STATES:
+                ti = self.tis[key]
+                if ti.state not in FINISHED_STATES:
                     self.unfinished += 1
-                index = _COUNTED.get(state)
-                if index is not None:
-                    for down in task.downstream_task_ids:
-                        self._counts[down][index] += 1
+                self._count(task, ti.state)
 
     def finished(self, ti: TaskInstanceRecord) -> None:
         """Count an instance that has just reached a finished state."""
         self.unfinished -= 1
-        index = _COUNTED.get(ti.state)
+        self._count(self.dag.task_dict[ti.task_id], ti.state)
+
+    def _count(self, task: TaskSpec, state: TaskState) -> None:
+        index = _COUNTED.get(state)
         if index is not None:
-            for down in self.dag.task_dict[ti.task_id].downstream_task_ids:
+            for down in task.downstream_task_ids:
                 self._counts[down][index] += 1
+            if task.is_setup and index < 2:  # a setup's success or skip, for teardowns
+                for down in task.downstream_task_ids:
+                    self._setups[down][index + 1] += 1
 
     # -- moves -------------------------------------------------------------------------
 
@@ -148,8 +156,8 @@ class Cascade:
             if not waiting:
                 continue
             task = self.dag.task_dict[task_id]
-            c = self._counts[task_id]
-            upstream = UpstreamCounts(self._totals[task_id], c[0], c[1], c[2], c[3])
+            c, s = self._counts[task_id], self._setups[task_id]
+            upstream = UpstreamCounts(self._totals[task_id], *c, *s)
             verdict = evaluate_trigger_rule(task.trigger_rule, upstream)
             if verdict is Verdict.WAIT:
                 continue
@@ -214,6 +222,19 @@ def clear_instance(ti: TaskInstanceRecord, where: object) -> None:
     ti.end_date = None
     ti.duration = None
     ti.next_retry_at = None
+
+
+def with_setups_and_teardowns(dag: DagSpec, task_ids: Iterable[str]) -> set[str]:
+    """``task_ids`` with the setups of each and those setups' teardowns: what clearing a
+    work task clears, as in Airflow."""
+    chosen = set(task_ids)
+    for task_id in list(chosen):
+        for up in dag.task_dict[task_id].upstream_task_ids:
+            setup = dag.task_dict[up]
+            if setup.is_setup:
+                chosen.add(up)
+                chosen |= {d for d in setup.downstream_task_ids if dag.task_dict[d].is_teardown}
+    return chosen
 
 
 def with_downstream(dag: DagSpec, task_ids: Iterable[str]) -> set[str]:

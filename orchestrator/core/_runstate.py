@@ -238,7 +238,7 @@ class DriverState:
                 self._end(RunState.FAILED, self._graph.deadlock_reason(), now, step)
             return
         states = {ti.key: ti.state for ti in self._graph.all()}
-        leaves = [key for leaf in self.dag.leaves for key in self._graph.keys(leaf)]
+        leaves = [key for leaf in self.dag.run_leaves for key in self._graph.keys(leaf)]
         state = decide_run_state(states, leaves)
         assert state is not None
         self._end(state, None, now, step)

@@ -90,6 +90,7 @@ class TriggerRule(enum.StrEnum):
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
     NONE_SKIPPED = "none_skipped"
     ALWAYS = "always"
+    ALL_DONE_SETUP_SUCCESS = "all_done_setup_success"  # a teardown's
 
 
 FINISHED_STATES = frozenset(
@@ -153,6 +154,9 @@ class UpstreamCounts:
     skipped: int = 0
     failed: int = 0
     upstream_failed: int = 0
+    setups: int = 0  # of the upstream, how many are setup tasks
+    setup_success: int = 0
+    setup_skipped: int = 0
 
     @property
     def done(self) -> int:
@@ -201,6 +205,11 @@ def _flag(rule: TriggerRule, c: UpstreamCounts) -> Verdict | None:
         return Verdict.SKIP
     if rule is TriggerRule.ALL_SKIPPED and (c.success or failures):
         return Verdict.SKIP
+    if rule is TriggerRule.ALL_DONE_SETUP_SUCCESS and all_done and c.setups:
+        if c.setup_skipped >= c.setups:
+            return Verdict.SKIP
+        if c.setup_success == 0:
+            return Verdict.UPSTREAM_FAILED
     return None
 
 
@@ -211,7 +220,7 @@ def _satisfied(rule: TriggerRule, c: UpstreamCounts) -> bool:
             return c.success == c.total
         case TriggerRule.ALL_FAILED:
             return failures == c.total
-        case TriggerRule.ALL_DONE:
+        case TriggerRule.ALL_DONE | TriggerRule.ALL_DONE_SETUP_SUCCESS:
             return c.done >= c.total
         case TriggerRule.ALL_SKIPPED:
             return c.skipped == c.total

@@ -68,6 +68,8 @@ _AUTHORING = {
     "Label": "orchestrator:Label",
     "Param": "orchestrator:Param",
     "task_group": "orchestrator:task_group",
+    "setup": "orchestrator:setup",
+    "teardown": "orchestrator:teardown",
 }
 _EXCEPTIONS = {
     "AirflowException": "orchestrator.dagfiles._airflow:AirflowException",
@@ -94,7 +96,7 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow.models.connection": _pick(_AUTHORING, "Connection"),
     "airflow.models.xcom_arg": _pick(_AUTHORING, "XComArg"),
     "airflow.decorators": {
-        **_pick(_AUTHORING, "dag", "task", "task_group"),
+        **_pick(_AUTHORING, "dag", "task", "task_group", "setup", "teardown"),
         "get_current_context": ("orchestrator:get_current_context"),
     },
     "airflow.sdk": {**_AUTHORING, **_ASSETS, **_pick(_SENSORS, "PokeReturnValue")},
