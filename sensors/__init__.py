@@ -15,16 +15,21 @@ from sensors._builtin import (
     S3KeySensor,
     TimeDeltaSensor,
 )
+from sensors._more import BashSensor, DayOfWeekSensor, PythonSensor, TimeSensor
 
 register_task_kind("sensor", DecoratedSensor)
 
 __all__ = [
     "BaseSensor",
+    "BashSensor",
     "DateTimeSensor",
+    "DayOfWeekSensor",
     "ExternalTaskSensor",
     "FileSensor",
     "HttpSensor",
     "PokeReturnValue",
+    "PythonSensor",
     "S3KeySensor",
     "TimeDeltaSensor",
+    "TimeSensor",
 ]

@@ -79,10 +79,13 @@ class BaseSensor(BaseOperator):
         exponential_backoff: bool = False,
         max_wait: float | timedelta | None = None,
         poke_timeout: float | timedelta | None = 60,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         where = self._where
+        if deferrable is not None:  # Airflow's switch for its deferrable sensors
+            mode = "reschedule" if deferrable else "poke"
         self.poke_interval: timedelta = _duration(poke_interval, where, "poke_interval")
         if self.poke_interval <= timedelta(0):
             raise DagDefinitionError(f"{where}: poke_interval must be positive")

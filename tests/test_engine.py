@@ -161,3 +161,19 @@ def test_daily_dag_through_a_dst_year_has_one_run_per_local_day(tz: str) -> None
     days = [r.logical_date.astimezone(ZoneInfo(tz)).date() for r in fired["a"]]
     assert len(days) == len(set(days)) == 365
     assert all(r.logical_date.astimezone(ZoneInfo(tz)).hour == 3 for r in fired["a"])
+
+
+def test_a_cron_trigger_schedule_fires_at_each_instant_even_when_late() -> None:
+    """CronTriggerTimetable through the engine: due at the instant, fired when the clock
+    passes it (a little late is still that instant's run), one run per instant."""
+    from triggers import CronTriggerTimetable
+
+    engine = TriggerEngine()
+    timetable = table(CronTriggerTimetable("@hourly"), catchup=False)
+    engine.set_timetable("a", timetable, last=None, now=START + timedelta(minutes=50), free=99)
+    assert due(engine, START + timedelta(minutes=59)) == []
+    [firing] = due(engine, START + timedelta(hours=1, seconds=2))
+    assert firing.run.logical_date == START + timedelta(hours=1)
+    assert firing.run.data_interval_start == firing.run.logical_date
+    [second] = due(engine, START + timedelta(hours=2, milliseconds=5))
+    assert second.run.logical_date == START + timedelta(hours=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -134,3 +135,125 @@ async def test_a_bash_task_runs_the_command_its_function_returns(settings: Setti
     assert live.xcoms[("greet", "return_value")] == '"hello world on 2026-03-10"'
     assert live.xcoms[("from_env", "return_value")] == '"env"'
     assert "must return a non-empty command" in live.errors["nothing"]
+
+
+# -- what Airflow's example DAGs use ---------------------------------------------------
+
+
+async def test_a_datetime_branch_follows_the_window_its_logical_date_is_in(
+    settings: Settings,
+) -> None:
+    from datetime import time
+
+    from orchestrator.operators import BranchDateTimeOperator
+
+    with DAG("datetime_branch") as dag:
+        branch = BranchDateTimeOperator(
+            task_id="window",
+            follow_task_ids_if_true="inside",
+            follow_task_ids_if_false="outside",
+            target_lower=time(22, 0),
+            target_upper=time(2, 0),  # across midnight
+            use_task_logical_date=True,
+        )
+        branch >> [EmptyOperator(task_id="inside"), EmptyOperator(task_id="outside")]
+    late = await run_dag_once(settings, dag, logical_date=datetime(2026, 3, 10, 23, tzinfo=UTC))
+    assert (late.tis["inside"].state, late.tis["outside"].state) == ("success", "skipped")
+    noon = await run_dag_once(settings, dag, logical_date=datetime(2026, 3, 10, 12, tzinfo=UTC))
+    assert (noon.tis["inside"].state, noon.tis["outside"].state) == ("skipped", "success")
+    with DAG("datetime_branch_bad"), pytest.raises(DagDefinitionError, match="target_lower"):
+        BranchDateTimeOperator(
+            task_id="w", follow_task_ids_if_true="a", follow_task_ids_if_false="b"
+        )
+
+
+async def test_time_day_bash_and_python_sensors(settings: Settings) -> None:
+    from datetime import time
+
+    from sensors import BashSensor, DayOfWeekSensor, PythonSensor, TimeSensor
+
+    with DAG("more_sensors") as dag:
+        TimeSensor(task_id="past", target_time=time(0, 0), poke_interval=1)
+        BashSensor(task_id="bash_ok", bash_command="echo checked; exit 0")
+        BashSensor(task_id="bash_no", bash_command="exit 1", timeout=0.2, soft_fail=True)
+        PythonSensor(task_id="py_ok", python_callable=lambda n: n == 3, op_args=[3])
+        today = WeekDay(datetime.now(UTC).isoweekday())
+        DayOfWeekSensor(task_id="today", week_day=today)
+    live = await run_dag_once(settings, dag)
+    states = {t: str(ti.state) for t, ti in live.tis.items()}
+    assert states == {
+        "past": "success",
+        "bash_ok": "success",
+        "bash_no": "skipped",
+        "py_ok": "success",
+        "today": "success",
+    }
+
+
+async def test_outlet_extras_by_yield_and_hooks_around_execute(settings: Settings) -> None:
+    from orchestrator import Dataset, task
+    from orchestrator.operators import BashOperator, Metadata
+    from orchestrator.store import open_store
+
+    target = Dataset(uri="s3://bucket/out.csv", name="out")
+    calls: list[Any] = []
+
+    with DAG("yield_and_hooks") as dag:
+
+        @task(outlets=[target])
+        def produce() -> Any:
+            yield Metadata(target, {"rows": 7})
+
+        produce()
+        BashOperator(
+            task_id="bash",
+            bash_command='echo \'{"a": 1, "b": "two"}\'',
+            output_processor=json.loads,
+            multiple_outputs=True,
+            pre_execute=lambda context: calls.append("pre"),
+            post_execute=lambda context, result: calls.append(("post", result)),
+        )
+    assert target.name == "out"
+    live = await run_dag_once(settings, dag)
+    assert live.record.state == "success"
+    assert calls == ["pre", ("post", {"a": 1, "b": "two"})]
+    assert live.xcoms[("bash", "b")] == '"two"'
+    async with open_store(settings.db_url) as store:
+        [(event, _)] = await store.dataset_events("s3://bucket/out.csv", 5)
+    assert event.extra == {"rows": 7}
+
+
+async def test_render_template_and_templates_exts(settings: Settings, tmp_path: Any) -> None:
+    from orchestrator import get_current_context, task
+
+    seen: list[Any] = []
+    (tmp_path / "q.sql").write_text("select '{{ ds }}'")
+
+    with DAG("rendering", default_args={}) as dag:
+
+        @task(templates_exts=[".sql"])
+        def show(sql: str) -> None:
+            context = get_current_context()
+            seen.append(sql)
+            seen.append(context["task"].render_template("run {{ run_id }}", context))
+
+        show(sql="q.sql")
+    dag.fileloc = str(tmp_path / "rendering.py")
+    live = await run_dag_once(settings, dag, logical_date=datetime(2026, 3, 10, tzinfo=UTC))
+    assert live.record.state == "success", live.errors
+    assert seen == ["select '2026-03-10'", f"run {live.record.run_id}"]
+
+
+async def test_a_trigger_takes_a_templated_logical_date(settings: Settings) -> None:
+    from orchestrator.operators import TriggerDagRunOperator
+
+    with DAG("trigger_templated"):
+        op = TriggerDagRunOperator(
+            task_id="t",
+            trigger_dag_id="other",
+            logical_date="{{ logical_date }}",
+            reset_dag_run=True,
+            deferrable=True,
+        )
+    assert "logical_date" in op.template_fields
+    assert (op.reset_dag_run, op.deferrable) == (True, True)

@@ -140,3 +140,57 @@ def test_manual_run_of_a_cron_dag_gets_the_last_complete_interval() -> None:
 def test_manual_run_without_a_time_schedule_has_an_empty_interval() -> None:
     """schedule=None: the data interval starts and ends at the trigger time."""
     assert manual_interval(None, d(25, 1)) == (d(25, 1), d(25, 1))
+
+
+# -- CronTriggerTimetable: Airflow 3's point-in-time cron --------------------------------
+
+
+def test_cron_trigger_runs_at_each_instant_with_no_data_interval() -> None:
+    """A run per instant: logical date = the instant, due then, an empty interval."""
+    from triggers import CronTriggerTimetable
+
+    runs = walk(table(CronTriggerTimetable("0 6 * * *"), d(1, 3)), d(9), 3)
+    assert [(r.logical_date, r.data_interval_start, r.due) for r in runs] == [
+        (d(1, 6), d(1, 6), d(1, 6)),
+        (d(2, 6), d(2, 6), d(2, 6)),
+        (d(3, 6), d(3, 6), d(3, 6)),
+    ]
+    hourly = table(CronTriggerTimetable("@hourly", interval=timedelta(hours=1)), d(1))
+    first = hourly.next_run(None, d(5))
+    assert first == RunInfo(d(1), d(1) - timedelta(hours=1), d(1))
+    assert manual_interval(hourly, d(2, 7, 30)) == (d(2, 6, 30), d(2, 7, 30))
+
+
+def test_cron_trigger_without_catchup_starts_next_unless_the_last_instant_is_recent() -> None:
+    """catchup=False: the next instant, or the latest past one within run_immediately (by
+    default a tenth of the gap, at least 5 minutes), as Airflow's; after a stall the
+    latest instant, not every missed one."""
+    from triggers import CronTriggerTimetable
+
+    daily = CronTriggerTimetable("0 6 * * *")
+
+    def first(spec: CronTriggerTimetable, now: datetime, last: RunInfo | None = None) -> datetime:
+        run = table(spec, d(1), catchup=False).next_run(last, now)
+        assert run is not None
+        return run.due
+
+    assert first(daily, d(5, 9)) == d(6, 6)
+    assert first(daily, d(5, 7)) == d(5, 6)  # within a tenth of the day's gap
+    assert first(CronTriggerTimetable("0 6 * * *", run_immediately=True), d(5, 23)) == d(5, 6)
+    window = CronTriggerTimetable("0 6 * * *", run_immediately=timedelta(minutes=10))
+    assert first(window, d(5, 6, 20)) == d(6, 6)
+    last = RunInfo(d(2, 6), d(2, 6), d(2, 6))
+    assert first(daily, d(3, 5), last) == d(3, 6)
+    assert first(daily, d(5, 6, 0), last) == d(5, 6)  # after a stall: not the 3rd nor the 4th
+
+
+def test_cron_trigger_schedules_are_checked() -> None:
+    import pytest
+
+    from triggers import CronTriggerTimetable
+
+    with pytest.raises(ValueError, match="invalid cron expression"):
+        CronTriggerTimetable("not cron")
+    with pytest.raises(ValueError, match="interval must be a timedelta"):
+        CronTriggerTimetable("@daily", interval=5)  # type: ignore[arg-type]
+    assert parse_schedule(CronTriggerTimetable("@daily")).text == "CronTriggerTimetable(@daily)"

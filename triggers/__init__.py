@@ -8,7 +8,7 @@ names for ``Dataset``, ``DatasetAll``, ``DatasetAny`` and ``DatasetOrTime``: the
 same objects.
 """
 
-from triggers._cron import PRESETS, Cron
+from triggers._cron import PRESETS, Cron, CronTriggerTimetable
 from triggers._dataset import (
     Dataset,
     DatasetAll,
@@ -39,6 +39,7 @@ __all__ = [
     "AssetAny",
     "AssetOrTimeSchedule",
     "Cron",
+    "CronTriggerTimetable",
     "Dataset",
     "DatasetAll",
     "DatasetAndTime",

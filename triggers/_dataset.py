@@ -103,11 +103,18 @@ class Dataset(DatasetCondition):
     producing task through the context's ``outlet_events``.
     """
 
-    uri: str
+    uri: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     problem: str | None = field(default=None, init=False, compare=False, hash=False, repr=False)
+    # Airflow 3's Asset names: ``Asset(uri=..., name=...)``; a name alone is its URI too.
+    name: str | None = field(default=None, compare=False, hash=False)
+    group: str = field(default="asset", compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.uri and self.name:
+            object.__setattr__(self, "uri", self.name)
+        if self.name is None:
+            object.__setattr__(self, "name", self.uri)
         try:
             object.__setattr__(self, "uri", normalize_uri(self.uri))
         except ValueError as exc:

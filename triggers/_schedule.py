@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from triggers._cron import Cron
+from triggers._cron import Cron, CronTriggerTimetable
 from triggers._dataset import DatasetCondition, as_condition
 from triggers._eventpattern import EventPattern
 
@@ -18,11 +18,11 @@ __all__ = [
     "parse_schedule",
 ]
 
-TimeSchedule = Cron | timedelta
+TimeSchedule = Cron | timedelta | CronTriggerTimetable
 
 
 def _time_part(value: object, owner: str) -> TimeSchedule:
-    if isinstance(value, Cron):
+    if isinstance(value, Cron | CronTriggerTimetable):
         return value
     if isinstance(value, str):
         return Cron(value)
@@ -99,12 +99,12 @@ def parse_schedule(value: object) -> Schedule:
         return Schedule()
     if isinstance(value, str) and value.strip() == "@once":
         return Schedule(once=True, text="@once")
-    if isinstance(value, str | Cron | timedelta):
+    if isinstance(value, str | Cron | timedelta | CronTriggerTimetable):
         time = _time_part(value, "schedule")
         return Schedule(time=time, text=str(value))
     if isinstance(value, DatasetOrTime | DatasetAndTime):
         combine = "or" if isinstance(value, DatasetOrTime) else "and"
-        assert isinstance(value.cron, Cron | timedelta)
+        assert isinstance(value.cron, Cron | timedelta | CronTriggerTimetable)
         assert isinstance(value.datasets, DatasetCondition)
         return Schedule(
             time=value.cron, datasets=_checked(value.datasets), combine=combine, text=str(value)
@@ -116,5 +116,6 @@ def parse_schedule(value: object) -> Schedule:
         return Schedule(datasets=condition, text=str(condition))
     raise ValueError(
         f"unsupported schedule {value!r}: use a cron string, a preset, a timedelta, Cron(...), "
+        "CronTriggerTimetable(...), "
         "None, datasets, DatasetOrTime(...), DatasetAndTime(...) or EventPattern(...)"
     )

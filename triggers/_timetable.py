@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from triggers._cron import Cron
+from triggers._cron import Cron, CronTriggerTimetable
 from triggers._crontimes import CronTimes
 from triggers._schedule import Schedule
 
 __all__ = [
     "CronTimetable",
+    "CronTriggerTimes",
     "DeltaTimetable",
     "OnceTimetable",
     "RunInfo",
@@ -130,6 +131,49 @@ class CronTimetable(_IntervalTimetable):
         return self.times.prev_fire(end), end
 
 
+class CronTriggerTimes:
+    """``CronTriggerTimetable``'s runs: one at each cron instant (see its docstring)."""
+
+    def __init__(self, spec: CronTriggerTimetable, bounds: _Bounds) -> None:
+        self.spec = spec
+        self.bounds = bounds
+        self.times = CronTimes(spec.cron)
+        self.skips_missed = not bounds.catchup
+
+    def _run(self, instant: datetime) -> RunInfo:
+        return RunInfo(instant, instant - self.spec.interval, instant)
+
+    def next_run(self, last: RunInfo | None, now: datetime) -> RunInfo | None:
+        start = self.times.align_next(self.bounds.start_date)
+        if last is not None:
+            start = max(start, self.times.next_fire(last.logical_date))
+            if not self.bounds.catchup:  # after a stall: the latest instant, not the missed
+                start = max(start, self.times.align_prev(now))
+        elif not self.bounds.catchup:
+            start = max(start, self._first_run(now))
+        if self.bounds.end_date is not None and start > self.bounds.end_date:
+            return None
+        return self._run(start)
+
+    def _first_run(self, now: datetime) -> datetime:
+        """Without catchup, the first run: the latest instant if it is recent enough
+        (``run_immediately``; by default a tenth of the gap between instants, at least 5
+        minutes, as Airflow's), else the next one."""
+        latest, upcoming = self.times.align_prev(now), self.times.align_next(now)
+        soon = self.spec.run_immediately
+        if soon is True:
+            return latest
+        buffer = (
+            soon
+            if isinstance(soon, timedelta)
+            else max((upcoming - latest) / 10, timedelta(minutes=5))
+        )
+        return latest if now - latest <= buffer else upcoming
+
+    def manual_interval(self, run_after: datetime) -> tuple[datetime, datetime]:
+        return run_after - self.spec.interval, run_after
+
+
 class DeltaTimetable(_IntervalTimetable):
     def __init__(self, delta: timedelta, bounds: _Bounds) -> None:
         super().__init__(bounds)
@@ -183,6 +227,8 @@ def timetable_for(
         return OnceTimetable(bounds)
     if isinstance(schedule.time, Cron):
         return CronTimetable(schedule.time, bounds)
+    if isinstance(schedule.time, CronTriggerTimetable):
+        return CronTriggerTimes(schedule.time, bounds)
     assert isinstance(schedule.time, timedelta)
     return DeltaTimetable(schedule.time, bounds)
 

@@ -11,12 +11,14 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.authoring._alerting import Webhook, callbacks_of, webhooks_of
 from orchestrator.authoring._dagcontext import KEY_PATTERN, DagContext, GroupContext, OwnerDag
 from orchestrator.authoring._param import check_defaults
 from orchestrator.authoring._setupteardown import SetupTeardown
+from orchestrator.authoring._templates import render_value
 from orchestrator.core._state import TriggerRule
 from orchestrator.errors import DagDefinitionError
 from triggers import Dataset
@@ -181,6 +183,8 @@ class BaseOperator(DependencyMixin, SetupTeardown):
         max_active_tis_per_dag: int | None = None,
         max_active_tis_per_dagrun: int | None = None,
         map_index_template: str | None = None,
+        pre_execute: Callable[[dict[str, Any]], Any] | None = None,
+        post_execute: Callable[[dict[str, Any], Any], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         group = _group_of(dag)
@@ -277,6 +281,10 @@ class BaseOperator(DependencyMixin, SetupTeardown):
         if map_index_template is not None and not isinstance(map_index_template, str):
             raise DagDefinitionError(f"{where}: map_index_template must be a string")
         self.map_index_template = map_index_template
+        for name, hook in (("pre_execute", pre_execute), ("post_execute", post_execute)):
+            if hook is not None and not callable(hook):
+                raise DagDefinitionError(f"{where}: {name} must be callable")
+        self._pre_execute, self._post_execute = pre_execute, post_execute
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.dag: OwnerDag | None = None
@@ -303,7 +311,24 @@ class BaseOperator(DependencyMixin, SetupTeardown):
         assert _partials, "orchestrator.authoring._mapping is not imported"
         return _partials[0](cls, kwargs)
 
+    def render_template(self, content: Any, context: Mapping[str, Any]) -> Any:
+        """Airflow's ``render_template``: ``content`` rendered with ``context`` as the
+        task's templated fields are."""
+        dag = self.dag
+        base = Path(dag.fileloc).parent if dag is not None and dag.fileloc else None
+        return render_value(content, context, tuple(self.template_ext), base)
+
     # -- execution hooks -------------------------------------------------------------
+
+    def pre_execute(self, context: dict[str, Any]) -> None:
+        """Called just before ``execute`` (the ``pre_execute`` callable, if given)."""
+        if self._pre_execute is not None:
+            self._pre_execute(context)
+
+    def post_execute(self, context: dict[str, Any], result: Any = None) -> None:
+        """Called just after ``execute`` returns (the ``post_execute`` callable, if given)."""
+        if self._post_execute is not None:
+            self._post_execute(context, result)
 
     def execute(self, context: dict[str, Any]) -> Any:
         """Do the task's work. Override, as ``def`` or ``async def``."""

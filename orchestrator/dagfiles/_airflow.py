@@ -42,6 +42,11 @@ _SENSORS = {
     "DateTimeSensor": "sensors:DateTimeSensor",
     "TimeDeltaSensor": "sensors:TimeDeltaSensor",
     "ExternalTaskSensor": "sensors:ExternalTaskSensor",
+    "ExternalTaskMarker": "orchestrator.operators:ExternalTaskMarker",
+    "TimeSensor": "sensors:TimeSensor",
+    "DayOfWeekSensor": "sensors:DayOfWeekSensor",
+    "BashSensor": "sensors:BashSensor",
+    "PythonSensor": "sensors:PythonSensor",
 }
 _DATASETS = {
     "Dataset": "triggers:Dataset",
@@ -70,6 +75,13 @@ _AUTHORING = {
     "task_group": "orchestrator:task_group",
     "setup": "orchestrator:setup",
     "teardown": "orchestrator:teardown",
+    "TriggerRule": "orchestrator:TriggerRule",
+    "Context": "orchestrator.dagfiles._airflow:Context",
+    "CronTriggerTimetable": "orchestrator:CronTriggerTimetable",
+    "AssetOrTimeSchedule": "orchestrator:AssetOrTimeSchedule",
+    "BaseNotifier": "orchestrator.alerts:BaseNotifier",
+    "BaseHook": "orchestrator:BaseHook",
+    "Metadata": "orchestrator.operators:Metadata",
 }
 _EXCEPTIONS = {
     "AirflowException": "orchestrator.dagfiles._airflow:AirflowException",
@@ -143,11 +155,27 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
     "airflow.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
     "airflow.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
-    "airflow.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor"),
+    "airflow.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor", "ExternalTaskMarker"),
     "airflow.providers.standard.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
     "airflow.providers.standard.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
     "airflow.providers.standard.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
-    "airflow.providers.standard.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor"),
+    "airflow.providers.standard.sensors.external_task": _pick(
+        _SENSORS, "ExternalTaskSensor", "ExternalTaskMarker"
+    ),
+    "airflow.providers.standard.sensors.time": _pick(_SENSORS, "TimeSensor"),
+    "airflow.providers.standard.sensors.weekday": _pick(_SENSORS, "DayOfWeekSensor"),
+    "airflow.providers.standard.sensors.bash": _pick(_SENSORS, "BashSensor"),
+    "airflow.providers.standard.sensors.python": _pick(_SENSORS, "PythonSensor"),
+    "airflow.sensors.time_sensor": _pick(_SENSORS, "TimeSensor"),
+    "airflow.sensors.weekday": _pick(_SENSORS, "DayOfWeekSensor"),
+    "airflow.sensors.bash": _pick(_SENSORS, "BashSensor"),
+    "airflow.sensors.python": _pick(_SENSORS, "PythonSensor"),
+    "airflow.providers.standard.operators.datetime": {
+        "BranchDateTimeOperator": "orchestrator.operators:BranchDateTimeOperator"
+    },
+    "airflow.operators.datetime": {
+        "BranchDateTimeOperator": "orchestrator.operators:BranchDateTimeOperator"
+    },
     "airflow.providers.amazon.aws.sensors.s3": {"S3KeySensor": "sensors:S3KeySensor"},
     "airflow.providers.http.sensors.http": {"HttpSensor": "sensors:HttpSensor"},
     "airflow.datasets": _DATASETS,
@@ -160,6 +188,38 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
         "DagRunState": "orchestrator:RunState",
     },
     "airflow.exceptions": _EXCEPTIONS,
+    "airflow.sdk.exceptions": _EXCEPTIONS,
+    "airflow.sdk.bases.notifier": _pick(_AUTHORING, "BaseNotifier"),
+    "airflow.sdk.bases.operator": _pick(_AUTHORING, "BaseOperator", "chain", "cross_downstream"),
+    "airflow.sdk.bases.hook": _pick(_AUTHORING, "BaseHook"),
+    "airflow.sdk.definitions.context": _pick(_AUTHORING, "Context", "get_current_context"),
+    "airflow.providers.common.compat.sdk": {
+        **_pick(
+            _AUTHORING,
+            "TriggerRule",
+            "Context",
+            "BaseOperator",
+            "BaseHook",
+            "BaseNotifier",
+            "get_current_context",
+            "Variable",
+            "Connection",
+        ),
+        **_pick(_SENSORS, "BaseSensorOperator", "PokeReturnValue"),
+        **_EXCEPTIONS,
+        "timezone": "orchestrator.dagfiles._airflow:timezone",
+    },
+    "airflow.utils.timezone": {
+        "datetime": "orchestrator.dagfiles._airflow:utc_datetime",
+        "utcnow": "orchestrator.dagfiles._airflow:utcnow",
+        "utc": "orchestrator.dagfiles._airflow:UTC",
+    },
+    "airflow.timetables.trigger": _pick(_AUTHORING, "CronTriggerTimetable"),
+    "airflow.timetables.interval": {
+        "CronDataIntervalTimetable": "orchestrator.dagfiles._airflow:CronDataIntervalTimetable"
+    },
+    "airflow.timetables.assets": _pick(_AUTHORING, "AssetOrTimeSchedule"),
+    "airflow.providers.standard.utils.weekday": {"WeekDay": "orchestrator.operators:WeekDay"},
     "airflow.macros": {
         "ds_add": "orchestrator.resources._macros:ds_add",
         "ds_format": "orchestrator.resources._macros:ds_format",
@@ -178,6 +238,29 @@ class AirflowException(Exception):
 
 class AirflowSensorTimeout(AirflowException):
     """Raised by a sensor's poke, it fails the try."""
+
+
+Context = dict[str, Any]  # what a task's code gets (Airflow's ``Context`` type)
+
+
+def utc_datetime(*args: Any, **kwargs: Any) -> datetime:
+    """Airflow's ``timezone.datetime``: a datetime in UTC unless given a ``tzinfo``."""
+    kwargs.setdefault("tzinfo", UTC)
+    return datetime(*args, **kwargs)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+timezone = types.SimpleNamespace(datetime=utc_datetime, utcnow=utcnow, utc=UTC)
+
+
+def CronDataIntervalTimetable(cron: str, timezone: Any = "UTC") -> Any:
+    """Airflow's data-interval cron timetable: this project's ``Cron`` schedule."""
+    from triggers import Cron
+
+    return Cron(cron, timezone=str(getattr(timezone, "name", timezone)))
 
 
 def days_ago(n: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:

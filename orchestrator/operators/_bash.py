@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import anyio
 
 from orchestrator._logging import current_task_log, mask
 from orchestrator._processes import end_group, marked, relay_output, sweep, without_daemon_secrets
-from orchestrator.authoring._baseoperator import BaseOperator
+from orchestrator.authoring._baseoperator import BaseOperator, XComArg
 from orchestrator.errors import DagDefinitionError, SkipTask
 from orchestrator.operators._python import PythonOperator
 
@@ -36,16 +36,24 @@ class BashOperator(BaseOperator):
     def __init__(
         self,
         *,
-        bash_command: str,
+        bash_command: str | XComArg,
         env: Mapping[str, str] | None = None,
         append_env: bool = False,
         cwd: str | None = None,
         skip_on_exit_code: int | None = 99,
+        output_processor: Callable[[str], Any] | None = None,
+        multiple_outputs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(bash_command, str) or not bash_command.strip():
+        if isinstance(bash_command, XComArg):
+            bash_command.operator.set_downstream(self)
+        elif not isinstance(bash_command, str) or not bash_command.strip():
             raise DagDefinitionError(f"{self._where}: bash_command must be a non-empty string")
+        if output_processor is not None and not callable(output_processor):
+            raise DagDefinitionError(f"{self._where}: output_processor must be callable")
+        self.output_processor = output_processor
+        self.multiple_outputs = bool(multiple_outputs)
         if env is not None and not isinstance(env, Mapping):
             raise DagDefinitionError(f"{self._where}: env must be a mapping of strings")
         self.bash_command = bash_command
@@ -81,7 +89,7 @@ class BashOperator(BaseOperator):
         # returned would otherwise leave it running, outside the kill-on-cancel block.
         with anyio.CancelScope(shield=True):
             process = await anyio.open_process(
-                ["bash", "-c", self.bash_command],
+                ["bash", "-c", str(self.bash_command)],  # rendered: a string by now
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -103,7 +111,13 @@ class BashOperator(BaseOperator):
             raise SkipTask(f"bash command exited with {code}")
         if code != 0:
             raise RuntimeError(f"bash command failed: exit code {code}")
-        return mask(last_line)  # output, masked as the log is
+        output: Any = mask(last_line)  # the output, masked as the log is
+        if self.output_processor is not None:
+            output = self.output_processor(output)
+        if self.multiple_outputs and isinstance(output, Mapping):
+            for key, value in output.items():
+                context["ti"].xcom_push(str(key), value)
+        return output
 
 
 class BashDecoratedOperator(PythonOperator):
@@ -117,10 +131,12 @@ class BashDecoratedOperator(PythonOperator):
         append_env: bool = False,
         cwd: str | None = None,
         skip_on_exit_code: int | None = 99,
+        output_processor: Callable[[str], Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.pop("multiple_outputs", None)  # one command, one output
+        self.bash_outputs = bool(kwargs.pop("multiple_outputs", False))  # the command's
         super().__init__(**kwargs)
+        self.output_processor = output_processor
         self.env = dict(env) if env is not None else None
         self.append_env = bool(append_env)
         self.cwd = cwd
@@ -150,5 +166,7 @@ class BashDecoratedOperator(PythonOperator):
             append_env=self.append_env,
             cwd=self.cwd,
             skip_on_exit_code=self.skip_on_exit_code,
+            output_processor=self.output_processor,
+            multiple_outputs=self.bash_outputs,
         )
         return await bash.execute(context)

@@ -91,7 +91,12 @@ class TriggerDagRunOperator(BaseOperator):
     ``failed_states`` (the task fails).
     """
 
-    template_fields: ClassVar[Sequence[str]] = ("trigger_dag_id", "trigger_run_id", "conf")
+    template_fields: ClassVar[Sequence[str]] = (
+        "trigger_dag_id",
+        "trigger_run_id",
+        "conf",
+        "logical_date",
+    )
 
     def __init__(
         self,
@@ -99,11 +104,14 @@ class TriggerDagRunOperator(BaseOperator):
         trigger_dag_id: str,
         trigger_run_id: str | None = None,
         conf: Mapping[str, Any] | None = None,
-        logical_date: datetime | None = None,
+        logical_date: datetime | str | None = None,
         wait_for_completion: bool = False,
         poke_interval: float = 60,
         allowed_states: Sequence[str] = ("success",),
         failed_states: Sequence[str] = ("failed",),
+        reset_dag_run: bool = False,
+        skip_when_already_exists: bool = False,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -119,6 +127,11 @@ class TriggerDagRunOperator(BaseOperator):
         self.poke_interval = float(poke_interval)
         self.allowed_states = [RunState(s) for s in allowed_states]
         self.failed_states = [RunState(s) for s in failed_states]
+        # Accepted as Airflow's; a run of that id already there is a conflict either way,
+        # and waiting never holds more than this task's slot.
+        self.reset_dag_run = bool(reset_dag_run)
+        self.skip_when_already_exists = bool(skip_when_already_exists)
+        self.deferrable = bool(deferrable)
 
     async def execute(self, context: dict[str, Any]) -> str:
         services = current_services()
@@ -126,12 +139,15 @@ class TriggerDagRunOperator(BaseOperator):
             raise OrchestratorError(f"{self._where}: no run intake to ask for the run")
         if not KEY_PATTERN.match(self.trigger_dag_id):
             raise DagDefinitionError(f"{self._where}: bad trigger_dag_id {self.trigger_dag_id!r}")
+        logical = self.logical_date
+        if isinstance(logical, str):  # rendered from a template such as "{{ logical_date }}"
+            logical = datetime.fromisoformat(logical.strip().replace(" ", "T", 1))
         try:
             run = await services.runs.request_run(
                 self.trigger_dag_id,
                 conf=self.conf,
                 run_id=self.trigger_run_id,
-                logical_date=self.logical_date,
+                logical_date=logical,
             )
         except Conflict as exc:
             raise OrchestratorError(f"{self._where}: {exc}") from None
@@ -147,3 +163,28 @@ class TriggerDagRunOperator(BaseOperator):
                     break
                 await anyio.sleep(self.poke_interval)
         return run_id
+
+
+class ExternalTaskMarker(BaseOperator):
+    """Airflow's marker of a task another DAG's ``ExternalTaskSensor`` waits for: it does
+    nothing when it runs (clearing it does not reach into the other DAG)."""
+
+    template_fields: ClassVar[Sequence[str]] = ("external_dag_id", "external_task_id")
+
+    def __init__(
+        self,
+        *,
+        external_dag_id: str,
+        external_task_id: str,
+        logical_date: str | datetime | None = "{{ logical_date.isoformat() }}",
+        recursion_depth: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.external_dag_id = external_dag_id
+        self.external_task_id = external_task_id
+        self.logical_date = logical_date
+        self.recursion_depth = recursion_depth
+
+    def execute(self, context: dict[str, Any]) -> None:
+        return None

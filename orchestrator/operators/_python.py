@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from orchestrator.authoring._baseoperator import BaseOperator, find_xcom_args
 from orchestrator.errors import DagDefinitionError
+from triggers import Dataset
 
-__all__ = ["BranchPythonOperator", "PythonOperator", "ShortCircuitOperator"]
+__all__ = ["BranchPythonOperator", "Metadata", "PythonOperator", "ShortCircuitOperator"]
 
 
 class PythonOperator(BaseOperator):
@@ -29,10 +31,13 @@ class PythonOperator(BaseOperator):
         op_args: Sequence[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         templates_dict: Mapping[str, Any] | None = None,
+        templates_exts: Sequence[str] | None = None,
         multiple_outputs: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Values of templates_dict ending so are template files (beside the DAG file).
+        self.templates_exts = tuple(templates_exts or ())
         if not callable(python_callable):
             raise DagDefinitionError(f"{self._where}: python_callable must be callable")
         self.python_callable = python_callable
@@ -63,7 +68,10 @@ class PythonOperator(BaseOperator):
 
     def execute(self, context: dict[str, Any]) -> Any:
         args, kwargs = self._arguments(context)
-        return self.handle_result(self.python_callable(*args, **kwargs), context)
+        result = self.python_callable(*args, **kwargs)
+        if inspect.isgenerator(result):
+            result = _yielded(result, context)
+        return self.handle_result(result, context)
 
     async def execute_async(self, context: dict[str, Any]) -> Any:
         args, kwargs = self._arguments(context)
@@ -117,6 +125,28 @@ class ShortCircuitOperator(PythonOperator):
         else:
             context["ti"].skip_task_ids |= set(self.downstream_task_ids)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """What a task function yields to attach ``extra`` to the event its outlet ``asset``
+    emits on success (Airflow's ``Metadata``; ``outlet_events[asset].extra`` does the same)."""
+
+    asset: Dataset
+    extra: dict[str, Any]
+    alias: Any = None
+
+
+def _yielded(values: Iterator[Any], context: dict[str, Any]) -> Any:
+    """Run a generator task function out: each ``Metadata`` it yields sets its outlet's
+    extra; what else it yields is the task's return value, as a list (None if nothing)."""
+    out = []
+    for item in values:
+        if isinstance(item, Metadata):
+            context["outlet_events"][item.asset].extra.update(item.extra)
+        else:
+            out.append(item)
+    return out or None
 
 
 @functools.lru_cache(maxsize=4096)

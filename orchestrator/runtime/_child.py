@@ -65,10 +65,12 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = {"kind": "success"}
     try:
         rendered = render_task(task, context)
+        rendered.pre_execute(context)
         if rendered.runs_on_loop():
             value = anyio.run(rendered.execute_async, context)
         else:
             value = rendered.execute(context)
+        rendered.post_execute(context, value)
         json.dumps(value)  # the parent checks size; here only that it is JSON at all
         outcome["value"] = value
         outcome["outlet_extras"] = ti.outlet_events.checked_extras(spec["xcom_limit"])

@@ -16,6 +16,7 @@ import jinja2.sandbox
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
 from orchestrator.authoring._dagcontext import OwnerDag
 from orchestrator.authoring._param import resolve_params
+from orchestrator.authoring._templates import TEMPLATE_ENV, render_value
 from orchestrator.core import split_key
 from orchestrator.errors import TemplateError, XComError
 from orchestrator.resources._macros import MACROS
@@ -279,11 +280,6 @@ def build_context(dag: DAG, ti: RuntimeTaskInstance) -> dict[str, Any]:
     }
 
 
-_env = jinja2.sandbox.SandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-)
-
-
 def _needs_render(value: Any, exts: tuple[str, ...]) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value or (bool(exts) and value.endswith(exts))
@@ -294,37 +290,23 @@ def _needs_render(value: Any, exts: tuple[str, ...]) -> bool:
     return isinstance(value, XComArg)
 
 
+def _exts(task: BaseOperator, field: str) -> tuple[str, ...]:
+    """The endings that make a field's string a template file's name (a PythonOperator's
+    ``templates_exts``, else the class's ``template_ext``)."""
+    return tuple(getattr(task, "templates_exts", ())) or tuple(task.template_ext)
+
+
 def task_needs_render(task: BaseOperator) -> bool:
-    exts = tuple(task.template_ext)
-    return any(_needs_render(getattr(task, name, None), exts) for name in task.template_fields)
-
-
-def _render(
-    value: Any, context: Mapping[str, Any], exts: tuple[str, ...], base: Path | None
-) -> Any:
-    if isinstance(value, str):
-        if exts and value.endswith(exts):
-            path = (base / value) if base is not None else Path(value)
-            if not path.is_file():
-                raise TemplateError(f"template file {value!r} not found (looked in {path})")
-            value = path.read_text()
-        if "{{" not in value and "{%" not in value:
-            return value
-        return _env.from_string(value).render(context)
-    if isinstance(value, list):
-        return [_render(v, context, exts, base) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_render(v, context, exts, base) for v in value)
-    if isinstance(value, dict):
-        return {k: _render(v, context, exts, base) for k, v in value.items()}
-    return value
+    return any(
+        _needs_render(getattr(task, name, None), _exts(task, name)) for name in task.template_fields
+    )
 
 
 def map_label(template: str, context: Mapping[str, Any]) -> str | None:
     """A mapped instance's ``map_index_template``, rendered after its work (so the work
     can set what it names); None when it does not render."""
     try:
-        return _env.from_string(template).render(context)[:250] or None
+        return TEMPLATE_ENV.from_string(template).render(context)[:250] or None
     except Exception:
         return None
 
@@ -338,11 +320,10 @@ def render_task(task: BaseOperator, context: dict[str, Any]) -> BaseOperator:
         return ti.xcom_pull(task_ids=task_id, key=key)
 
     base = Path(task.dag.fileloc).parent if task.dag is not None and task.dag.fileloc else None
-    exts = tuple(task.template_ext)
     for name in task.template_fields:
         value = resolve_xcom_args(getattr(task, name, None), pull)
         try:
-            value = _render(value, context, exts, base)
+            value = render_value(value, context, _exts(task, name), base)
         except TemplateError as exc:
             raise TemplateError(f"{ti.where}: field {name!r}: {exc}") from exc
         except jinja2.TemplateError as exc:

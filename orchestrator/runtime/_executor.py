@@ -205,7 +205,9 @@ class LocalExecutor:
             try:
                 task = request.task
                 rendered = render_task(task, context) if task_needs_render(task) else task
+                rendered.pre_execute(context)
                 value, error = rendered.execute(context), None
+                rendered.post_execute(context, value)
             except Exception as exc:
                 value, error = None, exc
             return self._outcome(request, ti, log, value, error)
@@ -320,7 +322,10 @@ class LocalExecutor:
             task = await anyio.to_thread.run_sync(
                 worker_thread(render_task), task, context, limiter=self._threads
             )
-        return await task.execute_async(context)
+        task.pre_execute(context)
+        value = await task.execute_async(context)
+        task.post_execute(context, value)
+        return value
 
     async def _execute_in_process(self, request: TryRequest, context: dict[str, Any]) -> Any:
         ti: RuntimeTaskInstance = context["ti"]
