@@ -26,6 +26,7 @@ class Settings:
     home: Path = Path(".orchestrator")
     db: str = ""
     dags: str = "dags"
+    plugins: str = "plugins"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token: str = ""
@@ -75,6 +76,16 @@ class Settings:
     def dags_folder(self) -> Path:
         """The local folder DAGs load from: ``dags``, or for ``s3://...`` the home's mirror."""
         return self.home / "dags-s3" if self.dags.startswith("s3://") else Path(self.dags)
+
+    @property
+    def plugins_location(self) -> Path:
+        """The local plugins: a folder or a zip; for ``s3://...``, its mirror in the home."""
+        if not self.plugins.startswith("s3://"):
+            return Path(self.plugins)
+        mirror = self.home / "plugins-s3"
+        if self.plugins.endswith(".zip"):
+            return mirror / self.plugins.rsplit("/", 1)[-1]
+        return mirror
 
     @property
     def logs_dir(self) -> Path:

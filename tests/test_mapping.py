@@ -521,3 +521,52 @@ async def test_a_store_of_the_previous_schema_keeps_its_rows_with_map_index_minu
         assert (ti.task_id, ti.map_index, ti.state, ti.try_number) == ("t", -1, "success", 1)
         assert [t.try_number for t in await store.tries("d", "r", "t")] == [1]
         assert await store.xcoms("d", "r") == {("t", "return_value"): "5"}
+
+
+async def test_a_cleared_mapped_task_expands_again_over_the_new_upstream_value(
+    settings: Settings,
+) -> None:
+    """`tasks clear` of the upstream with --downstream, then the run driven again: the
+    mapped task expands over what the upstream returns now; instances past the new
+    length are removed, and the reduce gets the new list."""
+    from orchestrator.core import TaskEvent, apply, with_downstream
+    from tests.helpers import drive
+
+    size = [3]
+    got: list[Any] = []
+
+    with DAG("map_again") as dag:
+
+        @task
+        def numbers() -> list[int]:
+            return list(range(size[0]))
+
+        @task
+        def square(n: int) -> int:
+            return n * n
+
+        @task
+        def collect(values: list[int]) -> None:
+            got.append(values)
+
+        collect(square.expand(n=numbers()))
+
+    first = await run_dag_once(settings, dag)
+    assert first.record.state == RunState.SUCCESS
+    size[0] = 2
+    async with open_store(settings.db_url) as store:
+        run = await store.get_run("map_again", first.record.run_id)
+        chosen = with_downstream(dag, {"numbers"})
+        tis = [
+            t for t in await store.task_instances("map_again", run.run_id) if t.task_id in chosen
+        ]
+        for ti in tis:
+            ti.state = apply(ti.state, TaskEvent.CLEAR, ti.key)
+        run.state = RunState.QUEUED
+        await store.clear_task_instances(run, tis)
+        again = await drive(settings, store, dag, run)
+        assert again.record.state == RunState.SUCCESS, again.errors
+        stored = {t.key: t for t in await store.task_instances("map_again", run.run_id)}
+    assert got == [[0, 1, 4], [0, 1]]
+    assert (stored["square[0]"].try_number, stored["square[0]"].state) == (2, "success")
+    assert stored["square[2]"].state == "removed"

@@ -143,6 +143,8 @@ class BaseOperator(DependencyMixin, SetupTeardown):
     template_fields: ClassVar[Sequence[str]] = ()
     template_ext: ClassVar[Sequence[str]] = ()
     is_mapped: ClassVar[bool] = False
+    ui_color: ClassVar[str] = "#fff"  # the UI's colours for the task, as Airflow's
+    ui_fgcolor: ClassVar[str] = "#000"
     map_index: int = -1  # an instance of a mapped task: its place in the expansion
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

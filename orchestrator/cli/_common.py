@@ -15,6 +15,7 @@ from orchestrator._settings import Settings
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.dagfiles._loader import DagBag, load_dags
+from orchestrator.dagfiles._plugins import plugin_errors, use_plugins
 from orchestrator.store import Store, open_store
 
 __all__ = [
@@ -91,12 +92,16 @@ def with_store(settings: Settings, op: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def load_dags_of(settings: Settings, *, report: bool = True) -> DagBag:
-    if settings.dags.startswith("s3://"):
-        from orchestrator.dagfiles._s3 import S3DagSync
+    if "s3://" in (settings.dags[:5], settings.plugins[:5]):
+        from orchestrator.dagfiles._s3 import s3_mirrors
 
-        mirror = S3DagSync(settings.dags, settings.dags_folder)
-        with_store(settings, lambda store: mirror.sync_with(store, settings))
+        for mirror in s3_mirrors(settings):
+            with_store(settings, lambda store, m=mirror: m.sync_with(store, settings))  # type: ignore[misc]
+    use_plugins(settings.plugins_location)
     bag = load_dags(settings.dags_folder, timeout=settings.dag_import_timeout)
+    if report:
+        for name, why in plugin_errors().items():
+            print(f"plugin error: entry point {name!r}: {why}", file=sys.stderr)
     if report:
         for err in bag.import_errors:
             print(f"import error: {err.file}: {err.message}", file=sys.stderr)

@@ -33,7 +33,7 @@ import functools
 import gc
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -55,6 +55,7 @@ from orchestrator.daemon._metrics import Metrics
 from orchestrator.daemon._signals import handle_signals
 from orchestrator.daemon._sqs import QueueReader, queue_readers
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
+from orchestrator.dagfiles._plugins import use_plugins
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import StoreUnavailable
 from orchestrator.resources._services import Services
@@ -86,14 +87,16 @@ class Daemon(ControlPlaneParts):
         self.engine = TriggerEngine()
         self.ready = anyio.Event()
         self.api_url = ""
-        self.s3: S3DagSync | None = None
-        if settings.dags.startswith("s3://"):
-            from orchestrator.dagfiles._s3 import S3DagSync  # aiobotocore only when it is needed
+        self.mirrors: list[S3DagSync] = []  # DAGs and plugins in S3
+        if "s3://" in (settings.dags[:5], settings.plugins[:5]):
+            from orchestrator.dagfiles._s3 import s3_mirrors  # aiobotocore only when needed
 
-            self.s3 = S3DagSync(settings.dags, settings.dags_folder)
+            self.mirrors = s3_mirrors(settings)
+        use_plugins(settings.plugins_location)
         self.folder = DagFolder(
             settings.dags_folder,
             ParseWorker(settings.dag_import_timeout, size=settings.dag_import_parallelism),
+            plugins=settings.plugins_location,
         )
         self.admission = Admission()
         self.datasets = DatasetFeed(
@@ -224,17 +227,17 @@ class Daemon(ControlPlaneParts):
                 )
             )
             log.info("API serving", api=self.api_url)
-            if self.s3 is not None:
+            for mirror in self.mirrors:
                 # Before the folder's first scan, so the first load sees the files; bounded,
                 # so a slow S3 delays readiness by at most that (files land whole either way).
                 with anyio.move_on_after(30) as scope:
                     try:
-                        await self.s3.sync_with(self.store, self.settings)
+                        await mirror.sync_with(self.store, self.settings)
                     except Exception as exc:
-                        log.error("DAGs sync from S3 failed", url=self.s3.url, error=repr(exc))
+                        log.error("DAGs sync from S3 failed", url=mirror.url, error=repr(exc))
                 if scope.cancelled_caught:
-                    log.error("DAGs sync from S3 took over 30 s; going on", url=self.s3.url)
-                intake.start_soon(self.s3.keep_in_sync, self.store, self.settings)
+                    log.error("DAGs sync from S3 took over 30 s; going on", url=mirror.url)
+                intake.start_soon(mirror.keep_in_sync, self.store, self.settings)
             load = functools.partial(intake.start, self.folder.watch, self._on_folder_change)
             if await unless_set(self._stop, load, on_set=self.folder.stop):
                 await self.events.loaded()
@@ -339,9 +342,13 @@ class Daemon(ControlPlaneParts):
             self.datasets,
             self.metrics,
             self.clock,
-            on_event=self.s3.changed if self.s3 is not None else None,
+            on_event=self._mirror_changed if self.mirrors else None,
         )
         return self.queues
+
+    def _mirror_changed(self, event: dict[str, Any]) -> None:
+        for mirror in self.mirrors:
+            mirror.changed(event)
 
     def _register(self, dag: DAG) -> None:
         """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused."""

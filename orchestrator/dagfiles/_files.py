@@ -16,6 +16,7 @@ from pathlib import Path
 
 from orchestrator.authoring._dag import DAG, collect_dags
 from orchestrator.dagfiles._airflow import install_airflow_compat, is_airflow_name
+from orchestrator.dagfiles._plugins import prepare_plugins
 from orchestrator.errors import DagDefinitionError, DagImportError
 
 __all__ = [
@@ -72,6 +73,7 @@ def load_dag_file(path: Path) -> list[DAG]:
     file's code forks while it imports ends at once.
     """
     install_airflow_compat()
+    prepare_plugins()
     name = _module_name(path)
     module = types.ModuleType(name)
     module.__file__ = str(path)

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import structlog
 from orchestrator.authoring._dag import DAG
 from orchestrator.dagfiles._files import dag_files, forget_dag_file
 from orchestrator.dagfiles._loader import ImportErrorRecord, import_dag_file
+from orchestrator.dagfiles._plugins import plugins_signature
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import DagImportError
 
@@ -56,6 +58,7 @@ _GATHER_SECONDS = 0.05  # how long a report waits for other files importing at t
 class DagFolder:
     folder: Path
     worker: ParseWorker
+    plugins: Path | None = None  # a plugins folder or zip: a change reloads every file
     dags: dict[str, DAG] = field(default_factory=dict)
     errors: dict[str, ImportErrorRecord] = field(default_factory=dict)
     _by_file: dict[str, list[str]] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class DagFolder:
     _again: set[str] = field(default_factory=set)  # files changed while importing
     _unreported: list[FolderChange] = field(default_factory=list)  # applied, not reported
     _delivering: bool = False
+    _plugins_seen: tuple[tuple[str, int, int], ...] | None = None
     # awatch waits in a worker thread that cancellation cannot interrupt; the thread
     # checks this event every step, so stop() must be called before cancelling watch().
     _stop: anyio.Event = field(default_factory=anyio.Event)
@@ -71,6 +75,8 @@ class DagFolder:
     def __post_init__(self) -> None:
         # The watcher reports absolute paths; keys and filelocs must be the same paths.
         self.folder = self.folder.resolve()
+        if self.plugins is not None:
+            self.plugins = self.plugins.resolve()
 
     def stop(self) -> None:
         """Let the watcher thread return, so that cancelling :meth:`watch` is prompt."""
@@ -93,6 +99,11 @@ class DagFolder:
         current = await anyio.to_thread.run_sync(_signatures, self.folder)
         stale = {Path(p) for p in set(current) ^ set(self._sigs)}
         stale |= {Path(p) for p, sig in current.items() if self._sigs.get(p, sig) != sig}
+        plugins = await anyio.to_thread.run_sync(plugins_signature, self.plugins)
+        if self._plugins_seen is not None and plugins != self._plugins_seen:
+            log.info("plugins changed: every DAG file loads again", plugins=str(self.plugins))
+            stale |= {Path(p) for p in current}  # the modules go in load_dag_file
+        self._plugins_seen = plugins
         return await self.refresh(stale, report)
 
     async def refresh(self, paths: set[Path], report: Report | None = None) -> FolderChange:
@@ -272,7 +283,12 @@ class DagFolder:
                         task_status.started()
                         started = True
                     async for paths in receive:
-                        tg.start_soon(self.refresh, paths, on_change)
+                        if self.plugins is not None and any(
+                            p == self.plugins or self.plugins in p.parents for p in paths
+                        ):
+                            tg.start_soon(self.rescan, on_change)
+                        else:
+                            tg.start_soon(self.refresh, paths, on_change)
                 except BaseException:
                     # The pump's watcher thread cannot be cancelled, only told to stop;
                     # without this it would hold the task group for up to rust_timeout.
@@ -282,13 +298,25 @@ class DagFolder:
     async def _pump(self, send: anyio.abc.ObjectSendStream[set[Path]]) -> None:
         from watchfiles import awatch
 
+        watched = [self.folder]
+        plugins = self.plugins
+        if plugins is not None and plugins.exists():  # a zip: its folder, for this file only
+            watched.append(plugins if plugins.is_dir() else plugins.parent)
+
+        inside = f"{self.folder}{os.sep}"
+
+        def wanted(change: object, path: str) -> bool:
+            if plugins is not None and (path == str(plugins) or path.startswith(f"{plugins}/")):
+                return "__pycache__" not in path
+            return path.startswith(inside) and _is_python(change, path)
+
         async with send:
             try:
                 async for batch in awatch(
-                    self.folder,
+                    *watched,
                     debounce=100,
                     step=20,
-                    watch_filter=_is_python,
+                    watch_filter=wanted,
                     stop_event=self._stop,
                     rust_timeout=60_000,
                 ):

@@ -33,7 +33,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.resources._aws import aws_client
 from orchestrator.store import Store
 
-__all__ = ["S3DagSync", "SyncResult", "parse_s3_url"]
+__all__ = ["S3DagSync", "SyncResult", "parse_s3_url", "s3_mirrors"]
 
 log = structlog.get_logger("orchestrator.s3dags")
 
@@ -58,10 +58,11 @@ class SyncResult:
 
 
 class S3DagSync:
-    def __init__(self, url: str, mirror: Path) -> None:
+    def __init__(self, url: str, mirror: Path, *, only: str | None = None) -> None:
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
         self.mirror = mirror
+        self.only = only  # the one key under the prefix to mirror (a plugins.zip)
         self._etags: dict[str, str] = {}  # relative path -> ETag of the mirrored copy
         self._changed = anyio.Event()
 
@@ -107,8 +108,8 @@ class S3DagSync:
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(self.prefix) :]
-                if not rel or rel.endswith("/"):
-                    continue  # the prefix itself, or a "folder" marker
+                if not rel or rel.endswith("/") or (self.only and rel != self.only):
+                    continue  # the prefix itself, a "folder" marker, or not the one key
                 if not _inside(rel):
                     log.warning("S3 key skipped: outside the DAGs folder", key=obj["Key"])
                     continue
@@ -144,6 +145,21 @@ class S3DagSync:
             except Exception as exc:  # botocore, network: the next round tries again
                 log.warning("DAGs sync from S3 failed", url=self.url, error=repr(exc))
                 await anyio.sleep(settings.dags_sync_interval)
+
+
+def s3_mirrors(settings: Settings) -> list[S3DagSync]:
+    """The S3 mirrors the settings ask for: the DAGs folder, the plugins (a prefix, or one
+    ``.zip`` key as MWAA's ``plugins.zip``)."""
+    mirrors = []
+    if settings.dags.startswith("s3://"):
+        mirrors.append(S3DagSync(settings.dags, settings.dags_folder))
+    url = settings.plugins
+    if url.startswith("s3://") and url.endswith(".zip"):
+        parent, _, name = url.rpartition("/")
+        mirrors.append(S3DagSync(parent + "/", settings.plugins_location.parent, only=name))
+    elif url.startswith("s3://"):
+        mirrors.append(S3DagSync(url, settings.plugins_location))
+    return mirrors
 
 
 def _inside(rel: str) -> bool:
