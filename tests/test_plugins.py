@@ -53,6 +53,14 @@ def write_plugin(root: Path, greeting: str) -> None:
     (package / "operators.py").write_text(f"GREETING = {greeting!r}\n" + OPERATOR)
 
 
+def zipped(source: Path, archive: Path) -> Path:
+    """``source``'s Python files in a zip, as a plugins.zip is made."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*.py")):
+            zf.write(path, path.relative_to(source).as_posix())
+    return archive
+
+
 @pytest.fixture(autouse=True)
 def fresh_plugins_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no plugins in this process."""
@@ -89,10 +97,7 @@ def test_plugins_zip_like_mwaa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     dags.mkdir()
     (dags / "greet.py").write_text(DAG_FILE)
     write_plugin(source, "Bonjour")
-    archive = tmp_path / "plugins.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(source.rglob("*.py")):
-            zf.write(path, path.relative_to(source).as_posix())
+    archive = zipped(source, tmp_path / "plugins.zip")
     monkeypatch.setenv("ORCHESTRATOR_DAGS", str(dags))
     monkeypatch.setenv("ORCHESTRATOR_PLUGINS", str(archive))
     done = run_cli("dags", "test", "greet")
@@ -187,10 +192,7 @@ def test_plugins_zip_in_s3_as_mwaa_keeps_it(
     dags.mkdir()
     (dags / "greet.py").write_text(DAG_FILE)
     write_plugin(source, "Hallo")
-    archive = tmp_path / "plugins.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(source.rglob("*.py")):
-            zf.write(path, path.relative_to(source).as_posix())
+    archive = zipped(source, tmp_path / "plugins.zip")
 
     async def upload() -> None:
         async with s3_client(aws_conn) as s3:
