@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -570,3 +571,29 @@ async def test_a_cleared_mapped_task_expands_again_over_the_new_upstream_value(
     assert got == [[0, 1, 4], [0, 1]]
     assert (stored["square[0]"].try_number, stored["square[0]"].state) == (2, "success")
     assert stored["square[2]"].state == "removed"
+
+
+async def test_tasks_clear_map_index_runs_that_instance_again(settings: Settings) -> None:
+    """`tasks clear DAG RUN t --map-index 1`: that instance alone is cleared; driven again,
+    it runs as try 2 and the others keep their first try."""
+    from tests.helpers import drive
+
+    folder = Path(os.environ["ORCHESTRATOR_DAGS"])
+    (folder / "map_clear_one.py").write_text(
+        "from orchestrator import DAG\n"
+        "from orchestrator.operators import BashOperator\n"
+        "with DAG('map_clear_one'):\n"
+        "    BashOperator.partial(task_id='t').expand(bash_command=['echo a', 'echo b'] * 2)\n"
+    )
+    dag = (await load_folder(folder)).dags["map_clear_one"]
+    first = await run_dag_once(settings, dag)
+    run_id = first.record.run_id
+    done = run_cli(
+        "tasks", "clear", "map_clear_one", run_id, "t", "--map-index", "1", db=settings.db_url
+    )
+    assert "cleared 1 task instance(s): t[1]" in done.stdout, done.stderr
+    async with open_store(settings.db_url) as store:
+        run = await store.get_run("map_clear_one", run_id)
+        again = await drive(settings, store, dag, run)
+    assert again.record.state == RunState.SUCCESS
+    assert [again.tis[f"t[{i}]"].try_number for i in range(4)] == [1, 2, 1, 1]

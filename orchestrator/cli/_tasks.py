@@ -92,16 +92,18 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
         if args.downstream:
             chosen = with_downstream(dag, chosen)
         chosen = with_setups_and_teardowns(dag, chosen)  # a work task's setup runs again
+        indexes = set(args.map_index or [])
         cleared = []
         for ti in tis:
-            if ti.task_id in chosen and ti.state != TaskState.NONE:
-                clear_instance(ti, (run.dag_id, run.run_id, ti.task_id))
+            picked = not indexes or ti.map_index in indexes or ti.task_id not in args.task_ids
+            if ti.task_id in chosen and ti.state != TaskState.NONE and picked:
+                clear_instance(ti, (run.dag_id, run.run_id, ti.key))
                 cleared.append(ti)
         run.state = RunState.QUEUED
         run.end_date = None
         run.driver = None  # whoever drove it before, the daemon runs it now
         await store.clear_task_instances(run, cleared)
-        return [ti.task_id for ti in cleared]
+        return [ti.key for ti in cleared]
 
     cleared = with_store(settings, body)
     print(f"cleared {len(cleared)} task instance(s): {', '.join(sorted(cleared)) or '-'}")
@@ -128,3 +130,9 @@ def register(groups: Subcommands) -> None:
     p.add_argument("run_id")
     p.add_argument("task_ids", nargs="*")
     p.add_argument("--downstream", action="store_true", help="also clear what depends on them")
+    p.add_argument(
+        "--map-index",
+        type=int,
+        action="append",
+        help="only these instances of the named mapped tasks (repeatable)",
+    )
