@@ -597,3 +597,33 @@ async def test_tasks_clear_map_index_runs_that_instance_again(settings: Settings
         again = await drive(settings, store, dag, run)
     assert again.record.state == RunState.SUCCESS
     assert [again.tis[f"t[{i}]"].try_number for i in range(4)] == [1, 2, 1, 1]
+
+
+async def test_a_mapped_sensors_instances_defer_and_hold_no_slot(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With one slot, a sensor mapped over three files waits deferred while the task that
+    writes the files runs: holding slots, they would starve it until they time out."""
+    from sensors import FileSensor
+
+    paths = [str(tmp_path / f"in_{i}.csv") for i in range(3)]
+
+    def write_files() -> None:
+        for path in paths:
+            Path(path).write_text("x")
+
+    with DAG("map_sensors") as dag:
+        FileSensor.partial(task_id="wait", poke_interval=0.05, timeout=30).expand(filepath=paths)
+        PythonOperator(task_id="write", python_callable=write_files)
+    one_slot = replace(settings, parallelism=1)
+    live = await run_dag_once(one_slot, dag)
+    assert live.record.state == RunState.SUCCESS, live.errors
+    assert states(live) == {
+        "wait[0]": "success",
+        "wait[1]": "success",
+        "wait[2]": "success",
+        "write": "success",
+    }
+    async with open_store(settings.db_url) as store:
+        tries = await store.tries("map_sensors", live.record.run_id, "wait", 2)
+    assert [(t.try_number, str(t.state)) for t in tries] == [(1, "success")]

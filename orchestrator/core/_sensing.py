@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator._clock import iso, parse_iso
-from orchestrator.core._records import SensorWaitRecord
+from orchestrator.core._records import SensorWaitRecord, split_key
 from orchestrator.core._state import retry_delay
 from orchestrator.core._steps import Resumption
 
@@ -74,9 +74,9 @@ class WaitState:
     def deadline(self, policy: SensorPolicy) -> datetime:
         return self.first_poke + policy.timeout
 
-    def record(
-        self, dag_id: str, run_id: str, task_id: str, policy: SensorPolicy
-    ) -> SensorWaitRecord:
+    def record(self, dag_id: str, run_id: str, key: str, policy: SensorPolicy) -> SensorWaitRecord:
+        """The stored wait of the instance ``key`` (``t``, or ``t[3]`` for a mapped one)."""
+        task_id, map_index = split_key(key)
         return SensorWaitRecord(
             dag_id,
             run_id,
@@ -85,6 +85,7 @@ class WaitState:
             self.pokes,
             self.deadline(policy),
             self.to_json(),
+            map_index,
         )
 
     def to_json(self) -> str:

@@ -86,7 +86,6 @@ from orchestrator.runtime._live import (
 from orchestrator.runtime._sensing import SensorHub
 from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
-from sensors._base import BaseSensor
 from triggers._dataset import DatasetEvent
 
 __all__ = ["Scheduler"]
@@ -410,8 +409,8 @@ class Scheduler:
                 self._tg.start_soon(self._settle, live, step, ack, written)
                 continue
             queued += live.driver.feed(Queued(item.task_id), now).writes
-            sensor = live.dag.task_dict[live.tis[item.task_id].task_id]
-            if isinstance(sensor, BaseSensor) and sensor.deferrable:
+            sensor = self.sensors.sensor_of(live, item.task_id)
+            if sensor is not None and sensor.deferrable:
                 deferring += self.sensors.start(live, item.task_id, sensor, now)
                 self.queue.release(item)  # rule 4: a wait holds no slot, not even to start
                 continue

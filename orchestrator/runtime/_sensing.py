@@ -22,11 +22,14 @@ Rules:
    a spread of a tenth of its interval (at most a second), as ``core._sensing`` says;
    so does the overdue poke of a wait read back after a restart, so that thousands of
    waits do not all poke in the restart's first instant, and in lockstep after it.
+7. A mapped sensor's instances defer too: each pokes as its own sensor, built from the
+   mapped task (``sensor_of``), and holds no slot.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,7 +43,8 @@ import structlog
 
 from orchestrator._clock import Clock
 from orchestrator._logging import task_log_path
-from orchestrator.core import Deferred, Resumption, Step, TryStarted
+from orchestrator.authoring._mapping import MappedOperator
+from orchestrator.core import Deferred, Resumption, Step, TryStarted, split_key
 from orchestrator.core._records import SensorWaitRecord
 from orchestrator.core._sensing import (
     EndWait,
@@ -49,6 +53,7 @@ from orchestrator.core._sensing import (
     deferred_at_once,
     sensor_seed,
 )
+from orchestrator.runtime._context import pull_xcom
 from orchestrator.runtime._executor import LocalExecutor, TryRequest
 from orchestrator.runtime._live import LiveRun, RunKey, try_request
 from orchestrator.runtime._timers import TimerHandle, Timers
@@ -116,6 +121,7 @@ class SensorHub:
         self._wake = anyio.Event()
         self._concurrency = concurrency
         self._watchers: dict[str, set[Key]] = {}  # DAG id -> the waits that read its states
+        self._mapped: dict[Key, BaseSensor] = {}  # a mapped sensor's instances (rule 7)
         self.on_lateness: Callable[[float], None] | None = None  # seconds a poke started late
 
     @property
@@ -131,7 +137,27 @@ class SensorHub:
             self._loads.append((run, task_id))  # rule 2
             self._wake.set()
 
+    def sensor_of(self, live: LiveRun, key: str) -> BaseSensor | None:
+        """The sensor the instance ``key`` runs, if it is one that defers: the task, or for
+        a mapped sensor's instance its own sensor (rule 7; None if it cannot be built)."""
+        task_id, map_index = split_key(key)
+        task = live.dag.task_dict.get(task_id)
+        if map_index < 0 or not isinstance(task, MappedOperator):
+            return task if isinstance(task, BaseSensor) else None
+        if not issubclass(task.operator_class, BaseSensor):
+            return None
+        built = self._mapped.get((live.key, key))
+        if built is None:
+            try:
+                made = task.unmap(map_index, functools.partial(pull_xcom, live.dag, live.xcoms))
+            except Exception:  # the try runs and fails saying why
+                return None
+            assert isinstance(made, BaseSensor)
+            built = self._mapped[(live.key, key)] = made
+        return built
+
     def withdraw(self, run: RunKey, task_id: str) -> None:
+        self._mapped.pop((run, task_id), None)
         wait = self._waits.pop((run, task_id), None)
         if wait is not None:
             wait.handle.cancel()
@@ -156,7 +182,9 @@ class SensorHub:
         """The steps that start a deferrable sensor's try deferred, its first poke within
         rule 6's spread: for the scheduler to apply (it holds no slot)."""
         try_number = live.driver.next_try(task_id)
-        log_path = task_log_path(self._scheduler.logs_dir, *live.key, task_id, try_number)
+        name, map_index = split_key(task_id)
+        logs = self._scheduler.logs_dir
+        log_path = task_log_path(logs, *live.key, name, try_number, map_index)
         started = live.driver.feed(TryStarted(task_id, _HOSTNAME, str(log_path)), now)
         seed = sensor_seed(*live.key, task_id, try_number)
         wait = deferred_at_once(sensor.policy, try_number, now, seed)
@@ -178,8 +206,8 @@ class SensorHub:
             self._wake.set()
 
         live = self._scheduler.live(key[0])
-        sensor = live.dag.task_dict.get(key[1]) if live is not None else None
-        watches = sensor.wakes_on() if isinstance(sensor, BaseSensor) else None
+        sensor = self.sensor_of(live, key[1]) if live is not None else None
+        watches = sensor.wakes_on() if sensor is not None else None
         if watches is not None:
             self._watchers.setdefault(watches, set()).add(key)
         handle = self._scheduler.timers.call_at(state.next_poke, due)
@@ -227,12 +255,8 @@ class SensorHub:
         ti = live.tis.get(task_id)
         if ti is None:
             return
-        sensor = live.dag.task_dict.get(task_id)
-        if (
-            state is not None
-            and state.try_number == ti.try_number
-            and isinstance(sensor, BaseSensor)
-        ):
+        sensor = self.sensor_of(live, task_id)
+        if state is not None and state.try_number == ti.try_number and sensor is not None:
             now = self._scheduler.clock.now()
             if state.next_poke < now:  # overdue after the restart: spread again (rule 6)
                 seed = sensor_seed(dag_id, run_id, task_id, state.try_number)
@@ -250,8 +274,8 @@ class SensorHub:
             self.withdraw(key[0], key[1])
             return
         (dag_id, run_id), task_id = key
-        sensor = live.dag.task_dict.get(task_id)
-        if not isinstance(sensor, BaseSensor):  # the DAG changed under the wait
+        sensor = self.sensor_of(live, task_id)
+        if sensor is None:  # the DAG changed under the wait
             self.withdraw(key[0], task_id)
             await self._scheduler.resume(key[0], task_id, Resumption.RUN)
             return
