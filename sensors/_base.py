@@ -16,11 +16,12 @@ Modes:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import anyio
@@ -114,6 +115,11 @@ class BaseSensor(BaseOperator):
         """True (or ``PokeReturnValue(True, value)``) once the condition holds."""
         raise NotImplementedError(f"{type(self).__name__} must define poke(context)")
 
+    def ready_at(self, context: dict[str, Any]) -> datetime | None:
+        """When the condition will hold, if the sensor knows (a time): the next poke comes
+        then rather than up to ``poke_interval`` later. None: it cannot know."""
+        return None
+
     # -- what the base does --------------------------------------------------------------
 
     @property
@@ -168,7 +174,13 @@ class BaseSensor(BaseOperator):
         while True:  # the hub's decisions, holding the slot
             await anyio.sleep(max(0.0, (wait.next_poke - clock.now()).total_seconds()))
             done, value = await self.poke_once(context)
-            decision = after_poke(policy, wait, PokeResult(done), clock.now(), seed)
+            ready_at = None
+            if not done:
+                with contextlib.suppress(Exception):  # only a hint: the interval stands
+                    ready_at = self.ready_at(context)
+            decision = after_poke(
+                policy, wait, PokeResult(done, ready_at=ready_at), clock.now(), seed
+            )
             if isinstance(decision, EndWait):
                 return _ended(decision, value)
             wait = decision

@@ -81,6 +81,9 @@ class DateTimeSensor(BaseSensor):
     async def poke(self, context: dict[str, Any]) -> bool:
         return SystemClock().now() >= _aware(self.target_time, self._where)
 
+    def ready_at(self, context: dict[str, Any]) -> datetime | None:
+        return _aware(self.target_time, self._where)
+
 
 class TimeDeltaSensor(BaseSensor):
     """The run's data interval ended at least ``delta`` ago (Airflow's meaning)."""
@@ -92,8 +95,11 @@ class TimeDeltaSensor(BaseSensor):
         self.delta = delta
 
     async def poke(self, context: dict[str, Any]) -> bool:
+        return SystemClock().now() >= self.ready_at(context)
+
+    def ready_at(self, context: dict[str, Any]) -> datetime:
         end: datetime = context["data_interval_end"]
-        return SystemClock().now() >= end + self.delta
+        return end + self.delta
 
 
 class S3KeySensor(BaseSensor):

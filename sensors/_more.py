@@ -31,11 +31,12 @@ class TimeSensor(BaseSensor):
         self.target_time = target_time
 
     async def poke(self, context: dict[str, Any]) -> bool:
-        now = SystemClock().now()
+        return SystemClock().now() >= self.ready_at(context)
+
+    def ready_at(self, context: dict[str, Any]) -> datetime:
         tz = self.target_time.tzinfo or UTC
-        today = now.astimezone(tz).date()
-        target = datetime.combine(today, self.target_time.replace(tzinfo=None), tzinfo=tz)
-        return now >= target
+        today = SystemClock().now().astimezone(tz).date()
+        return datetime.combine(today, self.target_time.replace(tzinfo=None), tzinfo=tz)
 
 
 class DayOfWeekSensor(BaseSensor):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator import DAG, task
+from orchestrator._settings import Settings
 from orchestrator.core import Resumption
 from orchestrator.core._sensing import (
     EndWait,
@@ -52,6 +53,22 @@ def test_the_first_wait_is_the_interval_spread_by_at_most_a_tenth() -> None:
     assert first_wait(policy(), 1, T0, "s") == first_wait(policy(), 1, T0, "s")
     short = policy(poke_interval=2 * SECOND)
     assert all(first_wait(short, 1, T0, f"s{i}").next_poke - T0 <= 2.2 * SECOND for i in range(50))
+
+
+def test_a_time_sensor_is_poked_when_its_time_comes_not_an_interval_later() -> None:
+    """A poke that knows when the condition will hold (``ready_at``) is next poked then:
+    never later than the interval, never before now, never past the deadline."""
+    wait = first_wait(policy(), 1, T0, "s")
+    now = T0 + 60 * SECOND
+    soon = after_poke(policy(), wait, PokeResult(False, ready_at=now + 5 * SECOND), now, "s")
+    assert isinstance(soon, WaitState)
+    assert soon.next_poke == now + 5 * SECOND
+    late = after_poke(policy(), wait, PokeResult(False, ready_at=now + 600 * SECOND), now, "s")
+    assert isinstance(late, WaitState)
+    assert now + 60 * SECOND <= late.next_poke <= now + 61 * SECOND
+    past = after_poke(policy(), wait, PokeResult(False, ready_at=now - SECOND), now, "s")
+    assert isinstance(past, WaitState)
+    assert past.next_poke == now
 
 
 def test_a_poke_that_finds_the_condition_ends_the_wait_with_its_xcom() -> None:
@@ -551,3 +568,29 @@ def test_tasks_test_pokes_a_sensor_until_it_is_done(dag_file: DagFile, tmp_path:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "poke 3 of try 1" in done.stdout
     assert "task wait: success" in done.stdout
+
+
+async def test_time_sensors_poke_when_their_time_comes(settings: Settings) -> None:
+    """A minute's poke interval, a condition true in half a second: the sensors end then,
+    not a minute later (each poke says when the time comes)."""
+    from datetime import time as day_time
+
+    from orchestrator import DAG
+    from orchestrator.runtime._drive import run_dag_once
+    from sensors import DateTimeSensor, TimeDeltaSensor, TimeSensor
+
+    soon = datetime.now(UTC) + timedelta(seconds=0.5)
+    with DAG("timely") as dag:
+        TimeDeltaSensor(task_id="delta", delta=timedelta(seconds=0.5), poke_interval=60)
+        DateTimeSensor(task_id="at", target_time=soon, poke_interval=60)
+        if soon.date() == (soon + timedelta(seconds=1)).date():  # not across midnight
+            TimeSensor(
+                task_id="clock",
+                target_time=day_time(
+                    soon.hour, soon.minute, soon.second, soon.microsecond, tzinfo=UTC
+                ),
+                poke_interval=60,
+            )
+    live = await run_dag_once(settings, dag)
+    assert live.record.state == "success", live.errors
+    assert all(ti.duration is not None and ti.duration < 30 for ti in live.tis.values())

@@ -116,6 +116,7 @@ class PokeResult:
     error: str | None = None
     retryable: bool = True  # False: the poke raised FailTask
     skipped: bool = False  # the poke raised SkipTask (``error`` says why)
+    ready_at: datetime | None = None  # not done, but will be then (a time sensor knows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,4 +178,6 @@ def after_poke(
         return EndWait(Resumption.FAILED, message, retryable=False)
     pokes = state.pokes + 1
     due = min(now + _next_wait(policy, pokes, seed), deadline)
+    if result.ready_at is not None:  # poked when it will hold, not up to an interval late
+        due = min(due, max(result.ready_at, now))
     return WaitState(state.try_number, state.first_poke, pokes, due)

@@ -287,7 +287,11 @@ class LocalExecutor:
                     where = f"DAG {request.dag.dag_id!r}, task {sensor.task_id!r}"
                     limit = self.services.settings.xcom_max_bytes
                     xcom = encode_xcom(value, where=where, limit=limit)
-                return PokeResult(done, xcom), rendered
+                ready_at = None
+                if not done:
+                    with contextlib.suppress(Exception):  # only a hint: the interval stands
+                        ready_at = sensor.ready_at(context)
+                return PokeResult(done, xcom, ready_at=ready_at), rendered
         except SkipTask as exc:
             log.line(f"skipped: {exc}")
             return PokeResult(False, error=mask(str(exc)) or "skipped", skipped=True), rendered
