@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from orchestrator.core._records import TaskInstanceRecord, split_key
+from orchestrator.core._records import TaskInstanceRecord
 from orchestrator.core._state import (
     FINISHED_STATES,
     TaskEvent,
@@ -203,13 +203,13 @@ class Cascade:
         return bool(self.expanding) or any(ti.state in _PENDING for ti in self.all())
 
     def deadlock_reason(self) -> str:
-        waiting = [ti.key for ti in self.all() if ti.state == TaskState.NONE]
+        waiting = [ti for ti in self.all() if ti.state == TaskState.NONE]
         reasons = [
-            f"{key}: {self.blocked[split_key(key)[0]]}"
-            for key in waiting
-            if split_key(key)[0] in self.blocked
+            f"{ti.key}: {self.blocked[ti.task_id]}" for ti in waiting if ti.task_id in self.blocked
         ]
-        return "no task can make progress; " + ("; ".join(reasons) or ", ".join(waiting))
+        return "no task can make progress; " + (
+            "; ".join(reasons) or ", ".join(ti.key for ti in waiting)
+        )
 
     def where(self, key: str) -> tuple[str, str, str]:
         """The instance's key, for errors."""

@@ -199,8 +199,6 @@ class RunDriver(DriverState):
 
     def _not_started(self, event: NotStarted, now: datetime, step: Step) -> None:
         ti = self.tis[event.task_id]
-        if ti.state == TaskState.SCHEDULED:
-            ti.state = apply(ti.state, TaskEvent.QUEUE, self._graph.where(ti.key))
         self._fail_unstarted(ti, event.reason, now, step)
         self._evaluate(sorted(self.dag.task_dict[ti.task_id].downstream_task_ids), now, step)
         self._maybe_end(now, step)

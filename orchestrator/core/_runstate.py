@@ -45,6 +45,12 @@ from triggers._dataset import DatasetEvent
 __all__ = ["DriverState", "outlet_event_id"]
 
 _CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}
+_E = TaskEvent
+_TO_FAILED = {  # from a state before any try, the moves to failed
+    TaskState.NONE: (_E.SCHEDULE, _E.QUEUE, _E.START, _E.FAIL),
+    TaskState.SCHEDULED: (_E.QUEUE, _E.START, _E.FAIL),
+    TaskState.QUEUED: (_E.START, _E.FAIL),
+}
 _TASK_ALERTS = {
     TaskState.SUCCESS: AlertEvent.TASK_SUCCESS,
     TaskState.FAILED: AlertEvent.TASK_FAILURE,
@@ -103,10 +109,10 @@ class DriverState:
     def _fail_unstarted(
         self, ti: TaskInstanceRecord, reason: str, now: datetime, step: Step
     ) -> None:
-        """Fail an instance that never ran a try (queued, or waiting to expand)."""
+        """Fail an instance that never ran a try (ready but unable to start, or waiting to
+        expand): through the states a try would have passed, so each move is a legal one."""
         where = self._graph.where(ti.key)
-        moves = (TaskEvent.SCHEDULE, TaskEvent.QUEUE) if ti.state == TaskState.NONE else ()
-        for move in (*moves, TaskEvent.START, TaskEvent.FAIL):
+        for move in _TO_FAILED[ti.state]:
             ti.state = apply(ti.state, move, where)
         ti.end_date = now
         self.errors[ti.key] = reason

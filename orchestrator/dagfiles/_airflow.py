@@ -96,6 +96,37 @@ def _pick(names: dict[str, str], *wanted: str) -> dict[str, str]:
     return {name: names[name] for name in wanted}
 
 
+# The standard operators and sensors, at the same place under Airflow 2's paths
+# (``airflow.operators.*``, ``airflow.sensors.*``) and Airflow 3's standard provider
+# (``airflow.providers.standard.*``).
+_STANDARD: dict[str, dict[str, str]] = {
+    "operators.empty": _pick(_OPERATORS, "EmptyOperator"),
+    "operators.bash": _pick(_OPERATORS, "BashOperator"),
+    "operators.python": _pick(
+        _OPERATORS,
+        "PythonOperator",
+        "BranchPythonOperator",
+        "ShortCircuitOperator",
+        "get_current_context",
+    ),
+    "operators.trigger_dagrun": _pick(_OPERATORS, "TriggerDagRunOperator"),
+    "operators.latest_only": {"LatestOnlyOperator": "orchestrator.operators:LatestOnlyOperator"},
+    "operators.weekday": {
+        "BranchDayOfWeekOperator": "orchestrator.operators:BranchDayOfWeekOperator"
+    },
+    "operators.datetime": {
+        "BranchDateTimeOperator": "orchestrator.operators:BranchDateTimeOperator"
+    },
+    "sensors.filesystem": _pick(_SENSORS, "FileSensor"),
+    "sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
+    "sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
+    "sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor", "ExternalTaskMarker"),
+    "sensors.weekday": _pick(_SENSORS, "DayOfWeekSensor"),
+    "sensors.bash": _pick(_SENSORS, "BashSensor"),
+    "sensors.python": _pick(_SENSORS, "PythonSensor"),
+}
+
+
 AIRFLOW_MODULES: dict[str, dict[str, str]] = {
     "airflow": {**_pick(_AUTHORING, "DAG", "XComArg"), **_DATASETS},
     "airflow.models": _pick(
@@ -112,70 +143,16 @@ AIRFLOW_MODULES: dict[str, dict[str, str]] = {
         "get_current_context": ("orchestrator:get_current_context"),
     },
     "airflow.sdk": {**_AUTHORING, **_ASSETS, **_pick(_SENSORS, "PokeReturnValue")},
-    "airflow.operators.empty": _pick(_OPERATORS, "EmptyOperator"),
+    **{f"airflow.{name}": names for name, names in _STANDARD.items()},
+    **{f"airflow.providers.standard.{name}": names for name, names in _STANDARD.items()},
     "airflow.operators.dummy": {"DummyOperator": "orchestrator.operators:EmptyOperator"},
-    "airflow.operators.bash": _pick(_OPERATORS, "BashOperator"),
-    "airflow.operators.python": _pick(
-        _OPERATORS,
-        "PythonOperator",
-        "BranchPythonOperator",
-        "ShortCircuitOperator",
-        "get_current_context",
-    ),
     "airflow.operators.email": _pick(_OPERATORS, "EmailOperator"),
-    "airflow.operators.latest_only": {
-        "LatestOnlyOperator": "orchestrator.operators:LatestOnlyOperator"
-    },
-    "airflow.operators.weekday": {
-        "BranchDayOfWeekOperator": "orchestrator.operators:BranchDayOfWeekOperator"
-    },
-    "airflow.providers.standard.operators.latest_only": {
-        "LatestOnlyOperator": "orchestrator.operators:LatestOnlyOperator"
-    },
-    "airflow.providers.standard.operators.weekday": {
-        "BranchDayOfWeekOperator": "orchestrator.operators:BranchDayOfWeekOperator"
-    },
     "airflow.utils.weekday": {"WeekDay": "orchestrator.operators:WeekDay"},
     "airflow.hooks.base": {"BaseHook": "orchestrator:BaseHook"},
-    "airflow.operators.trigger_dagrun": _pick(_OPERATORS, "TriggerDagRunOperator"),
-    "airflow.providers.standard.operators.empty": _pick(_OPERATORS, "EmptyOperator"),
-    "airflow.providers.standard.operators.bash": _pick(_OPERATORS, "BashOperator"),
-    "airflow.providers.standard.operators.python": _pick(
-        _OPERATORS,
-        "PythonOperator",
-        "BranchPythonOperator",
-        "ShortCircuitOperator",
-        "get_current_context",
-    ),
-    "airflow.providers.standard.operators.trigger_dagrun": _pick(
-        _OPERATORS, "TriggerDagRunOperator"
-    ),
     "airflow.providers.smtp.operators.smtp": {"EmailOperator": _OPERATORS["EmailOperator"]},
     "airflow.sensors.base": _pick(_SENSORS, "BaseSensorOperator", "PokeReturnValue"),
-    "airflow.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
-    "airflow.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
-    "airflow.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
-    "airflow.sensors.external_task": _pick(_SENSORS, "ExternalTaskSensor", "ExternalTaskMarker"),
-    "airflow.providers.standard.sensors.filesystem": _pick(_SENSORS, "FileSensor"),
-    "airflow.providers.standard.sensors.date_time": _pick(_SENSORS, "DateTimeSensor"),
-    "airflow.providers.standard.sensors.time_delta": _pick(_SENSORS, "TimeDeltaSensor"),
-    "airflow.providers.standard.sensors.external_task": _pick(
-        _SENSORS, "ExternalTaskSensor", "ExternalTaskMarker"
-    ),
-    "airflow.providers.standard.sensors.time": _pick(_SENSORS, "TimeSensor"),
-    "airflow.providers.standard.sensors.weekday": _pick(_SENSORS, "DayOfWeekSensor"),
-    "airflow.providers.standard.sensors.bash": _pick(_SENSORS, "BashSensor"),
-    "airflow.providers.standard.sensors.python": _pick(_SENSORS, "PythonSensor"),
     "airflow.sensors.time_sensor": _pick(_SENSORS, "TimeSensor"),
-    "airflow.sensors.weekday": _pick(_SENSORS, "DayOfWeekSensor"),
-    "airflow.sensors.bash": _pick(_SENSORS, "BashSensor"),
-    "airflow.sensors.python": _pick(_SENSORS, "PythonSensor"),
-    "airflow.providers.standard.operators.datetime": {
-        "BranchDateTimeOperator": "orchestrator.operators:BranchDateTimeOperator"
-    },
-    "airflow.operators.datetime": {
-        "BranchDateTimeOperator": "orchestrator.operators:BranchDateTimeOperator"
-    },
+    "airflow.providers.standard.sensors.time": _pick(_SENSORS, "TimeSensor"),
     "airflow.providers.amazon.aws.sensors.s3": {"S3KeySensor": "sensors:S3KeySensor"},
     "airflow.providers.http.sensors.http": {"HttpSensor": "sensors:HttpSensor"},
     "airflow.datasets": _DATASETS,
