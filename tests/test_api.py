@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from orchestrator import DAG, Dataset
 from orchestrator.api import ControlPlane, create_app
-from orchestrator.api import _app as app_module
+from orchestrator.api import _http as http_module
 from orchestrator.api._server import host_names
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
 from orchestrator.daemon._datasets import external_event
@@ -44,6 +44,7 @@ class Control:
     updates: list[DatasetEvent] = field(default_factory=list)
     put: list[object] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[tuple[Any, ...]] = field(default_factory=list)
 
     def is_paused(self, dag_id: str) -> bool:
         return self.paused.get(dag_id, False)
@@ -112,6 +113,34 @@ class Control:
         self, *, dag_id: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         return []
+
+    async def clear_tasks(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Collection[str],
+        *,
+        map_indexes: Collection[int] = (),
+        downstream: bool = False,
+    ) -> list[str]:
+        self.actions.append(
+            ("clear", dag_id, run_id, list(task_ids), list(map_indexes), downstream)
+        )
+        if "x" in task_ids:
+            raise InvalidRequest(f"DAG {dag_id!r} has no task(s) x")
+        return sorted(task_ids)
+
+    async def mark_run(self, dag_id: str, run_id: str, state: str) -> RunRecord:
+        self.actions.append(("mark_run", dag_id, run_id, state))
+        return RunRecord(dag_id, run_id, RunState(state), "manual", T0, T0)
+
+    async def mark_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, state: str
+    ) -> TaskInstanceRecord:
+        self.actions.append(("mark_task", dag_id, run_id, task_id, map_index, state))
+        if state == "failed" and task_id == "a":
+            raise Conflict("task 'a' is running: only a finished instance is marked")
+        return TaskInstanceRecord(dag_id, run_id, task_id, TaskState(state), map_index=map_index)
 
 
 def one_dag() -> DAG:
@@ -225,7 +254,7 @@ async def test_a_write_waiting_on_the_store_answers_503(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A trigger the store does not take in time: 503, the change stays queued."""
-    monkeypatch.setattr(app_module, "_STORE_WAIT", 0.05)
+    monkeypatch.setattr(http_module, "STORE_WAIT", 0.05)
     control = Control(dags={"d": one_dag()}, hang=True)
     async with serving(control, db_url) as (api, _):
         response = await api.post("/api/v1/dags/d/runs", json={})
@@ -544,3 +573,58 @@ async def test_a_consumer_shows_what_it_has_received_and_waits_for(db_url: str) 
         "waiting_for": ["s3://b/b"],
     }
     assert "datasets" not in plain
+
+
+async def test_clear_and_mark_check_their_bodies_then_ask_the_control_plane(db_url: str) -> None:
+    """Clear and mark name a bad field with 400 and reach the control plane only when
+    the whole body is good; its refusals come back as 400 and 409."""
+    control = Control(dags={"d": one_dag()})
+    async with serving(control, db_url) as (api, store):
+        run = RunRecord("d", "r1", RunState.FAILED, "manual", T0, T0)
+        await store.insert_runs([run])
+        bad = [
+            ("POST", "/api/v1/runs/r1/clear", {"task_ids": "a"}, "task_ids"),
+            ("POST", "/api/v1/runs/r1/clear", {"task_ids": [1]}, "task_ids"),
+            ("POST", "/api/v1/runs/r1/clear", {"map_index": [-1]}, "map_index"),
+            ("POST", "/api/v1/runs/r1/clear", {"map_index": True}, "map_index"),
+            ("POST", "/api/v1/runs/r1/clear", {"downstream": "yes"}, "downstream"),
+            ("POST", "/api/v1/runs/r1/clear", {"tasks": []}, "tasks"),
+            ("PATCH", "/api/v1/runs/r1", {"state": "running"}, "state"),
+            ("PATCH", "/api/v1/runs/r1", {}, "state"),
+            (
+                "PATCH",
+                "/api/v1/runs/r1/tasks/a",
+                {"state": "success", "map_index": -2},
+                "map_index",
+            ),
+        ]
+        for method, path, body, field_name in bad:
+            response = await api.request(method, path, json=body)
+            assert response.status_code == 400, (path, body, response.text)
+            assert field_name in response.json()["error"]
+        assert control.actions == []
+        assert (await api.post("/api/v1/runs/nope/clear", json={})).status_code == 404
+        cleared = await api.post(
+            "/api/v1/runs/r1/clear", json={"task_ids": ["b"], "map_index": 2, "downstream": True}
+        )
+        assert cleared.json() == {"dag_id": "d", "run_id": "r1", "cleared": ["b"]}
+        refused = await api.post("/api/v1/runs/r1/clear", json={"task_ids": ["x"]})
+        assert refused.status_code == 400
+        assert "no task(s) x" in refused.json()["error"]
+        marked = await api.patch("/api/v1/runs/r1?dag_id=d", json={"state": "success"})
+        assert marked.json()["state"] == "success"
+        ti = await api.patch("/api/v1/runs/r1/tasks/b", json={"state": "failed", "map_index": 0})
+        assert (ti.json()["task_id"], ti.json()["state"], ti.json()["map_index"]) == (
+            "b",
+            "failed",
+            0,
+        )
+        conflict = await api.patch("/api/v1/runs/r1/tasks/a", json={"state": "failed"})
+        assert conflict.status_code == 409
+    assert control.actions == [
+        ("clear", "d", "r1", ["b"], [2], True),
+        ("clear", "d", "r1", ["x"], [], False),
+        ("mark_run", "d", "r1", "success"),
+        ("mark_task", "d", "r1", "b", 0, "failed"),
+        ("mark_task", "d", "r1", "a", -1, "failed"),
+    ]

@@ -61,10 +61,13 @@ def test_illegal_transition_names_event_state_and_key() -> None:
         apply(TaskState.NONE, TaskEvent.SUCCEED, ("d", "r", "t"))
 
 
-def test_finished_states_can_only_be_cleared_or_removed() -> None:
-    """A finished instance changes only through clear (or remove)."""
+def test_finished_states_can_only_be_cleared_removed_or_marked() -> None:
+    """A finished instance changes only through clear (or remove), or a user's mark."""
+    marks = {TaskEvent.MARK_SUCCESS, TaskEvent.MARK_FAILED}
     for state in FINISHED_STATES:
-        assert set(TASK_TRANSITIONS[state]) <= {TaskEvent.CLEAR, TaskEvent.REMOVE}
+        assert set(TASK_TRANSITIONS[state]) <= {TaskEvent.CLEAR, TaskEvent.REMOVE, *marks}
+    for state in set(TaskState) - FINISHED_STATES:
+        assert not set(TASK_TRANSITIONS[state]) & marks
 
 
 def test_retry_goes_back_through_scheduled() -> None:

@@ -37,6 +37,17 @@ def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    return {
+        "required": bool(required),
+        "content": {"application/json": {"schema": schema | {"required": required}}},
+    }
+
+
+_MARK = {"enum": ["success", "failed"]}
+_MAP_INDEX = {"type": "integer", "minimum": 0, "maximum": 10_000}
+_ACTION_ANSWERS = {"400": _ERROR, "404": _ERROR, "409": _ERROR, "503": _ERROR}
 _DAG_ID = _path("dag_id", _KEY)
 _DAG_FILTER = {
     "name": "dag_id",
@@ -177,6 +188,60 @@ _PATHS: dict[str, Any] = {
                 "404": _ERROR,
                 "409": _ERROR,
             },
+        },
+        "patch": {
+            "summary": "Mark a finished run success or failed; mark a running run failed (stop it)",
+            "requestBody": _body({"state": _MARK}, ["state"]),
+            "responses": _ACTION_ANSWERS | {"200": json_body("the run", _ref("Run"))},
+        },
+    },
+    "/api/v1/runs/{run_id}/clear": {
+        "parameters": [_path("run_id", {"type": "string"}), _DAG_FILTER],
+        "post": {
+            "summary": "Run finished task instances again (no task_ids: all of them)",
+            "requestBody": _body(
+                {
+                    "task_ids": {"type": "array", "items": {"type": "string"}},
+                    "map_index": {
+                        "oneOf": [
+                            _MAP_INDEX,
+                            {"type": "array", "items": _MAP_INDEX},
+                        ]
+                    },
+                    "downstream": {"type": "boolean"},
+                },
+                [],
+            ),
+            "responses": _ACTION_ANSWERS
+            | {
+                "200": json_body(
+                    "the instances cleared",
+                    {
+                        "type": "object",
+                        "required": ["dag_id", "run_id", "cleared"],
+                        "properties": {
+                            "dag_id": {"type": "string"},
+                            "run_id": {"type": "string"},
+                            "cleared": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                )
+            },
+        },
+    },
+    "/api/v1/runs/{run_id}/tasks/{task_id}": {
+        "parameters": [
+            _path("run_id", {"type": "string"}),
+            _path("task_id", {"type": "string"}),
+            _DAG_FILTER,
+        ],
+        "patch": {
+            "summary": "Mark a finished task instance of a finished run success or failed",
+            "requestBody": _body(
+                {"state": _MARK, "map_index": {"type": "integer", "minimum": -1}}, ["state"]
+            ),
+            "responses": _ACTION_ANSWERS
+            | {"200": json_body("the task instance", _ref("TaskInstance"))},
         },
     },
     "/api/v1/runs/{run_id}/tasks/{task_id}/logs": {

@@ -8,7 +8,7 @@ and datasets, which the store itself provides).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -55,6 +55,27 @@ class ControlPlane(Protocol):
         """Create a manual run; NotFound for an unknown DAG, Conflict for a taken run id."""
 
     async def set_paused(self, dag_id: str, paused: bool) -> None: ...
+
+    async def clear_tasks(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Collection[str],
+        *,
+        map_indexes: Collection[int] = (),
+        downstream: bool = False,
+    ) -> list[str]:
+        """Run finished instances again (none named: all); the instance keys cleared.
+        InvalidRequest for a task the DAG lacks, Conflict for a run driven elsewhere."""
+
+    async def mark_run(self, dag_id: str, run_id: str, state: str) -> RunRecord:
+        """Mark a finished run ``success`` or ``failed``; a running one only ``failed``,
+        which stops it. Conflict otherwise."""
+
+    async def mark_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, state: str
+    ) -> TaskInstanceRecord:
+        """Mark a finished instance of a finished run; Conflict otherwise."""
 
     async def update_dataset(self, uri: object, extra: object) -> tuple[DatasetEvent, list[str]]:
         """Record an update from outside; InvalidRequest (nothing written) for a bad URI or

@@ -106,24 +106,25 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "tasks": {
                         "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["task_id", "map_index", "state", "try_number"],
-                            "properties": {
-                                "task_id": {"type": "string"},
-                                "map_index": {"type": "integer", "minimum": -1},
-                                "rendered_map_index": {"type": ["string", "null"]},
-                                "state": {"type": "string"},
-                                "try_number": {"type": "integer"},
-                                "start_date": _DATE,
-                                "end_date": _DATE,
-                                "duration": {"type": ["number", "null"]},
-                            },
-                        },
+                        "items": {"$ref": "#/components/schemas/TaskInstance"},
                     }
                 },
             },
         ]
+    },
+    "TaskInstance": {
+        "type": "object",
+        "required": ["task_id", "map_index", "state", "try_number"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "map_index": {"type": "integer", "minimum": -1},
+            "rendered_map_index": {"type": ["string", "null"]},
+            "state": {"type": "string"},
+            "try_number": {"type": "integer"},
+            "start_date": _DATE,
+            "end_date": _DATE,
+            "duration": {"type": ["number", "null"]},
+        },
     },
     "TaskLogs": {
         "type": "object",

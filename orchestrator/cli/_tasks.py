@@ -20,13 +20,7 @@ from orchestrator.cli._common import (
     resolve_run,
     with_store,
 )
-from orchestrator.core import (
-    RunState,
-    TaskState,
-    clear_instance,
-    with_downstream,
-    with_setups_and_teardowns,
-)
+from orchestrator.runtime._actions import clear_stored
 from orchestrator.store import Store
 
 __all__ = ["register"]
@@ -87,23 +81,14 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
 
     async def body(store: Store) -> list[str]:
         run = await resolve_run(store, args.run_id, args.dag_id)
-        tis = await store.task_instances(run.dag_id, run.run_id)
-        chosen = set(args.task_ids) or {ti.task_id for ti in tis}
-        if args.downstream:
-            chosen = with_downstream(dag, chosen)
-        chosen = with_setups_and_teardowns(dag, chosen)  # a work task's setup runs again
-        indexes = set(args.map_index or [])
-        cleared = []
-        for ti in tis:
-            picked = not indexes or ti.map_index in indexes or ti.task_id not in args.task_ids
-            if ti.task_id in chosen and ti.state != TaskState.NONE and picked:
-                clear_instance(ti, (run.dag_id, run.run_id, ti.key))
-                cleared.append(ti)
-        run.state = RunState.QUEUED
-        run.end_date = None
-        run.driver = None  # whoever drove it before, the daemon runs it now
-        await store.clear_task_instances(run, cleared)
-        return [ti.key for ti in cleared]
+        return await clear_stored(
+            store,
+            dag,
+            run,
+            args.task_ids,
+            map_indexes=args.map_index or (),
+            downstream=args.downstream,
+        )
 
     cleared = with_store(settings, body)
     print(f"cleared {len(cleared)} task instance(s): {', '.join(sorted(cleared)) or '-'}")

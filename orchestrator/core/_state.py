@@ -76,6 +76,8 @@ class TaskEvent(enum.StrEnum):
     REQUEUE = "requeue"
     CLEAR = "clear"
     REMOVE = "remove"
+    MARK_SUCCESS = "mark_success"  # a user's mark of a finished instance
+    MARK_FAILED = "mark_failed"
 
 
 class TriggerRule(enum.StrEnum):
@@ -107,6 +109,7 @@ _S = TaskState
 _E = TaskEvent
 _CLEARABLE = {_E.CLEAR: _S.NONE, _E.REMOVE: _S.REMOVED}
 _FLAGS = {_E.SKIP: _S.SKIPPED, _E.FLAG_UPSTREAM_FAILED: _S.UPSTREAM_FAILED}
+_MARKABLE = {**_CLEARABLE, _E.MARK_SUCCESS: _S.SUCCESS, _E.MARK_FAILED: _S.FAILED}
 
 TASK_TRANSITIONS: Mapping[TaskState, Mapping[TaskEvent, TaskState]] = {
     _S.NONE: {_E.SCHEDULE: _S.SCHEDULED, **_FLAGS, _E.REMOVE: _S.REMOVED},
@@ -129,10 +132,10 @@ TASK_TRANSITIONS: Mapping[TaskState, Mapping[TaskEvent, TaskState]] = {
         **_CLEARABLE,
     },
     _S.UP_FOR_RETRY: {_E.SCHEDULE: _S.SCHEDULED, _E.FAIL: _S.FAILED, **_FLAGS, **_CLEARABLE},
-    _S.SUCCESS: _CLEARABLE,
-    _S.FAILED: _CLEARABLE,
-    _S.SKIPPED: _CLEARABLE,
-    _S.UPSTREAM_FAILED: _CLEARABLE,
+    _S.SUCCESS: _MARKABLE,
+    _S.FAILED: _MARKABLE,
+    _S.SKIPPED: _MARKABLE,
+    _S.UPSTREAM_FAILED: _MARKABLE,
     _S.REMOVED: {_E.CLEAR: _S.NONE},
 }
 

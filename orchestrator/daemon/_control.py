@@ -3,22 +3,30 @@ the commands that go through its parts (dataset updates, events)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from orchestrator._clock import Clock
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord
+from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState
 from orchestrator.core._admission import Admission
+from orchestrator.core._state import FINISHED_STATES
 from orchestrator.daemon._alerts import AlertFeed
 from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._metrics import Metrics
 from orchestrator.dagfiles._folder import DagFolder
 from orchestrator.dagfiles._loader import ImportErrorRecord
-from orchestrator.errors import NotFound
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.runtime._actions import (
+    clear_stored,
+    clearable,
+    mark_stored_run,
+    mark_stored_task,
+)
 from orchestrator.store import Store
 from triggers._dataset import DatasetEvent
 from triggers._engine import TriggerEngine
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
     from orchestrator.runtime._scheduler import Scheduler
 
 __all__ = ["ControlPlaneParts"]
+
+_LIVE_CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}  # the driver's Clear takes these
 
 
 class ControlPlaneParts:
@@ -44,6 +54,7 @@ class ControlPlaneParts:
     alerts: AlertFeed
     metrics: Metrics
     ready: anyio.Event
+    clock: Clock
 
     @property
     def store(self) -> Store:
@@ -55,6 +66,9 @@ class ControlPlaneParts:
 
     @property
     def intake(self) -> RunIntake:
+        raise NotImplementedError
+
+    def _enqueue(self, record: RunRecord) -> None:
         raise NotImplementedError
 
     def dag(self, dag_id: str) -> DAG:
@@ -74,6 +88,57 @@ class ControlPlaneParts:
         """Create a manual run (queued); it starts as soon as the DAG has room."""
         self.dag(dag_id)
         return await self.intake.manual(dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
+
+    async def clear_tasks(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Collection[str],
+        *,
+        map_indexes: Collection[int] = (),
+        downstream: bool = False,
+    ) -> list[str]:
+        """Run finished instances again (no task ids: every one); the keys cleared. A run
+        driven here is cleared through its driver, a finished one in the store and queued."""
+        dag = self.dag(dag_id)
+        run = await self.store.get_run(dag_id, run_id)
+        live = self.scheduler.live((dag_id, run_id))
+        if live is not None:
+            chosen = clearable(
+                dag,
+                list(live.tis.values()),
+                task_ids,
+                map_indexes=map_indexes,
+                downstream=downstream,
+            )
+            live_keys = frozenset(ti.key for ti in chosen if ti.state in _LIVE_CLEARABLE)
+            await self.scheduler.clear(dag_id, run_id, live_keys)
+            return sorted(live_keys)
+        if run.state in (RunState.QUEUED, RunState.RUNNING):
+            by = f"driven by {run.driver}" if run.driver else "not started yet"
+            raise Conflict(f"run {run_id!r} of DAG {dag_id!r} is {run.state}, {by}")
+        keys = await clear_stored(
+            self.store, dag, run, task_ids, map_indexes=map_indexes, downstream=downstream
+        )
+        self._enqueue(run)
+        return keys
+
+    async def mark_run(self, dag_id: str, run_id: str, state: str) -> RunRecord:
+        """Mark a finished run success or failed; marking a run driven here failed stops it."""
+        run = await self.store.get_run(dag_id, run_id)
+        if self.scheduler.live((dag_id, run_id)) is not None and state == "failed":
+            await self.scheduler.stop_run(dag_id, run_id, "marked failed by a user")
+            return await self.store.get_run(dag_id, run_id)
+        return await mark_stored_run(self.store, run, state)
+
+    async def mark_task(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int, state: str
+    ) -> TaskInstanceRecord:
+        """Mark a finished instance of a finished run; the run's state follows."""
+        run = await self.store.get_run(dag_id, run_id)
+        return await mark_stored_task(
+            self.store, self.dag(dag_id), run, task_id, map_index, state, self.clock
+        )
 
     @property
     def dags(self) -> Mapping[str, DAG]:

@@ -43,6 +43,7 @@ from orchestrator.alerts._plan import plan_alerts
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import (
     AlertRecord,
+    Clear,
     DatasetEventRecord,
     Input,
     NotStarted,
@@ -214,6 +215,10 @@ class Scheduler:
     async def stop_run(self, dag_id: str, run_id: str, reason: str) -> None:
         """Fail a run now: waiting instances are skipped, running tries stopped."""
         await self._feed((dag_id, run_id), Stop(reason))
+
+    async def clear(self, dag_id: str, run_id: str, keys: frozenset[str]) -> None:
+        """Run these finished instances of a run driven here again (the driver's Clear)."""
+        await self._feed((dag_id, run_id), Clear(keys))
 
     async def resume(
         self,

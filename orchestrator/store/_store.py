@@ -47,12 +47,13 @@ from orchestrator.store._rows import (
     try_statement,
     xcoms_cleared,
 )
+from orchestrator.store._views import ViewRows
 from orchestrator.store._writer import Ack, GroupCommitWriter
 
 __all__ = ["ConnectionRecord", "Store", "open_store"]
 
 
-class Store(DatasetRows, EventRows, AlertRows):
+class Store(DatasetRows, EventRows, AlertRows, ViewRows):
     """Runs, task instances and their tries, XComs, variables, connections and pools."""
 
     def __init__(self, backend: Backend, writer: GroupCommitWriter, clock: Clock) -> None:

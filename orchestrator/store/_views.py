@@ -1,0 +1,71 @@
+"""The store's reads for the web UI's views: each view's data in one query.
+
+Rules (besides the store's):
+1. One view, one query: the DAG list's recent runs and counts, a grid's runs with
+   their task instances. Rows come back as plain dicts of the columns the view shows.
+2. Runs are ordered newest first by logical date (the queue time when there is none),
+   then by run id, the order a grid's columns read in (reversed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.store._backend import Backend
+
+__all__ = ["ViewRows"]
+
+_RUN_ORDER = "COALESCE(logical_date, queued_at) DESC, run_id DESC"
+
+
+class ViewRows:
+    """The web UI's half of ``Store`` (a mixin: ``Store`` gives the backend)."""
+
+    backend: Backend
+
+    async def dag_summaries(self, per_dag: int) -> dict[str, dict[str, Any]]:
+        """Each DAG with runs: its ``per_dag`` newest runs (newest first), and how many
+        of all its runs are running and failed."""
+        rows = await self.backend.fetch(
+            "SELECT dag_id, run_id, state, run_type, logical_date, start_date, end_date, "
+            "running, failed FROM (SELECT dag_id, run_id, state, run_type, logical_date, "
+            "queued_at, start_date, end_date, "
+            f"ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY {_RUN_ORDER}) AS n, "
+            "SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END) "
+            "OVER (PARTITION BY dag_id) AS running, "
+            "SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) "
+            "OVER (PARTITION BY dag_id) AS failed FROM dag_run) x "
+            "WHERE n <= ? ORDER BY dag_id, n",
+            (int(per_dag),),
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            summary = found.setdefault(
+                row["dag_id"],
+                {"running": int(row["running"]), "failed": int(row["failed"]), "runs": []},
+            )
+            summary["runs"].append(
+                {
+                    "run_id": row["run_id"],
+                    "state": row["state"],
+                    "run_type": row["run_type"],
+                    "logical_date": row["logical_date"],
+                    "start_date": row["start_date"],
+                    "end_date": row["end_date"],
+                }
+            )
+        return found
+
+    async def grid_rows(self, dag_id: str, runs: int) -> list[dict[str, Any]]:
+        """The DAG's ``runs`` newest runs, each joined with its task instances (a run with
+        none comes once, its task columns null), newest run first."""
+        return await self.backend.fetch(
+            "SELECT r.run_id, r.state AS run_state, r.run_type, r.logical_date, r.queued_at, "
+            "r.start_date AS run_start, r.end_date AS run_end, "
+            "t.task_id, t.map_index, t.state, t.try_number "
+            "FROM (SELECT run_id, state, run_type, logical_date, queued_at, start_date, "
+            f"end_date FROM dag_run WHERE dag_id = ? ORDER BY {_RUN_ORDER} LIMIT ?) r "
+            "LEFT JOIN task_instance t ON t.dag_id = ? AND t.run_id = r.run_id "
+            f"ORDER BY COALESCE(r.logical_date, r.queued_at) DESC, r.run_id DESC",
+            (dag_id, int(runs), dag_id),
+        )
