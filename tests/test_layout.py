@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"orchestrator.dagfiles", "orchestrator.alerts", "sensors"},
     {"orchestrator.runtime"},
     {"orchestrator.api"},
+    {"orchestrator.web"},
     {"orchestrator.daemon"},
     {"orchestrator.cli"},
 ]

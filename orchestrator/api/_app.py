@@ -4,8 +4,10 @@ Rules:
 1. Every response is JSON (``/metrics`` is Prometheus text); every client mistake
    is a 4xx with ``{"error": ...}`` naming the field or the object. An unexpected
    failure is logged and answered 500 without details.
-2. With a token configured, every route but ``/api/v1/health`` needs
-   ``Authorization: Bearer <token>`` (compared in constant time).
+2. With a token configured, every route but ``/api/v1/health`` (and the web UI's login
+   page and static files) needs ``Authorization: Bearer <token>`` or the UI's cookie
+   holding it (compared in constant time); a page asked for without it is sent to
+   ``/login``.
 3. Handlers validate everything before the first write, so a refused request
    changes nothing. A body is standard JSON (no NaN or Infinity) of at most
    ``max_body`` bytes (413 beyond); query integers are bounded.
@@ -13,20 +15,26 @@ Rules:
    name of this API is refused (DNS rebinding), and a write (POST, PATCH, PUT,
    DELETE) must say ``Content-Type: application/json`` and come from no other
    origin, so a cross-site form or ``text/plain`` request is refused before it acts.
+   The UI's login and logout forms are the only form writes, and come from no other
+   origin either.
+5. Other routes (the web UI's, ``create_app(routes=...)``) are served behind the same
+   guard.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator._clock import iso
@@ -52,10 +60,13 @@ from orchestrator.store._datasets import event_json
 from orchestrator.store._events import stored_event_json
 from triggers._dataset import normalize_uri
 
-__all__ = ["create_app"]
+__all__ = ["TOKEN_COOKIE", "create_app"]
 
 log = structlog.get_logger("orchestrator.api")
-_OPEN = {"/api/v1/health"}
+_OPEN = {"/api/v1/health", "/login"}
+_OPEN_PREFIX = "/static/"
+_FORM_WRITES = {"/login", "/logout"}
+TOKEN_COOKIE = "orchestrator_token"
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _LOG_WINDOW = 1024 * 1024  # a log is served from its end, this much at a time by default
 _MAX_LOG_WINDOW = 8 * 1024 * 1024
@@ -96,19 +107,26 @@ class _Handlers:
             if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
                 return json_error(403, f"cross-origin write from {origin!r} refused")
             media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-            if media != "application/json":
+            if media != "application/json" and request.url.path not in _FORM_WRITES:
                 return json_error(415, "a write needs Content-Type: application/json")
             length = request.headers.get("content-length", "0")
             if not (length.isascii() and length.isdigit()) or int(length) > self.max_body:
                 return json_error(413, f"the body is over the limit of {self.max_body} bytes")
-        if self.token and request.url.path not in _OPEN:
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.encode(), self.token.encode()
-            ):
-                return json_error(401, "missing or wrong bearer token")
+        path = request.url.path
+        guarded = path not in _OPEN and not path.startswith(_OPEN_PREFIX)
+        if self.token and guarded and not self.authorized(request):
+            if request.method == "GET" and _is_page(path):
+                wanted = path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(wanted)}", status_code=303)
+            return json_error(401, "missing or wrong bearer token")
         return None
+
+    def authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            given = request.cookies.get(TOKEN_COOKIE, "")
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", **self.control.health()})
@@ -254,7 +272,7 @@ class _Handlers:
         length = int_param(request, "length", _LOG_WINDOW, maximum=_MAX_LOG_WINDOW)
         out = []
         for attempt in tries:
-            text, start, size = await anyio.to_thread.run_sync(
+            text, start, end, size = await anyio.to_thread.run_sync(
                 read_log, attempt.log_path, offset, length
             )
             out.append(
@@ -266,6 +284,7 @@ class _Handlers:
                     "error": attempt.error,
                     "log": text,
                     "log_offset": start,
+                    "log_end": end,
                     "log_size": size,
                 }
             )
@@ -360,9 +379,11 @@ def create_app(
     token: str = "",
     hosts: frozenset[str] | None = None,
     max_body: int = 1_048_576,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The API on ``control`` and ``runs``; with ``token``, every route but health needs it.
-    ``hosts`` are the names a request's Host header may give (None: any)."""
+    ``hosts`` are the names a request's Host header may give (None: any); ``routes`` are
+    served beside the API's, behind the same guard (rule 5)."""
     api = _Handlers(control, runs, token, hosts, max_body)
     routes = [
         Route("/api/v1/health", api.health),
@@ -387,12 +408,18 @@ def create_app(
         Route("/api/v1/deadlines", api.deadlines),
         Route("/api/v1/import-errors", api.import_errors),
         Route("/metrics", api.metrics),
+        *routes,
     ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(_Guard, handlers=api)],
         exception_handlers=error_handlers(),
     )
+
+
+def _is_page(path: str) -> bool:
+    """A web UI page (not the API, its data or the metrics)."""
+    return not path.startswith(("/api/", "/ui/")) and path != "/metrics"
 
 
 def _mark_state(body: dict[str, Any]) -> str:

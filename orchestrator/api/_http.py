@@ -102,11 +102,12 @@ def int_param(request: Request, name: str, default: int, *, maximum: int = MAX_Q
     return int(raw)
 
 
-def read_log(path: str, offset: int, length: int) -> tuple[str, int, int]:
+def read_log(path: str, offset: int, length: int) -> tuple[str, int, int, int]:
     """Up to ``length`` bytes of the log at ``path`` from ``offset`` (-1: its last
-    ``length`` bytes), as (text, where the text starts, the log's size). Blocking."""
+    ``length`` bytes), as (text, where the text starts, where it ends, the log's size).
+    Blocking."""
     if not path:
-        return "", 0, 0
+        return "", 0, 0, 0
     try:
         with open(path, "rb") as log:
             size = os.fstat(log.fileno()).st_size
@@ -114,8 +115,8 @@ def read_log(path: str, offset: int, length: int) -> tuple[str, int, int]:
             log.seek(start)
             data = log.read(length)
     except FileNotFoundError:
-        return "", 0, 0
-    return data.decode("utf-8", errors="replace"), start, size
+        return "", 0, 0, 0
+    return data.decode("utf-8", errors="replace"), start, start + len(data), size
 
 
 @contextlib.contextmanager

@@ -138,7 +138,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["try_number", "state", "log", "log_offset", "log_size"],
+                    "required": [
+                        "try_number",
+                        "state",
+                        "log",
+                        "log_offset",
+                        "log_end",
+                        "log_size",
+                    ],
                     "properties": {
                         "try_number": {"type": "integer"},
                         "state": {"type": "string"},
@@ -147,6 +154,7 @@ SCHEMAS: dict[str, Any] = {
                         "error": {"type": ["string", "null"]},
                         "log": {"type": "string"},
                         "log_offset": {"type": "integer", "minimum": 0},
+                        "log_end": {"type": "integer", "minimum": 0},
                         "log_size": {"type": "integer", "minimum": 0},
                     },
                 },

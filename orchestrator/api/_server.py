@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anyio
 import uvicorn
+from starlette.routing import BaseRoute
 
 from orchestrator.api._app import create_app
 from orchestrator.api._protocol import ControlPlane, RunQueries
@@ -70,15 +71,22 @@ async def serve_api(
     token: str = "",
     allowed_hosts: str = "",
     max_body: int = 1_048_576,
+    routes: Sequence[BaseRoute] = (),
     task_status: Any = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host``:``port`` (0 picks a free port) until cancelled; starts with the URL.
-    ``allowed_hosts`` (comma-separated) adds names a request's Host header may give."""
+    ``allowed_hosts`` (comma-separated) adds names a request's Host header may give;
+    ``routes`` are served beside the API's (the web UI)."""
     sock = _bind(host, port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(
-            control, runs, token=token, hosts=host_names(host, allowed_hosts), max_body=max_body
+            control,
+            runs,
+            token=token,
+            hosts=host_names(host, allowed_hosts),
+            max_body=max_body,
+            routes=routes,
         ),
         log_config=None,
         access_log=False,

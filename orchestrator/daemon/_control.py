@@ -28,6 +28,7 @@ from orchestrator.runtime._actions import (
     mark_stored_task,
 )
 from orchestrator.store import Store
+from orchestrator.web import ChangeHub, run_changed, state_changed
 from triggers._dataset import DatasetEvent
 from triggers._engine import TriggerEngine
 from triggers._timetable import RunInfo
@@ -55,6 +56,7 @@ class ControlPlaneParts:
     metrics: Metrics
     ready: anyio.Event
     clock: Clock
+    changes: ChangeHub
 
     @property
     def store(self) -> Store:
@@ -70,6 +72,17 @@ class ControlPlaneParts:
 
     def _enqueue(self, record: RunRecord) -> None:
         raise NotImplementedError
+
+    def _apply_paused(self, dag_id: str, paused: bool) -> None:
+        raise NotImplementedError
+
+    def is_paused(self, dag_id: str) -> bool:
+        return self.admission.is_paused(dag_id)
+
+    async def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.dag(dag_id)
+        await self.store.set_paused(dag_id, paused)
+        self._apply_paused(dag_id, paused)
 
     def dag(self, dag_id: str) -> DAG:
         dag = self.folder.dags.get(dag_id)
@@ -121,6 +134,7 @@ class ControlPlaneParts:
             self.store, dag, run, task_ids, map_indexes=map_indexes, downstream=downstream
         )
         self._enqueue(run)
+        run_changed(self.changes, run, cleared=keys)
         return keys
 
     async def mark_run(self, dag_id: str, run_id: str, state: str) -> RunRecord:
@@ -129,16 +143,21 @@ class ControlPlaneParts:
         if self.scheduler.live((dag_id, run_id)) is not None and state == "failed":
             await self.scheduler.stop_run(dag_id, run_id, "marked failed by a user")
             return await self.store.get_run(dag_id, run_id)
-        return await mark_stored_run(self.store, run, state)
+        marked = await mark_stored_run(self.store, run, state)
+        run_changed(self.changes, marked)
+        return marked
 
     async def mark_task(
         self, dag_id: str, run_id: str, task_id: str, map_index: int, state: str
     ) -> TaskInstanceRecord:
         """Mark a finished instance of a finished run; the run's state follows."""
         run = await self.store.get_run(dag_id, run_id)
-        return await mark_stored_task(
+        ti = await mark_stored_task(
             self.store, self.dag(dag_id), run, task_id, map_index, state, self.clock
         )
+        state_changed(self.changes, run, ti)
+        run_changed(self.changes, run)
+        return ti
 
     @property
     def dags(self) -> Mapping[str, DAG]:

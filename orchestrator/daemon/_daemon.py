@@ -43,7 +43,7 @@ from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.api import serve_api
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord
+from orchestrator.core import RunRecord, TaskInstanceRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
 from orchestrator.daemon._alerts import AlertFeed
@@ -66,6 +66,7 @@ from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
+from orchestrator.web import ChangeHub, run_changed, state_changed, ui_routes
 from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
@@ -86,6 +87,8 @@ class Daemon(ControlPlaneParts):
         self.metrics = Metrics()
         self.engine = TriggerEngine()
         self.ready = anyio.Event()
+        self.changes = ChangeHub()  # what the UI's pages watch
+        self.changes.on_active = self._own_events
         self.api_url = ""
         self.mirrors: list[S3DagSync] = []  # DAGs and plugins in S3
         if "s3://" in (settings.dags[:5], settings.plugins[:5]):
@@ -224,6 +227,7 @@ class Daemon(ControlPlaneParts):
                     token=self.settings.api_token,
                     allowed_hosts=self.settings.api_allowed_hosts,
                     max_body=self.settings.api_max_body,
+                    routes=ui_routes(self, self.store, self.changes, token=self.settings.api_token),
                 )
             )
             log.info("API serving", api=self.api_url)
@@ -324,15 +328,22 @@ class Daemon(ControlPlaneParts):
         self.events.dags_changed(change.upserted, change.removed, self.is_paused)
         self.alerts.deadlines.dags_changed(change.upserted)
         self._own_events()
+        self.changes.publish("dags", errors=len(self.folder.errors))
         self._admit_wake.set()
 
     def _wake_trigger(self) -> None:
         self._trigger_wake.set()
 
-    def _own_events(self) -> None:
-        """Have the scheduler tell of state changes only while some pattern may want them."""
+    def _own_events(self, _: bool = False) -> None:
+        """Have the scheduler tell of state changes while a pattern or a UI page wants them."""
         if self._scheduler is not None:
-            self.scheduler.on_change = self.events.state_changed if self.events.wants_own else None
+            wanted = self.events.wants_own or self.changes.watched
+            self.scheduler.on_change = self._state_changed if wanted else None
+
+    def _state_changed(self, live: LiveRun, ti: TaskInstanceRecord | None) -> None:
+        if self.events.wants_own:
+            self.events.state_changed(live, ti)
+        state_changed(self.changes, live.record, ti)
 
     def _queue_readers(self) -> list[QueueReader]:
         self.queues = queue_readers(
@@ -367,19 +378,11 @@ class Daemon(ControlPlaneParts):
     def _room(self, dag: DAG) -> int:
         return self.admission.room(dag.dag_id, dag.max_active_runs)
 
-    def is_paused(self, dag_id: str) -> bool:
-        return self.admission.is_paused(dag_id)
-
-    async def set_paused(self, dag_id: str, paused: bool) -> None:
-        self.dag(dag_id)
-        await self.store.set_paused(dag_id, paused)
-        self._apply_paused(dag_id, paused)
-
     def _apply_paused(self, dag_id: str, paused: bool) -> None:
         self.admission.set_paused(dag_id, paused)
         self.datasets.paused(dag_id, paused)
         self.events.paused(dag_id, paused)
-        self._own_events()
+        self.changes.publish("dags", dag_id=dag_id, paused=paused)
         log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
         dag = self.folder.dags.get(dag_id)
         if dag is not None:
@@ -405,6 +408,7 @@ class Daemon(ControlPlaneParts):
             log.info("run triggered", dag_id=record.dag_id, run_id=record.run_id)
         self.datasets.run_created(record)
         self.alerts.deadlines.watch(record)
+        run_changed(self.changes, record)
         self._enqueue(record)
 
     def _enqueue(self, record: RunRecord) -> None:

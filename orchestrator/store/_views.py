@@ -23,9 +23,11 @@ class ViewRows:
 
     backend: Backend
 
-    async def dag_summaries(self, per_dag: int) -> dict[str, dict[str, Any]]:
-        """Each DAG with runs: its ``per_dag`` newest runs (newest first), and how many
-        of all its runs are running and failed."""
+    async def dag_summaries(
+        self, per_dag: int, dag_id: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Each DAG with runs (or only ``dag_id``): its ``per_dag`` newest runs (newest
+        first), and how many of all its runs are running and failed."""
         rows = await self.backend.fetch(
             "SELECT dag_id, run_id, state, run_type, logical_date, start_date, end_date, "
             "running, failed FROM (SELECT dag_id, run_id, state, run_type, logical_date, "
@@ -34,9 +36,10 @@ class ViewRows:
             "SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END) "
             "OVER (PARTITION BY dag_id) AS running, "
             "SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) "
-            "OVER (PARTITION BY dag_id) AS failed FROM dag_run) x "
-            "WHERE n <= ? ORDER BY dag_id, n",
-            (int(per_dag),),
+            "OVER (PARTITION BY dag_id) AS failed FROM dag_run"
+            + (" WHERE dag_id = ?" if dag_id is not None else "")
+            + ") x WHERE n <= ? ORDER BY dag_id, n",
+            (*([dag_id] if dag_id is not None else []), int(per_dag)),
         )
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -69,3 +72,14 @@ class ViewRows:
             f"ORDER BY COALESCE(r.logical_date, r.queued_at) DESC, r.run_id DESC",
             (dag_id, int(runs), dag_id),
         )
+
+    async def sensor_wait_row(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int
+    ) -> dict[str, Any] | None:
+        """A deferred sensor's stored wait: next poke, pokes so far, deadline."""
+        rows = await self.backend.fetch(
+            "SELECT next_poke_at, attempt, deadline, state FROM sensor_wait WHERE dag_id = ? "
+            "AND run_id = ? AND task_id = ? AND map_index = ?",
+            (dag_id, run_id, task_id, map_index),
+        )
+        return rows[0] if rows else None

@@ -1,0 +1,53 @@
+// The DAG list: search as you type; a DAG's row follows its runs (that row alone is asked
+// for again); the list and the import errors banner follow the DAGs folder.
+import { debounce, enc, refreshParts } from "./ui.js";
+
+const search = document.getElementById("dag-search");
+const count = document.getElementById("dag-count");
+
+function filter() {
+  const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+  let n = 0;
+  for (const row of document.querySelectorAll("#dag-table tbody tr[data-dag-id]")) {
+    const hit = words.every((w) => row.dataset.search.includes(w));
+    row.hidden = !hit;
+    if (hit) n += 1;
+  }
+  count.textContent = `${n} DAG${n === 1 ? "" : "s"}`;
+  const url = new URL(location.href);
+  if (search.value) url.searchParams.set("q", search.value); else url.searchParams.delete("q");
+  history.replaceState(null, "", url);
+}
+search.addEventListener("input", filter);
+
+const refreshAll = debounce(async () => {
+  await refreshParts("#dag-table", "#import-banner");
+  filter();
+}, 300);
+
+const stale = new Set();
+const refreshRows = debounce(async () => {
+  const ids = [...stale];
+  stale.clear();
+  for (const id of ids) {
+    const row = document.querySelector(`#dag-table tr[data-dag-id="${CSS.escape(id)}"]`);
+    if (!row) continue;
+    const response = await fetch(`/ui/dag-row/${enc(id)}`, { credentials: "same-origin" });
+    if (!response.ok) continue;
+    const holder = document.createElement("tbody");
+    holder.innerHTML = await response.text();
+    const fresh = holder.querySelector("tr");
+    if (fresh) { fresh.hidden = row.hidden; row.replaceWith(fresh); }
+  }
+}, 250);
+
+document.addEventListener("orchestrator:changes", (event) => {
+  for (const change of event.detail) {
+    if (change.kind === "dags" && change.dag_id === undefined) refreshAll();
+    else if (change.kind === "run" || (change.kind === "dags" && change.dag_id)) {
+      stale.add(change.dag_id);
+      refreshRows();
+    }
+  }
+});
+document.addEventListener("orchestrator:reload", (event) => { event.preventDefault(); refreshAll(); });
