@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import hashlib
 import io
@@ -25,6 +26,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,9 +165,10 @@ class TaskLog:
     """The log of one try, safe to write from any thread.
 
     Text is buffered in memory and written out when 64 KiB have gathered, when a
-    write comes a second or more after the last flush (so a long task's log can be
-    followed), and at close. Closing from a worker thread keeps the file I/O off
-    the event loop.
+    write comes a second or more after the last flush, by the process's log flusher
+    thread when text has waited a second (so a running try's log can be followed, even
+    one that went quiet), and at close. Closing from a worker thread keeps the file I/O
+    off the event loop.
     """
 
     FLUSH_BYTES = 64 * 1024
@@ -190,6 +193,13 @@ class TaskLog:
         self._file: io.BufferedWriter | None = None
         self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
+        _watch(self)
+
+    def flush_stale(self) -> None:
+        """Write out what has waited a second or more (the flusher thread's part)."""
+        with self._lock:
+            if self._parts and time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS:
+                self._flush()
 
     def write(self, text: str) -> None:
         if not text:
@@ -287,6 +297,31 @@ class TaskLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+        _open_logs.discard(self)
+
+
+_open_logs: weakref.WeakSet[TaskLog] = weakref.WeakSet()
+_flusher_started = threading.Lock()
+_flusher: list[threading.Thread] = []
+
+
+def _watch(log: TaskLog) -> None:
+    """Have the flusher thread (started with the process's first log) look after ``log``."""
+    _open_logs.add(log)
+    if not _flusher:
+        with _flusher_started:
+            if not _flusher:
+                thread = threading.Thread(target=_flush_stale_logs, name="log-flusher", daemon=True)
+                _flusher.append(thread)
+                thread.start()
+
+
+def _flush_stale_logs() -> None:
+    while True:
+        time.sleep(TaskLog.FLUSH_SECONDS / 2)
+        for log in list(_open_logs):
+            with contextlib.suppress(Exception):  # a full disk must not end the flusher
+                log.flush_stale()
 
 
 def excerpt_of(data: bytes, *, cut: bool) -> str | None:

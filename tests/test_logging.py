@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,21 @@ def test_task_log_flushes_large_output_before_close(tmp_path: Path) -> None:
     log.line("tail")
     log.close()
     assert path.read_text().endswith("tail\n")
+
+
+@pytest.mark.slow
+def test_a_line_then_silence_reaches_the_file_within_a_second_or_two(tmp_path: Path) -> None:
+    """A try that prints a line and then waits still has the line in its log file (the
+    flusher thread writes what waited a second), so its log can be followed."""
+    path = tmp_path / "attempt=1.log"
+    log = TaskLog(path)
+    log.line("line one")
+    assert not path.exists()
+    deadline = time.monotonic() + 5
+    while not (path.exists() and path.read_text() == "line one\n"):
+        assert time.monotonic() < deadline, "the line did not reach the file"
+        time.sleep(0.02)
+    log.close()
 
 
 @pytest.mark.parametrize(

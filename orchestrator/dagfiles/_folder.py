@@ -44,10 +44,12 @@ log = structlog.get_logger("orchestrator.loader")
 
 @dataclass(frozen=True, slots=True)
 class FolderChange:
-    """DAGs defined or redefined, and DAG ids that no file defines any more."""
+    """DAGs defined or redefined, and DAG ids that no file defines any more; a change of
+    import errors alone is reported too, with both empty and ``errors`` set."""
 
     upserted: list[DAG]
     removed: list[str]
+    errors: bool = False
 
 
 Report = Callable[[FolderChange], Awaitable[None]]
@@ -125,7 +127,7 @@ class DagFolder:
                     for dag in change.upserted:
                         upserted[dag.dag_id] = dag
                     removed.update(change.removed)
-                    if report is not None and (change.upserted or change.removed):
+                    if report is not None and (change.upserted or change.removed or change.errors):
                         self._unreported.append(change)
                         await self._deliver(report)
                     if key not in self._again:
@@ -196,7 +198,7 @@ class DagFolder:
     ) -> FolderChange:
         """The file's DAGs replaced as a unit (rule 3)."""
         before = set(self._by_file.pop(str(path), []))
-        self.errors.pop(str(path), None)
+        error_before = self.errors.pop(str(path), None)
         self._sigs.pop(str(path), None)
         if sig is not None:
             self._sigs[str(path)] = sig
@@ -207,7 +209,11 @@ class DagFolder:
         for dag_id in removed:
             if not any(dag_id in ids for ids in self._by_file.values()):
                 self.dags.pop(dag_id, None)
-        return FolderChange(kept, sorted(d for d in removed if d not in self.dags))
+        return FolderChange(
+            kept,
+            sorted(d for d in removed if d not in self.dags),
+            errors=self.errors.get(str(path)) != error_before,
+        )
 
     async def _import(self, path: Path) -> tuple[list[DAG], ImportErrorRecord | None]:
         forget_dag_file(path)
