@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -221,7 +222,7 @@ def test_trigger_from_the_form_built_from_params_and_watch_the_grid_live(
     assert "n" in error.inner_text()
 
 
-def test_a_running_tasks_log_grows_on_its_page(
+def test_a_running_tasks_log_grows_and_its_graph_node_changes_live(
     site: tuple[DaemonProc, Path], open_page: Callable[..., Page]
 ) -> None:
     d, root = site
@@ -232,13 +233,20 @@ def test_a_running_tasks_log_grows_on_its_page(
         ),
         20,
     )
+    graph = open_page(f"{d.url}/dags/ui_log/graph?run_id={quote(run_id)}")
+    node = graph.locator(f'g.node[data-task-id="talk"][data-run-id="{run_id}"]')
+    assert node.get_attribute("data-state") == "running"
     page = open_page(f"{d.url}/dags/ui_log/runs/{run_id}/tasks/talk")
     page.wait_for_selector("#log:has-text('line one')")
     page.evaluate("window.__stay = 1")
+    graph.evaluate("window.__stay = 1")
     (root / "flag").touch()
     page.wait_for_selector("#log:has-text('line two')")
     page.wait_for_selector("#ti-meta[data-state='success']")
     assert page.evaluate("window.__stay") == 1
+    graph.locator('g.node[data-task-id="talk"][data-state="success"]').wait_for()
+    assert "talk: success" in (node.locator("a").get_attribute("aria-label") or "")
+    assert graph.evaluate("window.__stay") == 1
     text = page.locator("#log").inner_text()
     assert text.index("line one") < text.index("line two")
 

@@ -121,7 +121,8 @@ async def test_every_view_renders_with_its_data(db_url: str) -> None:
         assert 'data-dag-id="ui"' in home
         assert "1 DAG file failed to import" in home
         assert 'href="/import-errors"' in home
-        assert 'aria-label="run r2: failed"' in home
+        assert 'aria-label="last 2 runs: 1 success, 1 failed"' in home  # oldest first
+        assert '<i class="st" data-state="success">✓</i><i class="st" data-state="failed">' in home
         assert "manual only" in home
         assert "team" in home
         assert "Traceback: line 3" in (await client.get("/import-errors")).text

@@ -137,49 +137,64 @@ def _grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def grid_json(dag: DAG, stored: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The grid of ``dag`` from ``ViewRows.grid_rows`` (newest run first): runs oldest
+    """The grid of ``dag`` from ``ViewRows.grid_rows`` (newest run first, its instances in
+    one string): runs oldest
     first, rows, and per row one state code per run, with instance counts for mapped
     tasks (rules 2, 3)."""
     runs: list[dict[str, Any]] = []
-    column: dict[str, int] = {}
-    instances: dict[tuple[str, int], list[str]] = {}
-    tries: dict[tuple[str, int], int] = {}
+    seen: list[tuple[int, str]] = []  # (column, the run's instances), oldest first
     for row in reversed(stored):
-        run_id = row["run_id"]
-        if run_id not in column:
-            column[run_id] = len(runs)
-            runs.append(
-                {
-                    "run_id": run_id,
-                    "state": row["run_state"],
-                    "run_type": row["run_type"],
-                    "logical_date": row["logical_date"],
-                    "start_date": row["run_start"],
-                    "end_date": row["run_end"],
-                }
-            )
-        if row["task_id"] is not None:
-            key = (row["task_id"], column[run_id])
-            instances.setdefault(key, []).append(STATES.get(row["state"], ("n", ""))[0])
-            tries[key] = max(tries.get(key, 0), row["try_number"] or 0)
+        seen.append((len(runs), row["tis"] or ""))
+        runs.append(
+            {
+                "run_id": row["run_id"],
+                "state": row["run_state"],
+                "run_type": row["run_type"],
+                "logical_date": row["logical_date"],
+                "start_date": row["run_start"],
+                "end_date": row["run_end"],
+            }
+        )
+    width = len(runs)
     rows = rows_of(dag)
-    cells: dict[str, str] = {}
-    counts: dict[str, list[int]] = {}
-    for row in rows:
-        if row["group"]:
-            continue
-        task_id = row["id"]
-        codes = [worst(instances.get((task_id, i), ())) for i in range(len(runs))]
-        cells[task_id] = "".join(codes)
-        if row["mapped"]:
-            counts[task_id] = [len(instances.get((task_id, i), ())) for i in range(len(runs))]
+    mapped = {r["id"] for r in rows if not r["group"] and r["mapped"]}
+    codes: dict[str, list[str]] = {r["id"]: [NO_INSTANCE] * width for r in rows if not r["group"]}
+    many: dict[tuple[str, int], list[str]] = {}
+    for col, tis in seen:
+        for item in tis.split():
+            task_id, state, _ = item.split(":")
+            where = codes.get(task_id)
+            if where is None:  # a task the DAG no longer has
+                continue
+            code = _CODE.get(state, "n")
+            if task_id in mapped:
+                many.setdefault((task_id, col), []).append(code)
+            else:
+                where[col] = code
+    counts: dict[str, list[int]] = {task_id: [0] * width for task_id in mapped}
+    for (task_id, col), found in many.items():
+        codes[task_id][col] = worst(found)
+        counts[task_id][col] = len(found)
+    cells = {task_id: "".join(found) for task_id, found in codes.items()}
     for row in reversed(rows):  # inner groups first
         if row["group"]:
-            members = [r["id"] for r in rows if r["parent"] == row["id"]]
-            cells[row["id"]] = "".join(
-                worst(cells[m][i] for m in members if m in cells) for i in range(len(runs))
-            )
+            members = [cells[r["id"]] for r in rows if r["parent"] == row["id"]]
+            cells[row["id"]] = _worst_per_column(members, width)
     return {"dag_id": dag.dag_id, "runs": runs, "rows": rows, "cells": cells, "counts": counts}
+
+
+_CODE = {state: code for state, (code, _) in STATES.items()}
+# Rank characters ordered as _PRIORITY (NO_INSTANCE last), so a column's min is its worst.
+_TO_RANK = str.maketrans({c: chr(65 + r) for c, r in {**_RANK, NO_INSTANCE: 90}.items()})
+_FROM_RANK = {chr(65 + r): c for c, r in {**_RANK, NO_INSTANCE: 90}.items()}
+
+
+def _worst_per_column(members: list[str], width: int) -> str:
+    """Rule 2 for each run at once over the members' code strings."""
+    if not members:
+        return NO_INSTANCE * width
+    ranked = [m.translate(_TO_RANK) for m in members]
+    return "".join(_FROM_RANK[min(column)] for column in zip(*ranked, strict=True))
 
 
 def schedule_words(dag: DAG) -> str:

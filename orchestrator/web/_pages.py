@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from orchestrator._clock import iso, parse_iso
 from orchestrator.api import ControlPlane, RunQueries
@@ -32,7 +33,7 @@ from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.errors import NotFound
 from orchestrator.store._datasets import event_json
 from orchestrator.store._events import stored_event_json
-from orchestrator.web._data import STATES, grid_json, rows_of, schedule_words, symbol
+from orchestrator.web._data import STATES, grid_json, rows_of, schedule_words, symbol, worst
 from orchestrator.web._graph import NODE_H, NODE_W, layout
 from triggers._dataset import DatasetEvent
 
@@ -105,7 +106,7 @@ class Pages:
             import_errors=len(self.control.import_errors),
             **values,
         )
-        return HTMLResponse(page, status_code=status)
+        return compressed(request, page.encode(), "text/html; charset=utf-8", status)
 
     def dag(self, request: Request) -> DAG:
         dag_id = request.path_params["dag_id"]
@@ -140,6 +141,8 @@ class Pages:
             found.append(
                 {
                     "dag_id": dag_id,
+                    "search": f"{dag_id} {' '.join(dag.tags)}".lower(),
+                    "runs_html": _run_squares(dag_id, summary["runs"][::-1]),
                     "display": getattr(dag, "dag_display_name", dag_id) or dag_id,
                     "schedule": schedule_words(dag),
                     "paused": self.control.is_paused(dag_id),
@@ -147,7 +150,6 @@ class Pages:
                     "tags": list(dag.tags),
                     "running": summary["running"],
                     "failed": summary["failed"],
-                    "runs": summary["runs"][::-1],  # oldest first, as the grid reads
                 }
             )
         return found
@@ -182,11 +184,7 @@ class Pages:
         runs = int_param(request, "runs", GRID_RUNS, maximum=MAX_GRID_RUNS)
         stored = await self.runs.grid_rows(dag.dag_id, runs)
         body = json.dumps(grid_json(dag, stored), separators=(",", ":")).encode()
-        headers = {"Cache-Control": "no-store"}
-        if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 1024:
-            body = gzip.compress(body, compresslevel=5)
-            headers["Content-Encoding"] = "gzip"
-        return Response(body, media_type="application/json", headers=headers)
+        return compressed(request, body, "application/json")
 
     async def graph(self, request: Request) -> Response:
         dag = self.dag(request)
@@ -350,10 +348,37 @@ class Pages:
         return self.render(request, "health.html", health=self.control.health(), title="Health")
 
 
+def _run_squares(dag_id: str, runs: Sequence[Mapping[str, Any]]) -> Markup:
+    """A DAG's recent runs (oldest first) as small squares, each its state's symbol and
+    colour, linking to the grid; their summary as the link's name and tooltip."""
+    parts = []
+    tally: dict[str, int] = {}
+    for run in runs:
+        state = str(run["state"])
+        tally[state] = tally.get(state, 0) + 1
+        parts.append(f'<i class="st" data-state="{state}">{symbol(state)}</i>')
+    said = escape(
+        f"last {len(runs)} runs: " + (", ".join(f"{n} {s}" for s, n in tally.items()) or "none")
+    )
+    return Markup(
+        f'<a href="/dags/{escape(dag_id)}" class="squares" aria-label="{said}" title="{said}">'
+        + "".join(parts)
+        + "</a>"
+    )
+
+
+def compressed(request: Request, body: bytes, media: str, status: int = 200) -> Response:
+    """``body`` gzipped when the client takes it and it is worth it (a big list or grid is
+    a tenth of its size on the wire)."""
+    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 4096:
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, status_code=status, media_type=media, headers=headers)
+
+
 def _task_states(tis: Sequence[TaskInstanceRecord]) -> dict[str, str]:
     """Each task's state in a run; a mapped task's is the state that matters most."""
-    from orchestrator.web._data import worst
-
     codes: dict[str, list[str]] = {}
     for ti in tis:
         codes.setdefault(ti.task_id, []).append(STATES.get(str(ti.state), ("n", ""))[0])

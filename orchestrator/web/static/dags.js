@@ -8,7 +8,7 @@ const count = document.getElementById("dag-count");
 function filter() {
   const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
   let n = 0;
-  for (const row of document.querySelectorAll("#dag-table tbody tr[data-dag-id]")) {
+  for (const row of document.querySelectorAll("#dag-rows [data-dag-id][data-search]")) {
     const hit = words.every((w) => row.dataset.search.includes(w));
     row.hidden = !hit;
     if (hit) n += 1;
@@ -30,13 +30,13 @@ const refreshRows = debounce(async () => {
   const ids = [...stale];
   stale.clear();
   for (const id of ids) {
-    const row = document.querySelector(`#dag-table tr[data-dag-id="${CSS.escape(id)}"]`);
+    const row = document.querySelector(`#dag-rows .dagrow[data-dag-id="${CSS.escape(id)}"]`);
     if (!row) continue;
     const response = await fetch(`/ui/dag-row/${enc(id)}`, { credentials: "same-origin" });
     if (!response.ok) continue;
-    const holder = document.createElement("tbody");
+    const holder = document.createElement("div");
     holder.innerHTML = await response.text();
-    const fresh = holder.querySelector("tr");
+    const fresh = holder.querySelector(".dagrow");
     if (fresh) { fresh.hidden = row.hidden; row.replaceWith(fresh); }
   }
 }, 250);

@@ -42,6 +42,7 @@ export const runPath = (dag, run) => `/api/v1/runs/${enc(run)}?dag_id=${enc(dag)
 
 function setState(el, state) {
   el.dataset.state = state;
+  if (el.classList.contains("st")) el.textContent = symbolOf(state);
   for (const glyph of el.querySelectorAll(":scope .st, :scope .glyph")) glyph.textContent = symbolOf(state);
   for (const name of el.querySelectorAll(":scope .st-name, :scope .sname")) name.textContent = state;
   const labelled = el.matches("[aria-label]") ? el : el.querySelector("a[aria-label]");
