@@ -241,7 +241,6 @@ def measure(url: str, last_run: str, args: argparse.Namespace) -> dict[str, Any]
         out["U4 load earlier ms"] = round(statistics.median(earlier), 1)
         out["U4 selectable chars"] = selected
         out.update(live_update(browser, url))
-        out["renderer peak MB"] = round(renderer_peak_mb(), 1)
         browser.close()
     return out
 
@@ -261,8 +260,10 @@ def live_update(browser: Any, url: str) -> dict[str, Any]:
     page.wait_for_selector(f'#grid [data-run-id="{run}"][data-task-id="b"][data-state="success"]')
     shown = (time.perf_counter() - started) * 1000
     sizes = page.evaluate("window.__sizes")
+    peak = renderer_peak_mb()
     page.close()
     return {
+        "renderer peak MB": round(peak, 1),
         "U3 trigger to cell shown ms": round(shown, 1),
         "U3 stream messages": len(sizes),
         "U3 bytes per message (max)": max(sizes, default=0),

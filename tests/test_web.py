@@ -17,11 +17,14 @@ import httpx
 import pytest
 
 from orchestrator import DAG, Param
+from orchestrator._logging import register_secret
+from orchestrator._settings import Settings
 from orchestrator.api import create_app, serve_api
 from orchestrator.authoring._taskgroup import TaskGroup
 from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState, TryRecord
 from orchestrator.dagfiles._loader import ImportErrorRecord
-from orchestrator.operators import EmptyOperator, PythonOperator
+from orchestrator.operators import BashOperator, EmptyOperator, PythonOperator
+from orchestrator.runtime._drive import run_dag_once
 from orchestrator.store import Store, open_store
 from orchestrator.web import ChangeHub, ui_routes
 from orchestrator.web._data import grid_json, schedule_words, worst
@@ -420,3 +423,38 @@ def test_a_layout_points_every_edge_right_and_overlaps_no_node() -> None:
     assert len(set(where.values())) == 1000
     assert all(where[a][0] + NODE_W < where[b][0] for a, b in edges)
     assert layout(nodes, edges) is drawn  # cached by structure
+
+
+def echo(run: str) -> str:
+    return run
+
+
+async def test_a_tries_templated_fields_are_stored_as_rendered_and_shown(
+    settings: Settings,
+) -> None:
+    """A try stores its templated fields as it rendered them (secrets masked), for sync
+    and async tasks; the task's page shows them beside the fields as written."""
+    register_secret("hunter2-secret")
+    with DAG("templated", params={"who": "world"}) as dag:
+        BashOperator(task_id="say", bash_command="echo hello {{ params.who }} {{ run_id }}")
+        BashOperator(task_id="secret", bash_command="echo hunter2-secret")
+        PythonOperator(task_id="py", python_callable=echo, op_kwargs={"run": "{{ run_id }}"})
+    dag.fileloc = __file__
+    live = await run_dag_once(settings, dag)
+    assert live.record.state == RunState.SUCCESS
+    run_id = live.record.run_id
+    async with open_store(settings.db_url) as store:
+        (say,) = await store.tries("templated", run_id, "say")
+        assert json.loads(say.rendered or "{}")["bash_command"] == f"echo hello world {run_id}"
+        (secret,) = await store.tries("templated", run_id, "secret")
+        assert "hunter2" not in (secret.rendered or "")
+        (py,) = await store.tries("templated", run_id, "py")  # a sync try, in a thread
+        assert json.loads(json.loads(py.rendered or "{}")["op_kwargs"]) == {"run": run_id}
+    control = Control(dags={"templated": dag})
+    async with ui(settings.db_url, control=control) as (client, _, _):
+        page = (await client.get(f"/dags/templated/runs/{run_id}/tasks/say")).text
+        row = re.search(r'<tr data-field="bash_command">(.*?)</tr>', page, re.S)
+        assert row is not None
+        rendered, written = re.findall(r"<pre[^>]*>(.*?)</pre>", row.group(1), re.S)
+        assert html.unescape(rendered) == f"echo hello world {run_id}"
+        assert html.unescape(written) == "echo hello {{ params.who }} {{ run_id }}"

@@ -183,6 +183,8 @@ class RunDriver(DriverState):
         self._in_flight.discard(event.task_id)
         if event.map_label is not None:
             self.tis[event.task_id].rendered_map_index = event.map_label
+        if event.rendered is not None and event.task_id in self._tries:
+            self._tries[event.task_id].rendered = event.rendered
         self._end_try(
             self.tis[event.task_id],
             event.outcome,

@@ -110,6 +110,7 @@ class TryRecord:
     log_path: str = ""
     error: str | None = None
     map_index: int = -1
+    rendered: str | None = None  # its templated fields as rendered (JSON), when rendered
 
 
 @dataclass(frozen=True, slots=True)

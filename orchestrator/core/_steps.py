@@ -158,6 +158,7 @@ class TryEnded:
     skip: frozenset[str] = frozenset()  # downstream task ids a branch did not follow
     outlet_extras: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # uri -> extra
     map_label: str | None = None  # a mapped instance's map_index_template, rendered
+    rendered: str | None = None  # the try's templated fields as rendered (JSON)
 
 
 @dataclass(frozen=True, slots=True)

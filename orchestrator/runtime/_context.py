@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import jinja2.sandbox
 
+from orchestrator._logging import mask
 from orchestrator.authoring._baseoperator import XComArg, resolve_xcom_args
 from orchestrator.authoring._dagcontext import OwnerDag
 from orchestrator.authoring._param import resolve_params
@@ -309,6 +310,22 @@ def map_label(template: str, context: Mapping[str, Any]) -> str | None:
         return TEMPLATE_ENV.from_string(template).render(context)[:250] or None
     except Exception:
         return None
+
+
+_FIELD_SHOWN = 16 * 1024  # the most of one rendered field the UI is given
+
+
+def rendered_fields(task: BaseOperator) -> str | None:
+    """A rendered task's templated fields as JSON, for the UI (each cut at 16 KiB, the
+    secrets the logs mask masked too); None when it has none."""
+    shown = {}
+    for name in task.template_fields:
+        value = getattr(task, name, None)
+        text = value if isinstance(value, str) else json.dumps(value, default=repr, indent=2)
+        if len(text) > _FIELD_SHOWN:
+            text = text[:_FIELD_SHOWN] + f"\n[... {len(text) - _FIELD_SHOWN} more characters]"
+        shown[name] = mask(text)
+    return json.dumps(shown) if shown else None
 
 
 def render_task(task: BaseOperator, context: dict[str, Any]) -> BaseOperator:

@@ -66,6 +66,7 @@ from orchestrator.runtime._context import (
     map_label,
     pull_xcom,
     render_task,
+    rendered_fields,
     task_needs_render,
 )
 from sensors._base import BaseSensor
@@ -107,6 +108,7 @@ class TryResult:
     outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
     log_excerpt: str | None = None  # a failed try's last log lines, for its alerts
     map_label: str | None = None  # a mapped instance's map_index_template, rendered
+    rendered: str | None = None  # the templated fields as rendered (JSON), when rendered
 
 
 class _ThreadHandle:
@@ -204,13 +206,20 @@ class LocalExecutor:
         try:
             try:
                 task = request.task
-                rendered = render_task(task, context) if task_needs_render(task) else task
+                shown = None
+                if task_needs_render(task):
+                    rendered = render_task(task, context)
+                    shown = rendered_fields(rendered)
+                else:
+                    rendered = task
                 rendered.pre_execute(context)
                 value, error = rendered.execute(context), None
                 rendered.post_execute(context, value)
             except Exception as exc:
                 value, error = None, exc
-            return self._outcome(request, ti, log, value, error)
+            result = self._outcome(request, ti, log, value, error)
+            result.rendered = shown
+            return result
         finally:
             handle.ident = None
             log.close()
@@ -219,12 +228,15 @@ class LocalExecutor:
         self, request: TryRequest, ti: RuntimeTaskInstance, context: dict[str, Any], log: TaskLog
     ) -> TryResult:
         """A try on the loop (async work) or in a child process."""
+        shown: list[str | None] = [None]
         try:
             try:
-                value, error = await self._execute_async(request, context), None
+                value, error = await self._execute_async(request, context, shown), None
             except Exception as exc:
                 value, error = None, exc
-            return self._outcome(request, ti, log, value, error)
+            result = self._outcome(request, ti, log, value, error)
+            result.rendered = shown[0]
+            return result
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(log.close)
@@ -318,7 +330,11 @@ class LocalExecutor:
         with context_scope(context), task_log_context(log), services_context(self.services):
             yield
 
-    async def _execute_async(self, request: TryRequest, context: dict[str, Any]) -> Any:
+    async def _execute_async(
+        self, request: TryRequest, context: dict[str, Any], shown: list[str | None]
+    ) -> Any:
+        """The try's work on the loop or in a child process; ``shown[0]`` gets its
+        templated fields as rendered, when they were rendered here."""
         task = request.task
         if task.isolation == "process":
             return await self._execute_in_process(request, context)
@@ -326,6 +342,7 @@ class LocalExecutor:
             task = await anyio.to_thread.run_sync(
                 worker_thread(render_task), task, context, limiter=self._threads
             )
+            shown[0] = rendered_fields(task)
         task.pre_execute(context)
         value = await task.execute_async(context)
         task.post_execute(context, value)

@@ -454,6 +454,7 @@ class Scheduler:
                 frozenset(result.skip_task_ids),
                 result.outlet_extras,
                 result.map_label,
+                result.rendered,
             ),
             self.clock.now(),
         )

@@ -334,6 +334,11 @@ SELECT dag_id, run_id, task_id, next_poke_at, attempt, deadline, state FROM sens
 DROP TABLE sensor_wait_v5
 """
 
+# rendered: a try's templated fields as rendered for it (JSON), for the UI.
+_V7 = """
+ALTER TABLE task_try ADD COLUMN rendered TEXT
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
@@ -341,4 +346,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "events", _V4),
     Migration(5, "alerts", _V5),
     Migration(6, "mapped task instances", _V6),
+    Migration(7, "rendered templated fields", _V7),
 )

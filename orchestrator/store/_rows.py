@@ -93,12 +93,13 @@ _TI_UPSERT = (
 
 _TRY_UPSERT = (
     "INSERT INTO task_try (dag_id, run_id, task_id, try_number, state, start_date, end_date, "
-    "duration, hostname, log_path, error, map_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "duration, hostname, log_path, error, map_index, rendered) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (dag_id, run_id, task_id, map_index, try_number) DO UPDATE SET "
     "state = excluded.state, "
     "start_date = excluded.start_date, end_date = excluded.end_date, "
     "duration = excluded.duration, hostname = excluded.hostname, "
-    "log_path = excluded.log_path, error = excluded.error"
+    "log_path = excluded.log_path, error = excluded.error, rendered = excluded.rendered"
 )
 
 
@@ -151,6 +152,7 @@ def try_statement(tr: TryRecord) -> Statement:
             tr.log_path,
             mask(tr.error) if tr.error else tr.error,
             tr.map_index,
+            tr.rendered,
         ),
     )
 

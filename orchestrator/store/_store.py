@@ -326,7 +326,8 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
     ) -> list[TryRecord]:
         rows = await self.backend.fetch(
             "SELECT dag_id, run_id, task_id, try_number, state, start_date, end_date, duration, "
-            "hostname, log_path, error, map_index FROM task_try WHERE dag_id = ? AND run_id = ? "
+            "hostname, log_path, error, map_index, rendered FROM task_try WHERE dag_id = ? "
+            "AND run_id = ? "
             "AND task_id = ? AND map_index = ? ORDER BY try_number",
             (dag_id, run_id, task_id, map_index),
         )
@@ -344,6 +345,7 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
                 log_path=r["log_path"],
                 error=r["error"],
                 map_index=r["map_index"],
+                rendered=r["rendered"],
             )
             for r in rows
         ]

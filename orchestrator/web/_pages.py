@@ -291,7 +291,7 @@ class Pages:
             chosen_try=chosen,
             xcoms=xcoms,
             wait=_wait(wait),
-            fields=_template_fields(task),
+            fields=_template_fields(task, next((t for t in tries if t.try_number == chosen), None)),
             **self.dag_values(dag) | {"title": f"{task_id} · {run.run_id}"},
         )
 
@@ -455,14 +455,20 @@ def _wait(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _template_fields(task: Any) -> list[tuple[str, str]]:
+def _template_fields(task: Any, attempt: TryRecord | None) -> list[tuple[str, str, str]]:
+    """Each templated field: (name, as the try rendered it, as the file writes it); the
+    rendered text is the written one when the try had nothing to render."""
     if task is None:
         return []
+    rendered: dict[str, str] = {}
+    if attempt is not None and attempt.rendered:
+        rendered = json.loads(attempt.rendered)
     shown = []
     for name in getattr(task, "template_fields", ()) or ():
         value = getattr(task, name, None)
-        if value is None or callable(value):
+        if callable(value):
             continue
         text = value if isinstance(value, str) else json.dumps(value, default=repr, indent=2)
-        shown.append((name, text))
+        used = "(no try yet)" if attempt is None else rendered.get(name, text)
+        shown.append((name, used, text))
     return shown
