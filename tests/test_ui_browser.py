@@ -186,6 +186,17 @@ def run_state(d: DaemonProc, dag_id: str, run_id: str) -> str | None:
     return d.run_state(dag_id, run_id)
 
 
+def task_reaches(d: DaemonProc, run_id: str, state: str) -> None:
+    """Wait until a task instance of the run is in ``state``."""
+    d.wait_for(
+        lambda: any(
+            t["state"] == state for t in d.api("GET", f"/api/v1/runs/{run_id}").json()["tasks"]
+        ),
+        20,
+        f"a task {state}",
+    )
+
+
 def cell(page: Page, run_id: str, task_id: str) -> Any:
     return page.locator(f'#grid [data-run-id="{run_id}"][data-task-id="{task_id}"]')
 
@@ -227,12 +238,7 @@ def test_a_running_tasks_log_grows_and_its_graph_node_changes_live(
 ) -> None:
     d, root = site
     run_id = trigger(d, "ui_log")
-    d.wait_for(
-        lambda: any(
-            t["state"] == "running" for t in d.api("GET", f"/api/v1/runs/{run_id}").json()["tasks"]
-        ),
-        20,
-    )
+    task_reaches(d, run_id, "running")
     graph = open_page(f"{d.url}/dags/ui_log/graph?run_id={quote(run_id)}")
     node = graph.locator(f'g.node[data-task-id="talk"][data-run-id="{run_id}"]')
     assert node.get_attribute("data-state") == "running"
@@ -302,18 +308,31 @@ def test_a_deferred_sensors_wait_is_shown(
 ) -> None:
     d, _ = site
     run_id = trigger(d, "ui_sensor")
-    d.wait_for(
-        lambda: any(
-            t["state"] == "deferred" for t in d.api("GET", f"/api/v1/runs/{run_id}").json()["tasks"]
-        ),
-        20,
-    )
+    task_reaches(d, run_id, "deferred")
     page = open_page(f"{d.url}/dags/ui_sensor/runs/{run_id}/tasks/wait")
     assert page.locator("#ti-meta").get_attribute("data-state") == "deferred"
     wait = page.locator("dl.wait")
     assert "Next poke" in wait.inner_text()
     assert "Pokes so far" in wait.inner_text()
     d.api("PATCH", f"/api/v1/runs/{run_id}", json={"state": "failed"})
+
+
+def test_the_events_and_datasets_pages_follow_new_ones(
+    site: tuple[DaemonProc, Path], open_page: Callable[..., Page]
+) -> None:
+    d, _ = site
+    events = open_page(f"{d.url}/events")
+    datasets = open_page(f"{d.url}/datasets")
+    for page in (events, datasets):
+        page.evaluate("window.__stay = 1")
+    entry = {"Source": "ui.live", "DetailType": "Checked", "Detail": "{}"}
+    assert d.api("POST", "/api/v1/events", json={"Entries": [entry]}).status_code == 200
+    events.wait_for_selector("#event-table:has-text('ui.live')")
+    update = d.api("POST", "/api/v1/datasets/events", json={"uri": "s3://ui/live"})
+    assert update.status_code == 201, update.text
+    datasets.wait_for_selector("#dataset-events:has-text('s3://ui/live')")
+    for page in (events, datasets):
+        assert page.evaluate("window.__stay") == 1
 
 
 def test_the_grid_works_with_the_keyboard_alone(

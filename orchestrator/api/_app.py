@@ -51,7 +51,7 @@ from orchestrator.api._http import (
     store_wait,
 )
 from orchestrator.api._openapi import openapi_document
-from orchestrator.api._protocol import ControlPlane, RunQueries
+from orchestrator.api._protocol import ControlPlane, RunQueries, dag_or_404
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord
 from orchestrator.core._intake import check_conf, check_run_id
@@ -91,11 +91,7 @@ class _Handlers:
         self.max_body = max_body
 
     def dag(self, request: Request) -> DAG:
-        dag_id = request.path_params["dag_id"]
-        dag = self.control.dags.get(dag_id)
-        if dag is None:
-            raise NotFound(f"DAG {dag_id!r} not found")
-        return dag
+        return dag_or_404(self.control, request.path_params["dag_id"])
 
     def refusal(self, request: Request) -> Response | None:
         """Rules 2 and 4, before any handler runs: the refusal, or None to go on."""

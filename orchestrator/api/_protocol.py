@@ -15,11 +15,12 @@ from typing import Any, Protocol
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.dagfiles._loader import ImportErrorRecord
+from orchestrator.errors import NotFound
 from orchestrator.store._datasets import DatasetInfo
 from triggers._dataset import DatasetEvent
 from triggers._timetable import RunInfo
 
-__all__ = ["ControlPlane", "RunQueries"]
+__all__ = ["ControlPlane", "RunQueries", "dag_or_404"]
 
 
 class ControlPlane(Protocol):
@@ -122,3 +123,11 @@ class RunQueries(Protocol):
     async def list_events(
         self, *, source: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[tuple[dict[str, Any], str, list[tuple[str, str]]]], str | None]: ...
+
+
+def dag_or_404(control: ControlPlane, dag_id: str) -> DAG:
+    """The loaded DAG ``dag_id``; NotFound (404) naming it when there is none."""
+    dag = control.dags.get(dag_id)
+    if dag is None:
+        raise NotFound(f"DAG {dag_id!r} not found")
+    return dag

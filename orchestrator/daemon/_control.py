@@ -36,6 +36,7 @@ from triggers._timetable import RunInfo
 if TYPE_CHECKING:
     from orchestrator.daemon._sqs import QueueReader
     from orchestrator.runtime._intake import RunIntake
+    from orchestrator.runtime._live import LiveRun
     from orchestrator.runtime._scheduler import Scheduler
 
 __all__ = ["ControlPlaneParts"]
@@ -83,6 +84,12 @@ class ControlPlaneParts:
         self.dag(dag_id)
         await self.store.set_paused(dag_id, paused)
         self._apply_paused(dag_id, paused)
+
+    def _state_changed(self, live: LiveRun, ti: TaskInstanceRecord | None) -> None:
+        """The scheduler's change listener while a pattern or a UI page wants changes."""
+        if self.events.wants_own:
+            self.events.state_changed(live, ti)
+        state_changed(self.changes, live.record, ti)
 
     def dag(self, dag_id: str) -> DAG:
         dag = self.folder.dags.get(dag_id)

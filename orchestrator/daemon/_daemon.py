@@ -43,7 +43,7 @@ from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.api import serve_api
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord, TaskInstanceRecord
+from orchestrator.core import RunRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
 from orchestrator.daemon._alerts import AlertFeed
@@ -66,7 +66,7 @@ from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
-from orchestrator.web import ChangeHub, run_changed, state_changed, ui_routes
+from orchestrator.web import ChangeHub, run_changed, ui_routes
 from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
@@ -110,6 +110,7 @@ class Daemon(ControlPlaneParts):
             self.engine, self.clock, wake=self._wake_trigger, metrics=self.metrics
         )
         self.datasets.listeners.append(self.events.own)
+        self.datasets.listeners.append(lambda e: self.changes.publish("dataset", at=e["time"]))
         self.queues: list[QueueReader] = []
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
@@ -263,6 +264,7 @@ class Daemon(ControlPlaneParts):
                 await self._stop.wait()
             log.info("shutdown: no new work", grace_s=self.settings.shutdown_grace)
             self.folder.stop()
+            self.changes.close()
             intake.cancel_scope.cancel()
 
     # -- state from the store ----------------------------------------------------------------
@@ -339,11 +341,6 @@ class Daemon(ControlPlaneParts):
         if self._scheduler is not None:
             wanted = self.events.wants_own or self.changes.watched
             self.scheduler.on_change = self._state_changed if wanted else None
-
-    def _state_changed(self, live: LiveRun, ti: TaskInstanceRecord | None) -> None:
-        if self.events.wants_own:
-            self.events.state_changed(live, ti)
-        state_changed(self.changes, live.record, ti)
 
     def _queue_readers(self) -> list[QueueReader]:
         self.queues = queue_readers(
@@ -433,6 +430,7 @@ class Daemon(ControlPlaneParts):
                 await self._fire(firings)
             if received:
                 await self.events.handled(received)
+                self.changes.publish("event", count=len(received))
             deadline = self.engine.next_deadline()
             if self._engine_timer is not None:
                 self._engine_timer.cancel()
@@ -482,9 +480,7 @@ class Daemon(ControlPlaneParts):
             self.admission.ended(record.dag_id, record.run_id)
             log.exception("run could not start", dag_id=record.dag_id, run_id=record.run_id)
             return
-        if record.run_type == "scheduled" and record.data_interval_end is not None:
-            late = (live.record.start_date or self.clock.now()) - record.data_interval_end
-            self.metrics.schedule_lateness.observe(max(0.0, late.total_seconds()))
+        self.metrics.run_started(record, live.record.start_date or self.clock.now())
 
     def _on_run_end(self, live: LiveRun) -> None:
         dag_id, run_id = live.key

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from orchestrator.core import RunRecord
 
 __all__ = ["Metrics"]
 
@@ -103,6 +107,12 @@ class Metrics:
         self.deadlines_missed = Counter(
             "orchestrator_deadlines_missed", "Run deadlines missed", registry=r
         )
+
+    def run_started(self, record: RunRecord, started: datetime) -> None:
+        """A scheduled run's lateness: its start after the end of its interval."""
+        if record.run_type == "scheduled" and record.data_interval_end is not None:
+            late = started - record.data_interval_end
+            self.schedule_lateness.observe(max(0.0, late.total_seconds()))
 
     def set_states(self, runs: dict[str, int], tasks: dict[str, int]) -> None:
         self.runs.clear()

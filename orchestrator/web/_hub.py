@@ -11,6 +11,8 @@ Rules:
    skipped.
 4. The hub says when its first subscriber comes and its last goes (``on_active``), so
    the daemon reports state changes only while a page watches.
+5. ``close`` (the daemon's shutdown) wakes every subscriber to end its stream cleanly,
+   so no page's stream holds the server's shutdown up.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ class ChangeHub:
         self._ids = itertools.count(1)
         self._recent: deque[Change] = deque(maxlen=keep)
         self._feeds: set[Feed] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        """Rule 5."""
+        self.closed = True
+        for feed in self._feeds:
+            feed.wake.set()
 
     @property
     def version(self) -> int:

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from orchestrator._clock import iso, parse_iso
 from orchestrator.api import ControlPlane, RunQueries
 from orchestrator.api._http import ClientError, int_param
+from orchestrator.api._protocol import dag_or_404
 from orchestrator.authoring._dag import DAG
 from orchestrator.core import RunRecord, TaskInstanceRecord, TryRecord
 from orchestrator.errors import NotFound
@@ -109,11 +110,7 @@ class Pages:
         return compressed(request, page.encode(), "text/html; charset=utf-8", status)
 
     def dag(self, request: Request) -> DAG:
-        dag_id = request.path_params["dag_id"]
-        dag = self.control.dags.get(dag_id)
-        if dag is None:
-            raise NotFound(f"DAG {dag_id!r} not found")
-        return dag
+        return dag_or_404(self.control, request.path_params["dag_id"])
 
     async def run(self, request: Request, dag: DAG) -> RunRecord:
         run_id = request.path_params["run_id"]

@@ -215,11 +215,13 @@ class _Live:
         with self.hub.subscribe(dag_id, since, kinds) as feed:
             yield f"retry: 2000\nid: {self.hub.version if since is None else since}\n\n"
             quiet = 0.0
-            while True:
+            while not self.hub.closed:
                 wait = _LOG_POLL if follow is not None else HEARTBEAT
                 with anyio.move_on_after(wait):
                     await feed.wake.wait()
                 changes, reload = feed.take()
+                if self.hub.closed:
+                    return
                 if reload:
                     yield f"id: {self.hub.version}\nevent: reload\ndata: {{}}\n\n"
                     quiet = 0.0
