@@ -110,6 +110,7 @@ class Daemon(ControlPlaneParts):
             self.engine, self.clock, wake=self._wake_trigger, metrics=self.metrics
         )
         self.datasets.listeners.append(self.events.own)
+        self.events.stored = lambda n: self.changes.publish("event", count=n)
         self.datasets.listeners.append(lambda e: self.changes.publish("dataset", at=e["time"]))
         self.queues: list[QueueReader] = []
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
@@ -430,7 +431,6 @@ class Daemon(ControlPlaneParts):
                 await self._fire(firings)
             if received:
                 await self.events.handled(received)
-                self.changes.publish("event", count=len(received))
             deadline = self.engine.next_deadline()
             if self._engine_timer is not None:
                 self._engine_timer.cancel()

@@ -72,6 +72,7 @@ class EventFeed:
         self.wake = wake
         self.metrics = metrics
         self.ready = False
+        self.stored: Callable[[int], None] | None = None  # told how many events were stored
         self._store: Store | None = None
         self._incoming: list[dict[str, Any]] = []
         self._own: list[dict[str, Any]] = []
@@ -153,6 +154,8 @@ class EventFeed:
         handled = {e["id"] for e in events} - {e["id"] for e in matching}
         await self.store.record_events(events, origin, handled=handled)
         self.metrics.events_received.labels(origin=origin.partition(":")[0]).inc(len(events))
+        if self.stored is not None:
+            self.stored(len(events))
         if matching:
             self._incoming += matching
             self.wake()
