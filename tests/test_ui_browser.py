@@ -328,9 +328,12 @@ def test_the_events_and_datasets_pages_follow_new_ones(
     entry = {"Source": "ui.live", "DetailType": "Checked", "Detail": "{}"}
     assert d.api("POST", "/api/v1/events", json={"Entries": [entry]}).status_code == 200
     events.wait_for_selector("#event-table:has-text('ui.live')")
-    update = d.api("POST", "/api/v1/datasets/events", json={"uri": "s3://ui/live"})
+    started = "#dataset-events a[href^='/dags/orders_report/runs/']"  # runs events started
+    before = datasets.locator(started).count()
+    update = d.api("POST", "/api/v1/datasets/events", json={"uri": "s3://warehouse/orders"})
     assert update.status_code == 201, update.text
-    datasets.wait_for_selector("#dataset-events:has-text('s3://ui/live')")
+    assert update.json()["consumers"] == ["orders_report"]
+    datasets.wait_for_function(f"document.querySelectorAll({started!r}).length > {before}")
     for page in (events, datasets):
         assert page.evaluate("window.__stay") == 1
 

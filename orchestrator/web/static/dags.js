@@ -25,6 +25,24 @@ const refreshAll = debounce(async () => {
   filter();
 }, 300);
 
+// A row is brought up to date in place: its cells' contents are replaced, but its paused
+// switch only takes the new state, so a click on it is never lost to a row swapped
+// under the pointer.
+function update(row, fresh) {
+  const now = row.querySelectorAll(":scope > [role=cell]");
+  const next = fresh.querySelectorAll(":scope > [role=cell]");
+  next.forEach((cell, i) => {
+    const button = now[i]?.querySelector("button[role=switch]");
+    const nextButton = cell.querySelector("button[role=switch]");
+    if (button && nextButton) {
+      button.setAttribute("aria-checked", nextButton.getAttribute("aria-checked"));
+      button.textContent = nextButton.textContent;
+    } else if (now[i] && now[i].innerHTML !== cell.innerHTML) {
+      now[i].innerHTML = cell.innerHTML;
+    }
+  });
+}
+
 const stale = new Set();
 const refreshRows = debounce(async () => {
   const ids = [...stale];
@@ -37,7 +55,7 @@ const refreshRows = debounce(async () => {
     const holder = document.createElement("div");
     holder.innerHTML = await response.text();
     const fresh = holder.querySelector(".dagrow");
-    if (fresh) { fresh.hidden = row.hidden; row.replaceWith(fresh); }
+    if (fresh) update(row, fresh);
   }
 }, 250);
 
