@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
 from orchestrator.api._openapi import openapi_document
@@ -68,23 +70,43 @@ def written(daemon: DaemonProc) -> tuple[Any, ...]:
     return len(runs), dag["is_paused"]
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_route_answers_5xx_or_writes_when_it_refuses(case: Any, live: DaemonProc) -> None:
-    # Aimed at the objects that exist, so that bodies and queries reach the handlers'
-    # checks instead of stopping at a 404 (unknown ids are tested on their own).
-    if case.path_parameters:
-        known = {"dag_id": "d", "run_id": "r1", "task_id": "t"}
-        case.path_parameters = {k: known.get(k, v) for k, v in case.path_parameters.items()}
-    before = written(live)
-    response = case.call(base_url=live.url, timeout=15)
-    assert response.status_code < 500, (case.method, case.path, response.text[:500])
-    assert live.proc is not None
-    assert live.proc.poll() is None, live.output()[-2000:]
-    if response.status_code >= 400 and case.method.upper() != "GET":
-        assert written(live) == before, (case.method, case.path, response.text[:300])
+OPERATIONS = [
+    (r.ok().method.upper(), r.ok().path) for r in schema.get_all_operations() if isinstance(r, Ok)
+]
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_no_route_answers_5xx_or_writes_when_it_refuses(
+    method: str, path: str, live: DaemonProc
+) -> None:
+    """Each operation of the document, as its own test (so a parallel run runs each):
+    valid and invalid requests from its schema."""
+    operation = schema[path][method]
+    cases = st.one_of(
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    )
+
+    @given(case=cases)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: Any) -> None:
+        # Aimed at the objects that exist, so that bodies and queries reach the handlers'
+        # checks instead of stopping at a 404 (unknown ids are tested on their own).
+        if case.path_parameters:
+            known = {"dag_id": "d", "run_id": "r1", "task_id": "t"}
+            case.path_parameters = {k: known.get(k, v) for k, v in case.path_parameters.items()}
+        before = written(live)
+        response = case.call(base_url=live.url, timeout=15)
+        assert response.status_code < 500, (case.method, case.path, response.text[:500])
+        assert live.proc is not None
+        assert live.proc.poll() is None, live.output()[-2000:]
+        if response.status_code >= 400 and case.method.upper() != "GET":
+            assert written(live) == before, (case.method, case.path, response.text[:300])
+
+    check()
