@@ -380,6 +380,7 @@ class Daemon(ControlPlaneParts):
         self.admission.set_paused(dag_id, paused)
         self.datasets.paused(dag_id, paused)
         self.events.paused(dag_id, paused)
+        self._own_events()
         self.changes.publish("dags", dag_id=dag_id, paused=paused)
         log.info("DAG paused" if paused else "DAG unpaused", dag_id=dag_id)
         dag = self.folder.dags.get(dag_id)
