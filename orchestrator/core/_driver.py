@@ -57,7 +57,7 @@ from orchestrator.core._records import (
     instance_key,
     split_key,
 )
-from orchestrator.core._runstate import _CLEARABLE, DriverState, outlet_event_id
+from orchestrator.core._runstate import CLEARABLE, DriverState, outlet_event_id
 from orchestrator.core._state import (
     FINISHED_STATES,
     RunState,
@@ -255,7 +255,7 @@ class RunDriver(DriverState):
                 ti for ti in self._graph.instances(task_id) if map_index < 0 or ti.key == key
             ]
         for ti in chosen:
-            if ti.state not in _CLEARABLE:
+            if ti.state not in CLEARABLE:
                 continue  # waiting already, or in flight
             if ti.state == TaskState.UP_FOR_RETRY:
                 step.cancel_timers.append(("retry", ti.key))

@@ -42,9 +42,9 @@ from orchestrator.core._steps import (
 )
 from triggers._dataset import DatasetEvent
 
-__all__ = ["DriverState", "outlet_event_id"]
+__all__ = ["CLEARABLE", "DriverState", "outlet_event_id"]
 
-_CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}
+CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}  # what the driver's Clear takes
 _E = TaskEvent
 _TO_FAILED = {  # from a state before any try, the moves to failed
     TaskState.NONE: (_E.SCHEDULE, _E.QUEUE, _E.START, _E.FAIL),

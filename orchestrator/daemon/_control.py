@@ -11,9 +11,9 @@ import anyio
 
 from orchestrator._clock import Clock
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord, RunState, TaskInstanceRecord, TaskState
+from orchestrator.core import RunRecord, RunState, TaskInstanceRecord
 from orchestrator.core._admission import Admission
-from orchestrator.core._state import FINISHED_STATES
+from orchestrator.core._runstate import CLEARABLE
 from orchestrator.daemon._alerts import AlertFeed
 from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from orchestrator.runtime._scheduler import Scheduler
 
 __all__ = ["ControlPlaneParts"]
-
-_LIVE_CLEARABLE = FINISHED_STATES | {TaskState.UP_FOR_RETRY}  # the driver's Clear takes these
 
 
 class ControlPlaneParts:
@@ -131,7 +129,7 @@ class ControlPlaneParts:
                 map_indexes=map_indexes,
                 downstream=downstream,
             )
-            live_keys = frozenset(ti.key for ti in chosen if ti.state in _LIVE_CLEARABLE)
+            live_keys = frozenset(ti.key for ti in chosen if ti.state in CLEARABLE)
             await self.scheduler.clear(dag_id, run_id, live_keys)
             return sorted(live_keys)
         if run.state in (RunState.QUEUED, RunState.RUNNING):

@@ -140,7 +140,7 @@ async def mark_stored_task(
         raise Conflict(f"task {ti.key!r} is {ti.state}: only a finished instance is marked")
     ti.state = apply(ti.state, MARKS[state], (run.dag_id, run.run_id, ti.key))
     ti.end_date = ti.end_date or clock.now()
-    leaves = {leaf for leaf in dag.run_leaves}
+    leaves = set(dag.run_leaves)
     decided = decide_run_state(
         {t.key: t.state for t in tis}, [t.key for t in tis if t.task_id in leaves]
     )
