@@ -215,7 +215,9 @@ async def test_a_reply_the_daemon_cannot_read_is_the_files_import_error(
 ) -> None:
     """Whatever a parse child answers, that file fails and a fresh child takes the next."""
     path = dag_file("good.py", GOOD)
-    child = f"import sys, time; sys.stdin.readline(); {reply}; sys.stdout.flush(); time.sleep(9)"
+    ready = "print('{\"ready\": true}', flush=True)"
+    child = f"import sys, time; {ready}; sys.stdin.readline(); {reply}; "
+    child += "sys.stdout.flush(); time.sleep(9)"
     worker = ParseWorker(30, command=(sys.executable, "-c", child))
     try:
         first = await worker.probe(path)
@@ -225,6 +227,30 @@ async def test_a_reply_the_daemon_cannot_read_is_the_files_import_error(
         await worker.close()
     assert (first.ok, first.error) == (False, error)
     assert (second.ok, second.dag_ids) == (True, ("good",))
+
+
+async def test_a_child_slow_to_start_does_not_count_against_the_files_timeout(
+    dag_file: DagFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeout counts from the file's request; a child that never starts is an error."""
+    path = dag_file("good.py", GOOD)
+    slow = "import runpy, time; time.sleep(1.5); runpy.run_module(" + (
+        "'orchestrator.dagfiles._trial_child', run_name='__main__')"
+    )
+    worker = ParseWorker(1, command=(sys.executable, "-c", slow))
+    try:
+        probe = await worker.probe(path)
+    finally:
+        await worker.close()
+    assert (probe.ok, probe.dag_ids) == (True, ("good",))
+    monkeypatch.setattr(trial, "STARTUP_SECONDS", 0.5)
+    worker = ParseWorker(30, command=(sys.executable, "-c", "import time; time.sleep(9)"))
+    try:
+        probe = await worker.probe(path)
+        assert worker.pids == []
+    finally:
+        await worker.close()
+    assert (probe.ok, probe.error) == (False, "the parse child did not start within 0.5s")
 
 
 async def test_a_file_that_forks_at_import_is_an_import_error_and_leaves_no_copy(

@@ -10,7 +10,9 @@ takes the next file. The child is also recycled once it has grown past
 ``RECYCLE_RSS`` or served ``RECYCLE_PROBES`` files, so memory a file held at module
 level is given back.
 
-Protocol: one JSON line per file each way, with the child in ``_trial_child``.
+Protocol: the child says ``{"ready": true}`` once it has started, then one JSON line
+per file each way (``_trial_child``). A file's timeout counts from its request, so
+a child slow to start on a loaded machine does not count against the first file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["ParseWorker", "Probe"]
 _MAX_LINE = 1024 * 1024  # the child bounds its replies well below this
 RECYCLE_RSS = 256 * 1024 * 1024
 RECYCLE_PROBES = 200
+STARTUP_SECONDS = 60.0
+READY = b'{"ready": true}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,10 @@ class _Child:
 
     async def probe(self, path: Path) -> Probe:
         timeout = self.seconds
-        process, reader = await self._ensure()
+        started = await self._ensure()
+        if isinstance(started, str):
+            return Probe(str(path), False, error=started)
+        process, reader = started
         assert process.stdin is not None
         line = b""
         with anyio.move_on_after(timeout):
@@ -97,7 +104,8 @@ class _Child:
             await self.close()
             return Probe(str(path), False, error="the trial import gave no readable result")
 
-    async def _ensure(self) -> tuple[Process, BufferedByteReceiveStream]:
+    async def _ensure(self) -> tuple[Process, BufferedByteReceiveStream] | str:
+        """The running child and its reader, or why a new one did not start."""
         if self.process is None or self.process.returncode is not None:
             self.probes = 0
             self.process = await anyio.open_process(
@@ -109,6 +117,15 @@ class _Child:
             )
             assert self.process.stdout is not None
             self.reader = BufferedByteReceiveStream(self.process.stdout)
+            ready = b""
+            with anyio.move_on_after(STARTUP_SECONDS):
+                with contextlib.suppress(
+                    anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound
+                ):
+                    ready = await self.reader.receive_until(b"\n", 1024)
+            if ready.strip() != READY:
+                await self.close()
+                return f"the parse child did not start within {STARTUP_SECONDS:g}s"
         assert self.reader is not None
         return self.process, self.reader
 

@@ -32,6 +32,8 @@ def _serve() -> None:
     # Imported once fd 1 points at stderr: nothing printed on import reaches the replies.
     from orchestrator.dagfiles._files import bounded, load_dag_file
 
+    replies.write(json.dumps({"ready": True}) + "\n")
+    replies.flush()
     for line in sys.stdin:
         path = json.loads(line)["path"]
         _forks.clear()
