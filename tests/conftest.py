@@ -74,6 +74,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'home' / 'orchestrator.db'}"
         return
+    yield from _fresh_pg_schema()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL store (for what only PostgreSQL does)."""
+    yield from _fresh_pg_schema()
+
+
+def _fresh_pg_schema() -> Iterator[str]:
     reason = _pg_unreachable_reason()
     if reason is not None:
         if REQUIRE_PG:

@@ -339,6 +339,34 @@ _V7 = """
 ALTER TABLE task_try ADD COLUMN rendered TEXT
 """
 
+# Several daemons on one PostgreSQL store (store._members). daemon: one row per daemon
+# incarnation; its epoch, never reused, is the fencing token every write of it checks;
+# times are the database's clock in seconds. shard: which daemon schedules the DAGs of
+# each shard, and how many times the shard changed hands (epoch).
+_V8 = """
+CREATE TABLE daemon (
+    epoch INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    api_url TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    ended_by INTEGER,
+    shards INTEGER NOT NULL DEFAULT 0,
+    takeovers INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE shard (
+    id INTEGER PRIMARY KEY,
+    owner INTEGER,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    taken_at DOUBLE PRECISION
+);
+CREATE INDEX dag_run_driver ON dag_run (driver) WHERE state IN ('queued', 'running')
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
@@ -347,4 +375,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "alerts", _V5),
     Migration(6, "mapped task instances", _V6),
     Migration(7, "rendered templated fields", _V7),
+    Migration(8, "daemons and shards", _V8),
 )

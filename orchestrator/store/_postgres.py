@@ -25,6 +25,7 @@ import asyncpg
 
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
+from orchestrator.store._members import FENCE, LeaseLost, fence
 from orchestrator.store._migrations import Migration
 
 __all__ = ["PostgresBackend"]
@@ -59,6 +60,7 @@ class PostgresBackend:
         self._types: dict[tuple[str, str], str] = {}
         self._holder: str | None = None  # the daemon's claim, taken again on reconnect
         self._claimed = False  # the holder's claim is held by the current writer session
+        self.fence_epoch: int | None = None  # every write checks this lease (_members)
 
     @classmethod
     async def open(cls, url: str) -> PostgresBackend:
@@ -79,7 +81,7 @@ class PostgresBackend:
                 raise StoreUnavailable(
                     f"PostgreSQL unreachable at {_safe(self._url)}: {exc}"
                 ) from exc
-        if self._holder is not None and not self._claimed:
+        if self._holder is not None and not self._claimed and self.fence_epoch is None:
             other = await self.lock_for_daemon(self._holder)
             if other == self._holder:
                 # Our own old session, which the server has not noticed is gone yet.
@@ -94,9 +96,14 @@ class PostgresBackend:
             single = await self._as_one_statement(groups)
             if single is not None:
                 # One statement is atomic on its own: no BEGIN/COMMIT round trips.
-                await self._writer.execute(single[0], *single[1])
+                if self.fence_epoch is None:
+                    await self._writer.execute(single[0], *single[1])
+                elif not await self._writer.fetchval(single[0], *single[1]):
+                    raise LeaseLost(f"this daemon's lease (epoch {self.fence_epoch}) was ended")
                 return
             async with self._writer.transaction():
+                if self.fence_epoch is not None:
+                    await fence(self._writer, self.fence_epoch)
                 for group in groups:
                     if len(group.rows) == 1:
                         await self._writer.execute(_numbered(group.sql), *group.rows[0])
@@ -105,9 +112,7 @@ class PostgresBackend:
         except (asyncpg.PostgresError, *_CLIENT_ERRORS) as exc:
             raise _writer_error(writer, "write", exc) from exc
 
-    async def _as_one_statement(
-        self, groups: Sequence[Group]
-    ) -> tuple[str, list[list[Any]]] | None:
+    async def _as_one_statement(self, groups: Sequence[Group]) -> tuple[str, list[Any]] | None:
         """The batch as one statement, when every group is an upsert of its own table.
 
         Each group becomes ``INSERT ... SELECT * FROM unnest(<one array per column>)``,
@@ -120,7 +125,11 @@ class PostgresBackend:
         if len(set(tables)) != len(tables) or any(shape is None for shape in shapes):
             return None
         parts: list[str] = []
-        args: list[list[Any]] = []
+        args: list[Any] = []
+        fenced = self.fence_epoch is not None
+        if fenced:  # the lease's check, in the same statement; the count says it held
+            args.append(self.fence_epoch)
+        gate = " WHERE EXISTS (SELECT 1 FROM f)" if fenced else ""
         for group, shape in zip(groups, shapes, strict=True):
             assert shape is not None
             rows = collapse_upserts(shape, group.rows)
@@ -128,7 +137,13 @@ class PostgresBackend:
             for index, name in enumerate(shape.columns):
                 arrays.append(f"${len(args) + 1}::{await self._type(group.table, name)}[]")
                 args.append([row[index] for row in rows])
-            parts.append(f"{shape.insert} SELECT * FROM unnest({', '.join(arrays)}){shape.tail}")
+            parts.append(
+                f"{shape.insert} SELECT * FROM unnest({', '.join(arrays)}){gate}{shape.tail}"
+            )
+        if fenced:
+            ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+            fence_cte = f"f AS ({FENCE})"
+            return f"WITH {fence_cte}, {ctes} SELECT (SELECT COUNT(*) FROM f)", args
         if len(parts) == 1:
             return parts[0], args
         ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))

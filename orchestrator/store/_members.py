@@ -1,0 +1,292 @@
+"""Several daemons on one PostgreSQL store: leases, fencing and shares of the work.
+
+Each daemon incarnation is a row of ``daemon`` with a new ``epoch`` (never reused).
+The DAGs are split into ``SHARDS`` shards by a stable hash of their id; each shard is
+scheduled by one live daemon (``shard.owner``), and each run is driven by the daemon
+named in its ``driver`` column (``daemon:{epoch}``).
+
+Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
+1. Time is the database's (``clock_timestamp()``), never a daemon's: a daemon is alive
+   while its row says ``alive`` and its heartbeat is younger than ``ttl`` seconds.
+2. Fencing: every write transaction of a daemon begins with ``FENCE``, a ``FOR SHARE``
+   lock on its own row while it is ``alive``. Another daemon ends a lapsed lease with an
+   ``UPDATE`` of that row, which waits for a write in flight to commit, and after which
+   every write of the lapsed daemon finds no row and changes nothing (``LeaseLost``).
+3. A heartbeat (``beat``) finds its own row alive or raises ``LeaseLost``; then, in the
+   same transaction, it ends the leases that lapsed, frees their shards and takes free
+   shards up to a fair share (the shard's epoch counts each change of hands). Shards
+   over the fair share are named, and given back (``release``) by the daemon once it has
+   stopped scheduling them.
+4. A run is claimed (``claim_runs``) in a fenced transaction, only if nobody live drives
+   it: a run is driven by one live daemon at a time.
+5. A daemon that leaves (a graceful stop) ends its own lease and frees its shards, so
+   the others take them over at their next heartbeat, not after ``ttl``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from orchestrator.errors import StoreError, StoreUnavailable
+from orchestrator.store._backend import ClaimLost
+
+__all__ = [
+    "FENCE",
+    "SHARDS",
+    "LeaseLost",
+    "Membership",
+    "Share",
+    "driver_tag",
+    "shard_of",
+]
+
+SHARDS = 256
+NOW = "extract(epoch from clock_timestamp())"
+FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR SHARE"
+_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+class LeaseLost(ClaimLost):
+    """This daemon's lease lapsed and another daemon ended it: it must write no more."""
+
+
+def shard_of(dag_id: str) -> int:
+    """The shard of a DAG: the same in every daemon and every release."""
+    return zlib.crc32(dag_id.encode()) % SHARDS
+
+
+def driver_tag(epoch: int) -> str:
+    """What a run's ``driver`` column says while the daemon of ``epoch`` drives it."""
+    return f"daemon:{epoch}"
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a heartbeat found: the shards this daemon holds, and what changed."""
+
+    owned: frozenset[int]
+    excess: tuple[int, ...] = ()  # held over the fair share: to give back
+    taken: tuple[int, ...] = ()  # taken in this heartbeat
+    ended: tuple[int, ...] = ()  # the epochs of lapsed daemons this heartbeat ended
+    alive: int = 1
+
+
+@dataclass(slots=True)
+class Membership:
+    """One daemon's lease on a PostgreSQL store, on a connection of its own."""
+
+    url: str
+    ttl: float
+    name: str = ""
+    api_url: str = ""
+    epoch: int = 0
+    _conn: Any = field(default=None, repr=False)
+
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            try:
+                self._conn = await asyncpg.connect(
+                    self.url, server_settings={"application_name": f"orchestrator {self.name}"}
+                )
+            except (*_LOST, asyncpg.PostgresError) as exc:
+                raise StoreUnavailable(f"PostgreSQL unreachable for the lease: {exc}") from exc
+        return self._conn
+
+    async def _transaction(self, body: Any) -> Any:
+        """``body(conn)`` in one transaction; StoreUnavailable if the connection is lost."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                return await body(conn)
+        except ClaimLost:
+            raise
+        except _LOST as exc:
+            conn.terminate()
+            raise StoreUnavailable(
+                f"PostgreSQL connection lost during a lease write: {exc}"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"lease write failed: {exc}") from exc
+
+    async def join(self) -> int:
+        """Register a new incarnation (a new epoch) and return its epoch.
+
+        Earlier incarnations on this host whose process is gone are ended at once, so a
+        restarted daemon takes back its work without waiting out their lease.
+        """
+        host, pid = socket.gethostname(), os.getpid()
+
+        async def body(conn: Any) -> int:
+            await conn.execute(
+                f"INSERT INTO shard (id) SELECT g FROM generate_series(0, {SHARDS - 1}) g "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+            rows = await conn.fetch(
+                "SELECT epoch, pid FROM daemon WHERE state = 'alive' AND host = $1", host
+            )
+            gone = [r["epoch"] for r in rows if r["pid"] != pid and not _process_alive(r["pid"])]
+            epoch = await conn.fetchval(
+                "INSERT INTO daemon (epoch, name, host, pid, api_url, state, started_at, "
+                f"heartbeat_at) SELECT COALESCE(MAX(epoch), 0) + 1, $1, $2, $3, $4, 'alive', "
+                f"{NOW}, {NOW} FROM daemon RETURNING epoch",
+                self.name,
+                host,
+                pid,
+                self.api_url,
+            )
+            await _end(conn, epoch, gone)
+            return int(epoch)
+
+        self.epoch = await self._transaction(_serialised(body))
+        return self.epoch
+
+    async def beat(self) -> Share:
+        """Heartbeat, end lapsed leases, take a fair share (rule 3); LeaseLost if ours ended."""
+
+        async def body(conn: Any) -> Share:
+            if (
+                await conn.fetchval(
+                    f"UPDATE daemon SET heartbeat_at = {NOW}, api_url = $2 "
+                    "WHERE epoch = $1 AND state = 'alive' RETURNING 1",
+                    self.epoch,
+                    self.api_url,
+                )
+                is None
+            ):
+                raise LeaseLost(f"this daemon's lease (epoch {self.epoch}) was ended by another")
+            lapsed = await conn.fetch(
+                "SELECT epoch FROM daemon WHERE state = 'alive' "
+                f"AND heartbeat_at < {NOW} - $1 ORDER BY epoch FOR UPDATE",
+                self.ttl,
+            )
+            ended = [r["epoch"] for r in lapsed]
+            await _end(conn, self.epoch, ended)
+            alive = await conn.fetchval("SELECT COUNT(*) FROM daemon WHERE state = 'alive'")
+            fair = math.ceil(SHARDS / max(1, alive))
+            mine = {
+                r["id"]
+                for r in await conn.fetch("SELECT id FROM shard WHERE owner = $1", self.epoch)
+            }
+            taken: list[int] = []
+            if len(mine) < fair:
+                rows = await conn.fetch(
+                    f"UPDATE shard SET owner = $1, epoch = epoch + 1, taken_at = {NOW} "
+                    "WHERE id IN (SELECT id FROM shard WHERE owner IS NULL ORDER BY id "
+                    "LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+                    self.epoch,
+                    fair - len(mine),
+                )
+                taken = sorted(r["id"] for r in rows)
+                mine |= set(taken)
+            await conn.execute(
+                "UPDATE daemon SET shards = $2, takeovers = takeovers + $3 WHERE epoch = $1",
+                self.epoch,
+                len(mine),
+                len(ended),
+            )
+            excess = tuple(sorted(mine)[fair:])
+            return Share(frozenset(mine), excess, tuple(taken), tuple(ended), int(alive))
+
+        share: Share = await self._transaction(body)
+        return share
+
+    async def release(self, shards: Iterable[int]) -> None:
+        """Give back shards this daemon has stopped scheduling."""
+        ids = sorted(shards)
+        if ids:
+            await self._transaction(
+                lambda conn: conn.execute(
+                    "UPDATE shard SET owner = NULL WHERE owner = $1 AND id = ANY($2::int[])",
+                    self.epoch,
+                    ids,
+                )
+            )
+
+    async def claim_runs(self, runs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The runs among ``runs`` this daemon now drives (rule 4)."""
+        if not runs:
+            return set()
+
+        async def body(conn: Any) -> set[tuple[str, str]]:
+            await fence(conn, self.epoch)
+            rows = await conn.fetch(
+                "UPDATE dag_run r SET driver = $1 FROM unnest($2::text[], $3::text[]) AS k(d, i) "
+                "WHERE r.dag_id = k.d AND r.run_id = k.i AND r.state IN ('queued', 'running') "
+                "AND (r.driver IS NULL OR r.driver = $1 OR (r.driver LIKE 'daemon:%' AND "
+                "NOT EXISTS (SELECT 1 FROM daemon d WHERE r.driver = 'daemon:' || d.epoch "
+                "AND d.state = 'alive'))) RETURNING r.dag_id, r.run_id",
+                driver_tag(self.epoch),
+                [d for d, _ in runs],
+                [r for _, r in runs],
+            )
+            return {(r["dag_id"], r["run_id"]) for r in rows}
+
+        claimed: set[tuple[str, str]] = await self._transaction(body)
+        return claimed
+
+    async def leave(self) -> None:
+        """End this daemon's own lease and free its shards (rule 5)."""
+
+        async def body(conn: Any) -> None:
+            await _end(conn, self.epoch, [self.epoch])
+
+        await self._transaction(body)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+
+async def fence(conn: Any, epoch: int) -> None:
+    """Rule 2, at the start of a write transaction: LeaseLost if the lease was ended."""
+    if await conn.fetchval(FENCE, epoch) is None:
+        raise LeaseLost(f"this daemon's lease (epoch {epoch}) was ended by another")
+
+
+async def _end(conn: Any, by: int, epochs: Sequence[int]) -> None:
+    """End these daemons' leases and free their shards."""
+    if epochs:
+        await conn.execute(
+            f"UPDATE daemon SET state = 'ended', ended_at = {NOW}, ended_by = $1 "
+            "WHERE epoch = ANY($2::int[]) AND state = 'alive'",
+            by,
+            list(epochs),
+        )
+        await conn.execute(
+            "UPDATE shard SET owner = NULL WHERE owner = ANY($1::int[])", list(epochs)
+        )
+
+
+def _serialised(body: Any) -> Any:
+    """``body`` after a lock that makes registrations one at a time (epochs never clash)."""
+
+    async def locked(conn: Any) -> Any:
+        await conn.execute("LOCK TABLE daemon IN SHARE ROW EXCLUSIVE MODE")
+        return await body(conn)
+
+    return locked
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,163 @@
+"""Leases, fencing and shares of several daemons on one PostgreSQL store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from orchestrator.store import Statement, open_store, plan_groups
+from orchestrator.store._members import FENCE, SHARDS, LeaseLost, Membership, shard_of
+from orchestrator.store._postgres import PostgresBackend
+
+pytestmark = pytest.mark.postgres
+
+
+async def _until(check: Callable[[], Awaitable[Any]], what: str, within: float = 10.0) -> Any:
+    """Poll ``check`` (a query) until it is truthy: for states another session reaches."""
+    with anyio.fail_after(within):
+        while not (found := await check()):  # noqa: ASYNC110 (another session)
+            await anyio.sleep(0.02)
+    return found
+
+
+def _dag(dag_id: str, sql: str = "") -> Statement:
+    return Statement(
+        "dag",
+        sql or "INSERT INTO dag (dag_id) VALUES (?) ON CONFLICT (dag_id) DO NOTHING",
+        (dag_id,),
+    )
+
+
+async def test_a_takeover_waits_for_the_old_owners_write_and_a_stale_epoch_writes_nothing(
+    pg_url: str,
+) -> None:
+    async with open_store(pg_url) as store:
+        old, new = Membership(pg_url, ttl=5, name="old"), Membership(pg_url, ttl=5, name="new")
+        spy = await asyncpg.connect(pg_url)
+        owner = await asyncpg.connect(pg_url)
+        try:
+            await old.join()
+            assert (await old.beat()).owned == frozenset(range(SHARDS))
+            await new.join()
+            # The old owner's lease has lapsed by the database's clock...
+            await spy.execute(
+                "UPDATE daemon SET heartbeat_at = heartbeat_at - 60 WHERE epoch = $1", old.epoch
+            )
+            # ...but a write transaction of it holds its fence when the takeover comes.
+            tx = owner.transaction()
+            await tx.start()
+            assert await owner.fetchval(FENCE, old.epoch) == 1
+            await owner.execute("INSERT INTO dag (dag_id) VALUES ('written in time')")
+            async with anyio.create_task_group() as tg:
+                shares = []
+
+                async def takeover() -> None:
+                    shares.append(await new.beat())
+
+                tg.start_soon(takeover)
+                await _until(
+                    lambda: spy.fetchval(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name = 'orchestrator new'"
+                    ),
+                    "the takeover waiting for the old owner's transaction",
+                )
+                assert not shares  # it waits
+                await tx.commit()
+            (share,) = shares
+            assert share.ended == (old.epoch,)
+            assert share.owned == frozenset(range(SHARDS))
+            # Every write the old owner tries now changes nothing, in a transaction or
+            # as one statement (the writer's two paths).
+            backend = store.backend
+            assert isinstance(backend, PostgresBackend)
+            backend.fence_epoch = old.epoch
+            for unit in (
+                [_dag("one statement")],
+                [_dag("a"), _dag("b", "INSERT INTO dag (dag_id, fileloc) VALUES (?, 'x')")],
+            ):
+                with pytest.raises(LeaseLost):
+                    await backend.execute_batch(plan_groups(unit))
+            with pytest.raises(LeaseLost):
+                await old.beat()
+            with pytest.raises(LeaseLost):
+                await old.claim_runs([("d", "r")])
+            backend.fence_epoch = new.epoch
+            await backend.execute_batch(plan_groups([_dag("by the new owner")]))
+            dags = {r["dag_id"] for r in await spy.fetch("SELECT dag_id FROM dag")}
+            assert dags == {"written in time", "by the new owner"}
+            epochs = {r["epoch"] for r in await spy.fetch("SELECT DISTINCT epoch FROM shard")}
+            assert epochs == {2}  # taken twice: by the old owner, then by the new one
+        finally:
+            for conn in (spy, owner):
+                await conn.close()
+            for member in (old, new):
+                await member.close()
+
+
+async def test_shares_are_fair_each_shard_has_one_owner_and_a_run_one_driver(
+    pg_url: str,
+) -> None:
+    async with open_store(pg_url) as store:
+        members = [Membership(pg_url, ttl=5, name=f"d{i}") for i in range(3)]
+        spy = await asyncpg.connect(pg_url)
+        try:
+            for member in members:
+                await member.join()
+            first = await members[0].beat()
+            assert len(first.owned) == SHARDS // 3 + 1  # a fair share, though alone to start
+            for member in members[1:]:
+                await member.beat()
+            owners = await spy.fetch("SELECT owner, COUNT(*) AS n FROM shard GROUP BY owner")
+            assert sorted(r["n"] for r in owners) == [
+                84,
+                86,
+                86,
+            ]  # fair: at most ceil(256 / 3) each
+            assert None not in {r["owner"] for r in owners}
+            # A run is driven by one live daemon at a time.
+            await store.write(
+                [
+                    Statement(
+                        "dag_run",
+                        "INSERT INTO dag_run (dag_id, run_id, state, run_type, queued_at) "
+                        "VALUES (?, ?, 'queued', 'manual', 'x')",
+                        ("etl", "r1"),
+                    )
+                ]
+            )
+            assert await members[0].claim_runs([("etl", "r1")]) == {("etl", "r1")}
+            assert await members[0].claim_runs([("etl", "r1")]) == {("etl", "r1")}
+            assert await members[1].claim_runs([("etl", "r1")]) == set()
+            # One leaves: its shards are free at once, taken by the others' next beats, and
+            # its runs may be claimed.
+            await members[0].leave()
+            shares = [await m.beat() for m in members[1:]]
+            assert sorted(len(s.owned) for s in shares) == [128, 128]
+            assert shares[0].owned.isdisjoint(shares[1].owned)
+            assert await members[1].claim_runs([("etl", "r1")]) == {("etl", "r1")}
+            with pytest.raises(LeaseLost):
+                await members[0].beat()
+            # A newcomer's fair share comes from the shards the others give back.
+            late = Membership(pg_url, ttl=5, name="late")
+            members.append(late)
+            await late.join()
+            assert (await late.beat()).owned == frozenset()
+            excess = [await m.beat() for m in members[1:3]]
+            assert [len(s.excess) for s in excess] == [42, 42]
+            for member, share in zip(members[1:3], excess, strict=True):
+                await member.release(share.excess)
+            assert len((await late.beat()).owned) == 84
+        finally:
+            await spy.close()
+            for member in members:
+                await member.close()
+
+
+def test_a_dags_shard_is_stable() -> None:
+    assert shard_of("etl") == shard_of("etl") == 3188343128 % SHARDS
+    assert len({shard_of(f"dag_{i}") for i in range(1000)}) == SHARDS
