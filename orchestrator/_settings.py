@@ -65,6 +65,7 @@ class Settings:
     dag_import_parallelism: int = 4
     shutdown_grace: float = 30.0
     reconcile_interval: float = 2.0
+    ha_takeover: float = 15.0
     dags_sync_interval: float = 5.0
     dags_paused_at_creation: bool = False
 

@@ -86,26 +86,30 @@ def test_starts_with_nothing_configured(tmp_path: Path, monkeypatch: pytest.Monk
         proc.stop()
 
 
-def test_a_second_daemon_on_the_same_store_refuses_to_start(
-    daemon: Callable[..., DaemonProc], dag_file: DagFile, home: Path, db_url: str
+def test_a_second_daemon_on_the_same_sqlite_store_refuses_to_start(
+    dag_file: DagFile, home: Path
 ) -> None:
-    """A second daemon on a store in use exits 2 naming the first; the first runs on unharmed."""
+    """A second daemon on a SQLite store in use exits 2 naming the first; the first runs on
+    unharmed. (Daemons on one PostgreSQL store share it: tests/test_daemons.py.)"""
     dag_file("one.py", SIMPLE.format(dag_id="one"))
-    first = daemon()
-    info = (home / "daemon.json").read_text()
-    second = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "daemon", "--api-port", "0"],
-        env={**os.environ, "ORCHESTRATOR_DB": db_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 2
-    assert "another daemon is running on this store" in second.stderr
-    assert f"pid {first.proc.pid}" in second.stderr  # type: ignore[union-attr]
-    assert (home / "daemon.json").read_text() == info
-    run = first.api("POST", "/api/v1/dags/one/runs", json={}).json()
-    assert first.wait_for(lambda: finished(first, "one", run["run_id"])) == "success"
+    first = DaemonProc(home, {}).start()
+    try:
+        info = (home / "daemon.json").read_text()
+        second = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "daemon", "--api-port", "0"],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert "another daemon is running on this store" in second.stderr
+        assert f"pid {first.proc.pid}" in second.stderr  # type: ignore[union-attr]
+        assert (home / "daemon.json").read_text() == info
+        run = first.api("POST", "/api/v1/dags/one/runs", json={}).json()
+        assert first.wait_for(lambda: finished(first, "one", run["run_id"])) == "success"
+    finally:
+        first.stop()
 
 
 def test_quickstart_examples_run_on_schedule_and_on_trigger(
@@ -724,35 +728,42 @@ def test_lost_postgresql_sessions_are_made_again_and_nothing_is_lost(
     assert response.status_code == 201, response.text
     assert d.wait_for(lambda: finished(d, "slow", "before"), 20) == "success"
     assert d.wait_for(lambda: finished(d, "slow", "after"), 20) == "success"
-    second = cli("daemon", "--api-port", "0", env={"ORCHESTRATOR_DB": db_url})
-    assert second.returncode == 2
-    assert f"pid {d.proc.pid}" in second.stderr  # the claim was taken again
+    pid = d.proc.pid
+
+    async def lease() -> list[tuple[int, str]]:  # the daemon's lease survived its sessions
+        conn = await asyncpg.connect(db_url)
+        try:
+            return [tuple(r) for r in await conn.fetch("SELECT pid, state FROM daemon")]
+        finally:
+            await conn.close()
+
+    assert anyio.run(lease) == [(pid, "alive")]
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_a_daemon_whose_claim_was_taken_while_disconnected_stops(
+def test_a_daemon_whose_lease_was_ended_while_disconnected_stops(
     daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str
 ) -> None:
-    """Sessions lost and the claim taken meanwhile: the next write stops the daemon, exit 2."""
+    """Sessions lost and the lease ended meanwhile: the next write stops the daemon, exit 2,
+    and the trigger's run is left to the others, not written by it."""
     dag_file("one.py", SIMPLE.format(dag_id="one"))
     d = daemon()
     assert d.proc is not None
 
-    async def hold_claim_and_trigger() -> None:
+    async def end_lease_and_trigger() -> None:
         other = await asyncpg.connect(db_url)
         try:
-            await other.execute("SELECT set_config('application_name', 'the other daemon', false)")
             pid = d.proc.pid  # type: ignore[union-attr]
             assert await anyio.to_thread.run_sync(terminate_sessions, pid) >= 1
-            key = "hashtextextended('orchestrator.daemon:' || current_schema(), 0)"
-            assert await other.fetchval(f"SELECT pg_try_advisory_lock({key})")
+            await other.execute("UPDATE daemon SET state = 'ended' WHERE pid = $1", pid)
             await anyio.to_thread.run_sync(lambda: d.api("POST", "/api/v1/dags/one/runs", json={}))
             assert await anyio.to_thread.run_sync(d.wait, 20) == 2
+            assert await other.fetchval("SELECT COUNT(*) FROM dag_run") == 0
         finally:
             await other.close()
 
-    anyio.run(hold_claim_and_trigger)
-    assert "the store was claimed by the other daemon" in d.output()
+    anyio.run(end_lease_and_trigger)
+    assert "lease (epoch 1) was ended" in d.output()
 
 
 def test_blocked_event_loop_is_logged_with_the_culprit(

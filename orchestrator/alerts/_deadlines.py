@@ -61,14 +61,14 @@ class DeadlineWatch:
 
     async def open(self, unfinished: Iterable[RunRecord]) -> None:
         """The unfinished runs read on start, and which of their deadlines were missed."""
-        runs = [r for r in unfinished if r.driver is None]
+        runs = [r for r in unfinished if not r.by_cli]
         self._missed |= await self.store.missed_deadlines([(r.dag_id, r.run_id) for r in runs])
         for run in runs:
             self.watch(run)
 
     def watch(self, run: RunRecord) -> None:
         """Arm the deadlines of a new or loaded run (rule 1)."""
-        if run.driver is not None:
+        if run.by_cli:
             return
         self._runs[(run.dag_id, run.run_id)] = run
         dag = self.dags(run.dag_id)

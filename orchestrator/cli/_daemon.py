@@ -1,11 +1,13 @@
-"""``orchestrator daemon``: the long-lived service."""
+"""``orchestrator daemon``: the long-lived service; ``orchestrator daemons list``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 from orchestrator._settings import Settings
-from orchestrator.cli._common import Subcommands
+from orchestrator.cli._common import Subcommands, command, print_json, table, with_store
 
 __all__ = ["register"]
 
@@ -16,7 +18,64 @@ def cmd_daemon(settings: Settings, args: argparse.Namespace) -> int:
     return run_daemon(settings)
 
 
+def cmd_daemons_list(settings: Settings, args: argparse.Namespace) -> int:
+    """The daemons on this store: on PostgreSQL from their leases; on SQLite, the one daemon
+    the home's daemon file names, if it runs."""
+    daemons = with_store(settings, lambda store: store.daemons())
+    if not daemons and not settings.db_url.startswith(("postgresql://", "postgres://")):
+        daemons = _the_daemon_of(settings)
+    if args.json:
+        print_json(daemons)
+        return 0
+    table(
+        ["epoch", "state", "host", "pid", "api_url", "shards", "heartbeat_s", "takeovers"],
+        [
+            (
+                d["epoch"],
+                d["state"],
+                d["host"],
+                d["pid"],
+                d["api_url"],
+                d["shards"],
+                d["heartbeat_age_s"],
+                d["takeovers"],
+            )
+            for d in daemons
+        ],
+    )
+    return 0
+
+
+def _the_daemon_of(settings: Settings) -> list[dict[str, object]]:
+    from orchestrator.daemon._file import daemon_file
+
+    try:
+        info = json.loads(daemon_file(settings).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [
+        {
+            "epoch": None,
+            "name": f"pid {info['pid']}",
+            "host": os.uname().nodename,
+            "pid": info["pid"],
+            "api_url": info["api_url"],
+            "state": "alive",
+            "started_at": None,
+            "heartbeat_age_s": None,
+            "shards": None,
+            "takeovers": 0,
+            "ended_at": None,
+            "ended_by": None,
+        }
+    ]
+
+
 def register(groups: Subcommands) -> None:
+    daemons = groups.add_parser("daemons").add_subparsers(dest="daemons_action", required=True)
+    p = command(daemons, "list", cmd_daemons_list, help="the daemons on this store")
+    p.add_argument("--json", action="store_true")
     p = groups.add_parser("daemon", help="run the long-lived service")
     p.set_defaults(func=cmd_daemon)
     # Also accepted after `daemon` (SPEC's form); SUPPRESS keeps the global value otherwise.

@@ -11,6 +11,7 @@ Rules:
    less its active and queued runs.
 3. A run is known from the moment it is added until it ends, so a run read again
    from the store is not added twice.
+4. Runs another daemon drives (several daemons on one store) count as active.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Admission:
         self._queued_ids: set[tuple[str, str]] = set()
         self._active: dict[str, set[str]] = {}  # per DAG, run ids being driven
         self._paused: dict[str, bool] = {}
+        self._elsewhere: dict[str, frozenset[str]] = {}  # per DAG, driven by another daemon
 
     @property
     def queued_count(self) -> int:
@@ -54,7 +56,7 @@ class Admission:
     def room(self, dag_id: str, max_active_runs: int) -> int:
         """How many more runs the DAG may have (rule 2)."""
         busy = len(self._active.get(dag_id, ())) + len(self._queued.get(dag_id, ()))
-        return max(0, max_active_runs - busy)
+        return max(0, max_active_runs - busy - len(self._elsewhere.get(dag_id, ())))
 
     def admit(self, dag_id: str, max_active_runs: int) -> list[RunRecord]:
         """The runs of ``dag_id`` to start now, taken from its queue (rule 1)."""
@@ -63,13 +65,23 @@ class Admission:
             return []
         queue.sort(key=lambda r: (r.state != RunState.RUNNING, r.logical_date or r.queued_at))
         active = self._active.setdefault(dag_id, set())
+        limit = max_active_runs - len(self._elsewhere.get(dag_id, ()))
         started = []
-        while queue and (len(active) < max_active_runs or queue[0].state == RunState.RUNNING):
+        while queue and (len(active) < limit or queue[0].state == RunState.RUNNING):
             run = queue.pop(0)
             self._queued_ids.discard((dag_id, run.run_id))
             active.add(run.run_id)
             started.append(run)
         return started
+
+    def set_elsewhere(self, runs: dict[str, set[str]]) -> None:
+        """The runs each DAG has that another daemon drives (rule 4), all DAGs at once."""
+        self._elsewhere = {dag_id: frozenset(ids) for dag_id, ids in runs.items() if ids}
+
+    def forget_queued(self, dag_id: str) -> None:
+        """Drop the DAG's queued runs: another daemon admits them now."""
+        for run in self._queued.pop(dag_id, []):
+            self._queued_ids.discard((dag_id, run.run_id))
 
     def ended(self, dag_id: str, run_id: str) -> None:
         """The run ended, or could not start: its place is free."""

@@ -45,7 +45,14 @@ class RunRecord:
     end_date: datetime | None = None
     conf: dict[str, Any] = field(default_factory=dict)
     trigger_key: str | None = None
-    driver: str | None = None  # None: the daemon; else the CLI process driving it
+    # None: a daemon, when alone on its store, or not started yet; "daemon:{epoch}": that
+    # daemon, one of several; "cli:{host}:{pid}": a `dags test` or `dags backfill` process.
+    driver: str | None = None
+
+    @property
+    def by_cli(self) -> bool:
+        """Whether a CLI process drives the run (the daemons leave it alone)."""
+        return self.driver is not None and not self.driver.startswith("daemon:")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ from orchestrator.daemon._alerts import AlertFeed
 from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._metrics import Metrics
+from orchestrator.daemon._shares import Shares
 from orchestrator.dagfiles._folder import DagFolder
 from orchestrator.dagfiles._loader import ImportErrorRecord
 from orchestrator.errors import Conflict, NotFound
@@ -51,6 +52,7 @@ class ControlPlaneParts:
     events: EventFeed
     queues: list[QueueReader]
     admission: Admission
+    shares: Shares
     alerts: AlertFeed
     metrics: Metrics
     ready: anyio.Event
@@ -81,6 +83,7 @@ class ControlPlaneParts:
     async def set_paused(self, dag_id: str, paused: bool) -> None:
         self.dag(dag_id)
         await self.store.set_paused(dag_id, paused)
+        self.shares.notify("dags")
         self._apply_paused(dag_id, paused)
 
     def _state_changed(self, live: LiveRun, ti: TaskInstanceRecord | None) -> None:
@@ -193,6 +196,8 @@ class ControlPlaneParts:
         }
         if self.queues:
             health["sqs"] = {q.url: q.status() for q in self.queues}
+        if self.shares.shared:
+            health["daemon"] = self.shares.health()
         return health
 
     async def list_alerts(
@@ -219,4 +224,9 @@ class ControlPlaneParts:
         m.dags.set(len(self.folder.dags))
         m.import_errors.set(len(self.folder.errors))
         m.set_alerts(await self.alerts.counts())
+        if self.shares.shared:
+            alive = [d for d in self.shares.members if d["state"] == "alive"]
+            m.daemons.set(len(alive))
+            m.shards.set(len(self.shares.owned))
+            m.takeovers.set(self.shares.takeovers)
         return m.render()

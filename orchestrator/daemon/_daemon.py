@@ -31,19 +31,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import os
-import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from orchestrator._aio import unless_set
+from orchestrator._aio import unless_set, unwrap_single
 from orchestrator._clock import Clock, SystemClock
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.api import serve_api
 from orchestrator.authoring._dag import DAG
-from orchestrator.core import RunRecord
 from orchestrator.core._admission import Admission
 from orchestrator.core._steps import Resumption
 from orchestrator.daemon._alerts import AlertFeed
@@ -52,6 +49,8 @@ from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._file import daemon_file, write_daemon_file
 from orchestrator.daemon._metrics import Metrics
+from orchestrator.daemon._runs import RunParts
+from orchestrator.daemon._shares import Shares
 from orchestrator.daemon._signals import handle_signals
 from orchestrator.daemon._sqs import QueueReader, queue_readers
 from orchestrator.dagfiles._folder import DagFolder, FolderChange
@@ -61,12 +60,11 @@ from orchestrator.errors import StoreUnavailable
 from orchestrator.resources._services import Services
 from orchestrator.runtime._executor import LocalExecutor
 from orchestrator.runtime._intake import RunIntake
-from orchestrator.runtime._live import LiveRun
 from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.runtime._watchdog import LoopWatchdog
 from orchestrator.store import Store, open_store
-from orchestrator.web import ChangeHub, run_changed, ui_routes
+from orchestrator.web import ChangeHub, ui_routes
 from triggers._engine import CreateRun, Firing, ResumeTask, TimePassed, TriggerEngine
 from triggers._timetable import RunInfo
 
@@ -78,7 +76,7 @@ __all__ = ["Daemon"]
 log = structlog.get_logger("orchestrator.daemon")
 
 
-class Daemon(ControlPlaneParts):
+class Daemon(RunParts, ControlPlaneParts):
     """The service (see the module's rules); the API's ``ControlPlane``."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
@@ -102,6 +100,10 @@ class Daemon(ControlPlaneParts):
             plugins=settings.plugins_location,
         )
         self.admission = Admission()
+        self.shares = Shares(settings.ha_takeover)
+        self.shares.on_change = self._share_changed
+        self.shares.on_notice = self._noticed
+        self._notice = anyio.Event()
         self.datasets = DatasetFeed(
             self.engine, self.clock, wake=self._wake_trigger, is_paused=self.is_paused
         )
@@ -112,6 +114,7 @@ class Daemon(ControlPlaneParts):
         self.datasets.listeners.append(self.events.own)
         self.events.stored = lambda n: self.changes.publish("event", count=n)
         self.datasets.listeners.append(lambda e: self.changes.publish("dataset", at=e["time"]))
+        self.datasets.listeners.append(lambda _: self.shares.notify("datasets"))
         self.queues: list[QueueReader] = []
         self._last: dict[str, RunInfo] = {}  # each DAG's latest scheduled run
         self._dirty: set[str] = set()  # DAGs whose queue admission should look at
@@ -149,9 +152,7 @@ class Daemon(ControlPlaneParts):
         make_private_dir(self.settings.home)
         timers = Timers(self.clock)
         async with open_store(self.settings.db_url, clock=self.clock) as store:
-            await store.lock_for_daemon(
-                f"orchestrator daemon pid {os.getpid()} on {socket.gethostname()}"
-            )
+            await self.shares.join(store, self.settings.db_url)
             self._store = store
             self.events.open(store)
             self._intake = RunIntake(
@@ -185,27 +186,35 @@ class Daemon(ControlPlaneParts):
             )
             self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
-            async with anyio.create_task_group() as root:
-                await root.start(timers.run)
-                root.start_soon(handle_signals, self.request_stop)
-                await root.start(watchdog.run)
-                async with anyio.create_task_group() as work:
-                    await work.start(self.alerts.sender.serve)
-                    await work.start(self.scheduler.serve)
-                    await self._serve()
-                    idle = await self.scheduler.drain(self.settings.shutdown_grace)
-                    await self.alerts.settle(min(5.0, self.settings.shutdown_grace))
-                    log.info(
-                        "shutdown: tries finished" if idle else "shutdown: grace period over",
-                        still_running=self.scheduler.running,
-                    )
-                    work.cancel_scope.cancel()
-                root.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await self.folder.worker.close()
+            try:
+                with unwrap_single():  # a lost lease ends the daemon as itself
+                    await self._run_parts(timers, watchdog)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.folder.worker.close()
         with contextlib.suppress(FileNotFoundError):
             daemon_file(self.settings).unlink()
         log.info("daemon stopped")
+
+    async def _run_parts(self, timers: Timers, watchdog: LoopWatchdog) -> None:
+        async with anyio.create_task_group() as root:
+            await root.start(timers.run)
+            root.start_soon(handle_signals, self.request_stop)
+            await root.start(watchdog.run)
+            await root.start(self.shares.serve)
+            async with anyio.create_task_group() as work:
+                await work.start(self.alerts.sender.serve)
+                await work.start(self.scheduler.serve)
+                await self._serve()
+                idle = await self.scheduler.drain(self.settings.shutdown_grace)
+                await self.alerts.settle(min(5.0, self.settings.shutdown_grace))
+                log.info(
+                    "shutdown: tries finished" if idle else "shutdown: grace period over",
+                    still_running=self.scheduler.running,
+                )
+                work.cancel_scope.cancel()
+            await self.shares.leave()
+            root.cancel_scope.cancel()
 
     async def _serve(self) -> None:
         await self._load_state()
@@ -213,6 +222,8 @@ class Daemon(ControlPlaneParts):
             intake.start_soon(self._trigger_loop)
             intake.start_soon(self._admission_loop)
             intake.start_soon(self._reconcile_loop)
+            intake.start_soon(self._notice_loop)
+            intake.start_soon(self.shares.listen)
             intake.start_soon(self.events.serve_own)
             intake.start_soon(self.alerts.deadlines.serve)
             for reader in self._queue_readers():
@@ -232,6 +243,7 @@ class Daemon(ControlPlaneParts):
                     routes=ui_routes(self, self.store, self.changes, token=self.settings.api_token),
                 )
             )
+            self.shares.serving(self.api_url)
             log.info("API serving", api=self.api_url)
             for mirror in self.mirrors:
                 # Before the folder's first scan, so the first load sees the files; bounded,
@@ -268,46 +280,6 @@ class Daemon(ControlPlaneParts):
             self.changes.close()
             intake.cancel_scope.cancel()
 
-    # -- state from the store ----------------------------------------------------------------
-
-    async def _load_state(self) -> None:
-        for dag_id, row in (await self.store.dag_rows()).items():
-            self.admission.set_paused(dag_id, bool(row["is_paused"]))
-        for dag_id, run in (await self.store.latest_scheduled()).items():
-            if run.logical_date and run.data_interval_start and run.data_interval_end:
-                self._last[dag_id] = RunInfo(
-                    run.logical_date, run.data_interval_start, run.data_interval_end
-                )
-        unfinished = await self.store.unfinished_runs()
-        for run in unfinished:
-            self.admission.add(run)
-            self._dirty.add(run.dag_id)
-        await self.datasets.open(self.store, unfinished)
-        await self.alerts.open(unfinished)
-
-    async def _reconcile_loop(self) -> None:
-        """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
-        while True:
-            await anyio.sleep(self.settings.reconcile_interval)
-            try:
-                await self._reconcile()
-                await self.datasets.reconcile()
-                await self.events.prune(self.settings.event_retention_days)
-                await self.alerts.reconcile()
-            except StoreUnavailable as exc:
-                log.warning("store unavailable: reconcile skipped", error=str(exc))
-
-    async def _reconcile(self) -> None:
-        for run in await self.store.unfinished_runs():
-            if not self.admission.knows(run.dag_id, run.run_id):
-                log.info("run found in the store", dag_id=run.dag_id, run_id=run.run_id)
-                self._enqueue(run)
-        for dag_id, row in (await self.store.dag_rows()).items():
-            paused = bool(row["is_paused"])
-            known = self.admission.knows_paused(dag_id)
-            if dag_id in self.folder.dags and (not known or self.is_paused(dag_id) != paused):
-                self._apply_paused(dag_id, paused)
-
     # -- DAGs -----------------------------------------------------------------------------
 
     async def _on_folder_change(self, change: FolderChange) -> None:
@@ -327,7 +299,9 @@ class Daemon(ControlPlaneParts):
         for dag_id in change.removed:
             self.engine.remove(dag_id)
             log.info("DAG removed", dag_id=dag_id)
-        await self.datasets.dags_changed(change.upserted, change.removed)
+        mine = [d for d in change.upserted if self.shares.owns(d.dag_id)]
+        others = [d.dag_id for d in change.upserted if not self.shares.owns(d.dag_id)]
+        await self.datasets.dags_changed(mine, [*change.removed, *others])
         self.events.dags_changed(change.upserted, change.removed, self.is_paused)
         self.alerts.deadlines.dags_changed(change.upserted)
         self._own_events()
@@ -360,9 +334,10 @@ class Daemon(ControlPlaneParts):
             mirror.changed(event)
 
     def _register(self, dag: DAG) -> None:
-        """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused."""
+        """(Re)arm the DAG's time schedule in the trigger engine, unless it is paused or
+        another daemon schedules it."""
         timetable = dag.timetable
-        if timetable is None or self.is_paused(dag.dag_id):
+        if timetable is None or self.is_paused(dag.dag_id) or not self.shares.owns(dag.dag_id):
             self.engine.remove(dag.dag_id)
             return
         self.engine.set_timetable(
@@ -391,32 +366,6 @@ class Daemon(ControlPlaneParts):
         self._trigger_wake.set()
 
     # -- runs -----------------------------------------------------------------------------
-
-    def _on_created(self, record: RunRecord) -> None:
-        """The intake stored a run: count it, and queue it for admission."""
-        self.metrics.runs_created.labels(run_type=record.run_type).inc()
-        if record.run_type == "scheduled" and record.data_interval_end is not None:
-            late = self.clock.now() - record.data_interval_end
-            log.info(
-                "scheduled run created",
-                dag_id=record.dag_id,
-                run_id=record.run_id,
-                late_ms=round(late.total_seconds() * 1000, 1),
-            )
-        else:
-            log.info("run triggered", dag_id=record.dag_id, run_id=record.run_id)
-        self.datasets.run_created(record)
-        self.alerts.deadlines.watch(record)
-        run_changed(self.changes, record)
-        self._enqueue(record)
-
-    def _enqueue(self, record: RunRecord) -> None:
-        self.admission.add(record)
-        dag = self.folder.dags.get(record.dag_id)
-        if dag is not None:
-            self.engine.set_free(record.dag_id, self._room(dag))
-        self._dirty.add(record.dag_id)
-        self._admit_wake.set()
 
     async def _trigger_loop(self) -> None:
         """Feed the engine the time whenever its deadline passes or a DAG changes."""
@@ -461,37 +410,3 @@ class Daemon(ControlPlaneParts):
                     error=resume.error,
                     xcoms=dict(resume.xcoms),
                 )
-
-    async def _admission_loop(self) -> None:
-        """Start queued runs, oldest first, while their DAG has room and is not paused."""
-        while True:
-            await self._admit_wake.wait()
-            self._admit_wake = anyio.Event()
-            dirty, self._dirty = self._dirty, set()
-            for dag_id in sorted(dirty):
-                dag = self.folder.dags.get(dag_id)
-                if dag is not None:
-                    for record in self.admission.admit(dag_id, dag.max_active_runs):
-                        await self._start(dag, record)
-
-    async def _start(self, dag: DAG, record: RunRecord) -> None:
-        try:
-            live = await self.scheduler.start_run(dag, record)
-        except Exception:
-            self.admission.ended(record.dag_id, record.run_id)
-            log.exception("run could not start", dag_id=record.dag_id, run_id=record.run_id)
-            return
-        self.metrics.run_started(record, live.record.start_date or self.clock.now())
-
-    def _on_run_end(self, live: LiveRun) -> None:
-        dag_id, run_id = live.key
-        self.admission.ended(dag_id, run_id)
-        self.datasets.run_ended(live.record)
-        self.alerts.deadlines.ended(dag_id, run_id)
-        log.info("run ended", dag_id=dag_id, run_id=run_id, state=str(live.record.state))
-        dag = self.folder.dags.get(dag_id)
-        if dag is not None:
-            self.engine.set_free(dag_id, self._room(dag))
-        self._dirty.add(dag_id)
-        self._admit_wake.set()
-        self._trigger_wake.set()

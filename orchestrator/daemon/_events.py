@@ -14,6 +14,10 @@ Rules:
    while some pattern can match ``source: orchestrator`` (``wants_own``).
 4. Paused DAGs' patterns are set aside: an event meanwhile starts none of their runs,
    as a disabled EventBridge rule matches nothing.
+5. With several daemons on one store, each matches every DAG's pattern, so the daemon
+   that receives an event makes all its runs (each run is then driven by its DAG's
+   daemon); an event one of them stored but did not handle is matched by the others
+   after a while (``sweep``), and the trigger key keeps that from making a second run.
 """
 
 from __future__ import annotations
@@ -95,6 +99,18 @@ class EventFeed:
         self._incoming[:0] = pending
         self.ready = True
         self.wake()
+
+    async def sweep(self, before: datetime) -> None:
+        """Events another daemon stored before ``before`` and has not handled: matched here
+        too, in case it died before it could (rule 5)."""
+        if not self.ready:
+            return
+        queued = {e["id"] for e in self._incoming}
+        late = [e for e in await self.store.unhandled_events(before) if e["id"] not in queued]
+        if late:
+            log.info("events another daemon did not handle are matched here", events=len(late))
+            self._incoming += late
+            self.wake()
 
     # -- DAGs ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import structlog
 
 from orchestrator._settings import Settings
 from orchestrator.daemon._daemon import Daemon
+from orchestrator.store._backend import ClaimLost
 
 __all__ = ["run_daemon"]
 
@@ -18,8 +19,16 @@ log = structlog.get_logger("orchestrator.daemon")
 
 
 def run_daemon(settings: Settings) -> int:
-    """Run the daemon in this process until it is stopped; the exit code."""
-    anyio.run(Daemon(settings).run)
+    """Run the daemon in this process until it is stopped; the exit code (2 when its work
+    was taken over by another daemon: it stopped at once, writing nothing more)."""
+    code = 0
+    try:
+        anyio.run(Daemon(settings).run)
+    except* ClaimLost as lost:  # the writer and the heartbeat may both have found it
+        error = str(lost.exceptions[0])
+        log.error("daemon stopped: its work was taken over", error=error)
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     if any(not t.daemon for t in stuck):
         # A try stopped at the end of the grace period may hold a worker thread in a call
@@ -28,5 +37,5 @@ def run_daemon(settings: Settings) -> int:
         log.warning("exiting with tries still in threads", threads=len(stuck))
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(code)
+    return code

@@ -104,6 +104,19 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.daemons = Gauge(
+            "orchestrator_daemons",
+            "daemons alive on this store (several on PostgreSQL)",
+            registry=r,
+        )
+        self.shards = Gauge(
+            "orchestrator_daemon_shards", "shards of the DAGs this daemon schedules", registry=r
+        )
+        self.takeovers = Gauge(
+            "orchestrator_daemon_takeovers",
+            "lapsed leases of other daemons this daemon ended, taking their work over",
+            registry=r,
+        )
         self.deadlines_missed = Counter(
             "orchestrator_deadlines_missed", "Run deadlines missed", registry=r
         )

@@ -90,10 +90,14 @@ class EventRows:
             [Statement("event", "UPDATE event SET handled = 1 WHERE id = ?", (i,)) for i in ids]
         )
 
-    async def unhandled_events(self) -> list[dict[str, Any]]:
-        """The events whose runs may not all be made (rule 2), oldest first."""
+    async def unhandled_events(self, before: datetime | None = None) -> list[dict[str, Any]]:
+        """The events whose runs may not all be made (rule 2), oldest first; with
+        ``before``, only those received before it."""
+        since = "" if before is None else "AND received_at < ? "
         rows = await self.backend.fetch(
-            "SELECT body FROM event WHERE handled = 0 ORDER BY received_at, id LIMIT 100000"
+            f"SELECT body FROM event WHERE handled = 0 {since}ORDER BY received_at, id "
+            "LIMIT 100000",
+            () if before is None else (iso(before),),
         )
         return [json.loads(r["body"]) for r in rows]
 

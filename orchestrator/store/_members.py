@@ -21,6 +21,10 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
    it: a run is driven by one live daemon at a time.
 5. A daemon that leaves (a graceful stop) ends its own lease and frees its shards, so
    the others take them over at their next heartbeat, not after ``ttl``.
+6. ``NOTIFY`` on ``CHANNEL`` (sent in the transaction of the write it tells of, so it
+   arrives after the commit) only wakes the other daemons to read the store at once;
+   each also reads it every reconcile, so a notice lost with a connection delays
+   nothing for longer than that.
 """
 
 from __future__ import annotations
@@ -29,26 +33,32 @@ import math
 import os
 import socket
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import asyncpg
 
+from orchestrator._clock import iso
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store._backend import ClaimLost
 
 __all__ = [
+    "CHANNEL",
     "FENCE",
     "SHARDS",
     "LeaseLost",
     "Membership",
     "Share",
+    "daemon_json",
     "driver_tag",
     "shard_of",
 ]
 
 SHARDS = 256
+CHANNEL = "orchestrator"  # NOTIFY: a hint to look at the store now, never the news itself
 NOW = "extract(epoch from clock_timestamp())"
 FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR SHARE"
 _LOST: tuple[type[BaseException], ...] = (
@@ -95,6 +105,7 @@ class Membership:
     api_url: str = ""
     epoch: int = 0
     _conn: Any = field(default=None, repr=False)
+    _lock: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
@@ -107,7 +118,12 @@ class Membership:
         return self._conn
 
     async def _transaction(self, body: Any) -> Any:
-        """``body(conn)`` in one transaction; StoreUnavailable if the connection is lost."""
+        """``body(conn)`` in one transaction, one at a time; StoreUnavailable if the
+        connection is lost."""
+        async with self._lock:
+            return await self._transaction_now(body)
+
+    async def _transaction_now(self, body: Any) -> Any:
         conn = await self._connection()
         try:
             async with conn.transaction():
@@ -121,6 +137,9 @@ class Membership:
             ) from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"lease write failed: {exc}") from exc
+        except BaseException:  # cancelled mid-transaction: the session is not used again
+            conn.terminate()
+            raise
 
     async def join(self) -> int:
         """Register a new incarnation (a new epoch) and return its epoch.
@@ -246,10 +265,75 @@ class Membership:
 
         await self._transaction(body)
 
+    async def listen(self, on_notice: Callable[[str], None]) -> None:
+        """Call ``on_notice`` with each payload sent to ``CHANNEL`` by another daemon, and
+        with ``"resync"`` after each (re)connection, when notices may have been missed;
+        until cancelled. A lost connection is made again, with backoff."""
+        delay = 0.1
+        own = f":{self.epoch}"
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.url, server_settings={"application_name": f"orchestrator {self.name}"}
+                )
+            except (*_LOST, asyncpg.PostgresError):
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.1
+            closed = anyio.Event()
+            try:
+                conn.add_termination_listener(lambda _, ended=closed: ended.set())
+                await conn.add_listener(
+                    CHANNEL,
+                    lambda _c, _pid, _ch, payload: (
+                        None if payload.endswith(own) else on_notice(payload)
+                    ),
+                )
+                on_notice("resync")
+                while not closed.is_set():
+                    with anyio.move_on_after(5):
+                        await closed.wait()
+                    if not closed.is_set():
+                        await conn.execute("SELECT 1")  # a half-open connection shows here
+            except (*_LOST, asyncpg.PostgresError):
+                pass
+            finally:
+                conn.terminate()
+
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
+
+
+DAEMONS_SQL = (
+    "SELECT epoch, name, host, pid, api_url, state, started_at, ended_at, ended_by, shards, "
+    f"takeovers, {NOW} - heartbeat_at AS heartbeat_age FROM daemon "
+    "WHERE state = 'alive' OR ended_at > {NOW} - 86400 ORDER BY epoch"
+).replace("{NOW}", NOW)
+
+
+def daemon_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A daemon's row as ``daemons list --json``, the API and ``/health`` show it."""
+
+    def when(seconds: float | None) -> str | None:
+        return None if seconds is None else iso(datetime.fromtimestamp(seconds, UTC))
+
+    return {
+        "epoch": row["epoch"],
+        "name": row["name"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "api_url": row["api_url"],
+        "state": row["state"],
+        "started_at": when(row["started_at"]),
+        "heartbeat_age_s": round(float(row["heartbeat_age"]), 3),
+        "shards": row["shards"] if row["state"] == "alive" else 0,
+        "takeovers": row["takeovers"],
+        "ended_at": when(row["ended_at"]),
+        "ended_by": row["ended_by"],
+    }
 
 
 async def fence(conn: Any, epoch: int) -> None:

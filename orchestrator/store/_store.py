@@ -289,10 +289,10 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
         return taken
 
     async def unfinished_runs(self) -> list[RunRecord]:
-        """Queued and running runs the daemon drives (no CLI driver), oldest first."""
+        """Queued and running runs daemons drive (no CLI driver), oldest first."""
         rows = await self.backend.fetch(
             f"SELECT {RUN_COLUMNS} FROM dag_run WHERE state IN ('queued', 'running') "
-            "AND driver IS NULL ORDER BY queued_at, dag_id, run_id"
+            "AND (driver IS NULL OR driver LIKE 'daemon:%') ORDER BY queued_at, dag_id, run_id"
         )
         return [run_from_row(row) for row in rows]
 

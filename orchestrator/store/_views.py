@@ -86,3 +86,12 @@ class ViewRows:
             (dag_id, run_id, task_id, map_index),
         )
         return rows[0] if rows else None
+
+    async def daemons(self) -> list[dict[str, Any]]:
+        """The daemons sharing this store, alive or ended within a day (``_members``);
+        none on a store of one daemon (SQLite), which keeps no such rows."""
+        if self.backend.dialect != "postgresql":
+            return []
+        from orchestrator.store._members import DAEMONS_SQL, daemon_json
+
+        return [daemon_json(row) for row in await self.backend.fetch(DAEMONS_SQL)]
