@@ -88,6 +88,12 @@ class DeadlineWatch:
         for key in [k for k in self._timers if k[:2] == (dag_id, run_id)]:
             self._timers.pop(key).cancel()
 
+    def forget(self, dag_ids: Iterable[str]) -> None:
+        """Stop watching these DAGs' runs (another daemon watches them now)."""
+        ids = set(dag_ids)
+        for dag_id, run_id in [k for k in self._runs if k[0] in ids]:
+            self.ended(dag_id, run_id)
+
     def dags_changed(self, dags: Iterable[DAG]) -> None:
         """Rearm the runs of DAGs whose definition (re)loaded (rule 3)."""
         ids = {d.dag_id for d in dags}

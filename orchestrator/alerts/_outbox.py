@@ -89,6 +89,9 @@ class Outbox:
         self.sender: Sender | None = None  # email and webhooks out of process when set
         self.quiet: Callable[[], Awaitable[None]] | None = None  # returns when no try runs
         self.on_outcome = on_outcome
+        # With several daemons on the store: whether this one takes over the alerts of a
+        # DAG that no live daemon delivers (its DAG's daemon does).
+        self.orphans: Callable[[str], bool] | None = None
         self.policy = RetryPolicy(
             settings.alert_max_attempts,
             settings.alert_retry_delay,
@@ -145,7 +148,8 @@ class Outbox:
     async def recover(self) -> int:
         """Take the pending alerts whose time has come from the store (rule 1)."""
         taken = 0
-        for record, attempts in await self.store.due_alerts(self.clock.now()):
+        due = await self.store.due_alerts(self.clock.now(), orphans=self.orphans)
+        for record, attempts in due:
             if record.id not in self._known:
                 self._push(record, None, attempts)
                 taken += 1

@@ -185,6 +185,7 @@ class Daemon(RunParts, ControlPlaneParts):
                 retention_days=self.settings.alert_retention_days,
             )
             self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
+            self.scheduler.alerts.orphans = self.shares.owns
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
             try:
                 with unwrap_single():  # a lost lease ends the daemon as itself

@@ -181,12 +181,17 @@ class RunParts:
             self.admission.forget_queued(dag.dag_id)
         if given_back:
             await self.datasets.dags_changed([], [d.dag_id for d in given_back])
+            self.alerts.deadlines.forget(d.dag_id for d in given_back)
         taken = [d for d in self.folder.dags.values() if shard_of(d.dag_id) in gained]
         if taken:
             await self._read_last({d.dag_id for d in taken})
             for dag in taken:
                 self._register(dag)
+            runs = [r for r in await self.store.unfinished_runs() if shard_of(r.dag_id) in gained]
+            for run in runs:
+                self.datasets.run_created(run)  # a consumer with a run is busy
             await self.datasets.dags_changed(taken, [])
+            await self.alerts.open(runs)
             await self._reconcile()
         self._admit_wake.set()
         self._trigger_wake.set()

@@ -100,7 +100,7 @@ class Shares:
             url, self.ttl, name=f"pid {os.getpid()} on {socket.gethostname()}"
         )
         epoch = await self.membership.join()
-        store.backend.fence_epoch = epoch
+        store.backend.fence_epoch = store.owner = epoch
         share = await self.membership.beat()
         self.owned, self.alive = share.owned, share.alive
         self.members = await self._members()

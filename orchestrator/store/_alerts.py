@@ -13,7 +13,7 @@ Rules (besides the store's):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,18 +78,39 @@ class AlertRows:
     """The alert half of ``Store`` (a mixin: ``Store`` gives the backend and the writer)."""
 
     backend: Backend
+    owner: int | None
     clock: Clock
 
     async def write(self, statements: Sequence[Statement]) -> None:
         raise NotImplementedError
 
-    async def due_alerts(self, now: datetime, limit: int = 1000) -> list[tuple[AlertRecord, int]]:
-        """Pending alerts whose time has come (rule 1), oldest first, with their attempts."""
+    async def due_alerts(
+        self,
+        now: datetime,
+        limit: int = 1000,
+        *,
+        orphans: Callable[[str], bool] | None = None,
+    ) -> list[tuple[AlertRecord, int]]:
+        """Pending alerts whose time has come (rule 1), oldest first, with their attempts.
+
+        With several daemons on the store (``owner`` set): only this daemon's alerts, and
+        those no live daemon delivers whose DAG ``orphans`` accepts (its daemon's).
+        """
+        owned = ""
+        params: list[Any] = [iso(now)]
+        if self.owner is not None:
+            owned = (
+                "AND (owner = ? OR owner IS NULL OR owner NOT IN "
+                "(SELECT epoch FROM daemon WHERE state = 'alive')) "
+            )
+            params.append(self.owner)
         rows = await self.backend.fetch(
-            f"SELECT {_COLUMNS} FROM alert_outbox WHERE state = 'pending' "
-            f"AND next_attempt_at <= ? ORDER BY created_at, seq LIMIT {int(limit)}",
-            (iso(now),),
+            f"SELECT {_COLUMNS}, owner FROM alert_outbox WHERE state = 'pending' "
+            f"AND next_attempt_at <= ? {owned}ORDER BY created_at, seq LIMIT {int(limit)}",
+            params,
         )
+        if self.owner is not None and orphans is not None:
+            rows = [r for r in rows if r["owner"] == self.owner or orphans(r["dag_id"])]
         return [(alert_from_row(r), int(r["attempts"])) for r in rows]
 
     def alert_attempted(
@@ -106,13 +127,14 @@ class AlertRows:
         return Statement(
             "alert_outbox",
             "UPDATE alert_outbox SET state = ?, attempts = ?, next_attempt_at = ?, "
-            "finished_at = ?, last_error = ? WHERE id = ?",
+            "finished_at = ?, last_error = ?, owner = ? WHERE id = ?",
             (
                 state,
                 attempts,
                 iso(next_attempt_at or at),
                 None if state == "pending" else iso(at),
                 error,
+                self.owner,
                 alert_id,
             ),
         )
@@ -196,7 +218,7 @@ class AlertRows:
                     "missed_at, reference) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (dag_id, run_id, position, iso(deadline_at), iso(now), reference),
                 ),
-                alert_statement(alert, now),
+                alert_statement(alert, now, self.owner),
             ]
         )
 

@@ -342,7 +342,8 @@ ALTER TABLE task_try ADD COLUMN rendered TEXT
 # Several daemons on one PostgreSQL store (store._members). daemon: one row per daemon
 # incarnation; its epoch, never reused, is the fencing token every write of it checks;
 # times are the database's clock in seconds. shard: which daemon schedules the DAGs of
-# each shard, and how many times the shard changed hands (epoch).
+# each shard, and how many times the shard changed hands (epoch). alert_outbox.owner:
+# the daemon that delivers the alert (NULL: alone, or a CLI process wrote it).
 _V8 = """
 CREATE TABLE daemon (
     epoch INTEGER PRIMARY KEY,
@@ -364,7 +365,8 @@ CREATE TABLE shard (
     epoch INTEGER NOT NULL DEFAULT 0,
     taken_at DOUBLE PRECISION
 );
-CREATE INDEX dag_run_driver ON dag_run (driver) WHERE state IN ('queued', 'running')
+CREATE INDEX dag_run_driver ON dag_run (driver) WHERE state IN ('queued', 'running');
+ALTER TABLE alert_outbox ADD COLUMN owner INTEGER
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

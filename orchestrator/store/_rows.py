@@ -306,16 +306,19 @@ def event_from_row(row: dict[str, Any]) -> DatasetEvent:
 ALERT_CLAIM = timedelta(seconds=60)
 
 
-def alert_statement(record: AlertRecord, first_attempt_at: datetime) -> Statement:
-    """Insert the alert unless its id is stored: an alert raised again is delivered once."""
+def alert_statement(
+    record: AlertRecord, first_attempt_at: datetime, owner: int | None = None
+) -> Statement:
+    """Insert the alert unless its id is stored: an alert raised again is delivered once;
+    ``owner``: the daemon (epoch) that delivers it, when several share the store."""
     payload = dict(record.payload)
     if payload.get("error"):
         payload["error"] = mask(payload["error"])
     return Statement(
         "alert_outbox",
         "INSERT INTO alert_outbox (id, kind, event, dag_id, run_id, task_id, try_number, "
-        "target, payload, state, attempts, next_attempt_at, created_at, seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "target, payload, state, attempts, next_attempt_at, created_at, seq, owner) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             record.id,
             record.kind,
@@ -331,12 +334,16 @@ def alert_statement(record: AlertRecord, first_attempt_at: datetime) -> Statemen
             iso(first_attempt_at),
             iso(record.created_at),
             record.seq,
+            owner,
         ),
     )
 
 
-def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
-    """The statements that persist ``records``, in their order (XComs stamped ``now``)."""
+def statements(
+    records: Iterable[Record], now: datetime, owner: int | None = None
+) -> list[Statement]:
+    """The statements that persist ``records``, in their order (XComs stamped ``now``;
+    alerts delivered by ``owner``)."""
     out: list[Statement] = []
     for record in records:
         if isinstance(record, TaskInstanceRecord):
@@ -354,7 +361,7 @@ def statements(records: Iterable[Record], now: datetime) -> list[Statement]:
         elif isinstance(record, AlertRecord):
             # Claimed by the process that raised it (it delivers from memory) for a while;
             # after that, anyone delivering from the store may take it.
-            out.append(alert_statement(record, now + ALERT_CLAIM))
+            out.append(alert_statement(record, now + ALERT_CLAIM, owner))
         elif isinstance(record, SensorWaitCleared):
             out.append(
                 Statement(

@@ -60,6 +60,7 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
         self.backend = backend
         self.writer = writer
         self.clock = clock
+        self.owner: int | None = None  # this daemon's epoch, when several share the store
 
     @property
     def dialect(self) -> str:
@@ -89,7 +90,7 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
 
     def statements(self, records: Iterable[Record]) -> list[Statement]:
         """The statements that persist ``records``, in their order."""
-        return statements(records, self.clock.now())
+        return statements(records, self.clock.now(), self.owner)
 
     # -- writes --------------------------------------------------------------------------
 
