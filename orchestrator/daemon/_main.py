@@ -24,10 +24,17 @@ def run_daemon(settings: Settings) -> int:
     code = 0
     try:
         anyio.run(Daemon(settings).run)
-    except* ClaimLost as lost:  # the writer and the heartbeat may both have found it
-        error = str(lost.exceptions[0])
-        log.error("daemon stopped: its work was taken over", error=error)
-        print(f"error: {error}", file=sys.stderr)
+    except BaseExceptionGroup as group:
+        # The writer or the heartbeat found the lease lost; what failed with it follows.
+        lost = _lost_lease(group)
+        if lost is None:
+            raise
+        log.error("daemon stopped: its work was taken over", error=str(lost))
+        print(f"error: {lost}", file=sys.stderr)
+        code = 2
+    except ClaimLost as lost:
+        log.error("daemon stopped: its work was taken over", error=str(lost))
+        print(f"error: {lost}", file=sys.stderr)
         code = 2
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     if any(not t.daemon for t in stuck):
@@ -39,3 +46,15 @@ def run_daemon(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _lost_lease(error: BaseException) -> ClaimLost | None:
+    """The ``ClaimLost`` among an exception group's leaves, if any."""
+    if isinstance(error, ClaimLost):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _lost_lease(inner)
+            if found is not None:
+                return found
+    return None
