@@ -54,22 +54,26 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def daemon(root: Path, db_url: str) -> Iterator[Daemon]:
-    """``orchestrator daemon`` on ``root/dags`` with its home in ``root/home``, on the store
-    at ``db_url`` (SQLite in the home when empty), once ready; stopped at the end."""
-    home = root / "home"
+def daemon(
+    root: Path, db_url: str, *, home_name: str = "home", env_extra: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """``orchestrator daemon`` on ``root/dags`` with its home in ``root/home_name``, on the
+    store at ``db_url`` (SQLite in the home when empty), once ready; stopped at the end."""
+    home = root / home_name
     home.mkdir()
     env = {
         **os.environ,
         "ORCHESTRATOR_HOME": str(home),
         "ORCHESTRATOR_DAGS": str(root / "dags"),
         "ORCHESTRATOR_API_PORT": "0",
+        **(env_extra or {}),
     }
     if db_url:
         env["ORCHESTRATOR_DB"] = db_url
     db = Rows(db_url or home / "orchestrator.db")
     started = time.monotonic()
-    with (root / "daemon.log").open("w") as log:
+    log_name = "daemon.log" if home_name == "home" else f"{home_name}.log"
+    with (root / log_name).open("w") as log:
         profile = os.environ.get("BENCH_PROFILE")  # a file: the daemon runs under cProfile
         here = Path(__file__).parent
         tool = [str(here / "_profiled.py"), profile] if profile else ["-m", "orchestrator.cli"]

@@ -99,6 +99,14 @@ class Conflict(StoreError):
     """A write clashes with what is stored, e.g. a run id that is already taken."""
 
 
+class DrivenElsewhere(OrchestratorError):
+    """A request about a run another daemon drives: that daemon's API answers it."""
+
+    def __init__(self, message: str, api_url: str) -> None:
+        super().__init__(message)
+        self.api_url = api_url
+
+
 class IllegalTransition(OrchestratorError):
     pass
 

@@ -155,6 +155,14 @@ def test_daemons_share_the_dags_and_a_trigger_to_any_of_them_runs_once_by_the_ow
     assert len(tries) == 2 * len(dag_ids)
 
 
+NAP = """
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import BashOperator
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+    BashOperator(task_id="nap", bash_command="sleep 60")
+"""
+
 TICK = """
 from datetime import datetime, timedelta
 from orchestrator import DAG
@@ -250,6 +258,8 @@ def test_a_trigger_or_pause_sent_to_another_daemon_reaches_the_dags_daemon_at_on
     dag_ids = [f"m{i}" for i in range(8)]
     for dag_id in dag_ids:
         write_dag(tmp_path / "dags", dag_id, MANUAL.format(dag_id=dag_id))
+    for i in range(8):
+        write_dag(tmp_path / "dags", f"nap{i}", NAP.format(dag_id=f"nap{i}"))
     first = cluster.start(ORCHESTRATOR_RECONCILE_INTERVAL="60")
     second = cluster.start(ORCHESTRATOR_RECONCILE_INTERVAL="60")
     first.wait_for(lambda: cluster.balanced(2), 15, "two daemons sharing the shards")
@@ -276,6 +286,19 @@ def test_a_trigger_or_pause_sent_to_another_daemon_reaches_the_dags_daemon_at_on
         started = datetime.fromisoformat(run["start_date"])
         waits.append(started - datetime.fromisoformat(run["queued_at"]))
     assert max(waits) < timedelta(seconds=10), waits  # not the minute between reconciles
+    # A run driven by the other daemon: marking it failed here is answered by that daemon,
+    # which stops it.
+    nap = next(f"nap{i}" for i in range(8) if cluster.owner_of(f"nap{i}") is second)
+    first.api("POST", f"/api/v1/dags/{nap}/runs", json={"run_id": "long"})
+    first.wait_for(
+        lambda: sql(cluster.url, "SELECT 1 FROM task_try WHERE dag_id = $1", nap), 10, "the nap"
+    )
+    marked = first.api(
+        "PATCH", "/api/v1/runs/long", params={"dag_id": nap}, json={"state": "failed"}
+    )
+    assert marked.status_code == 200, marked.text
+    assert first.wait_for(lambda: first.run_state(nap, "long") == "failed", 10, "stopped")
+    assert "marked failed by a user" in second.output()
     assert first.api("PATCH", f"/api/v1/dags/{dag_id}", json={"is_paused": True}).is_success
     second.wait_for(
         lambda: second.api("GET", f"/api/v1/dags/{dag_id}").json()["is_paused"], 10, "paused"

@@ -10,13 +10,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import httpx
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.core._intake import check_logical_date
-from orchestrator.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from orchestrator.errors import (
+    Conflict,
+    DrivenElsewhere,
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+)
 
 __all__ = [
     "MAX_QUERY_INT",
@@ -64,6 +71,7 @@ async def json_object(request: Request, limit: int, *, allowed: set[str]) -> dic
             raise ClientError(413, f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    request.state.raw_body = raw  # what a forwarded request carries on (_forwarded)
     if not raw.strip():
         return {}
     try:
@@ -152,6 +160,41 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     return json_error(409, str(exc))
 
 
+FORWARDED = "x-orchestrator-forwarded"
+
+
+async def _forwarded(request: Request, exc: Exception) -> Response:
+    """The request, sent on to the daemon that drives its run, and that daemon's answer.
+
+    Forwarded once: a daemon that finds the run driven elsewhere again answers 409.
+    """
+    assert isinstance(exc, DrivenElsewhere)
+    if request.headers.get(FORWARDED) or not exc.api_url:
+        return json_error(409, str(exc))
+    headers = {FORWARDED: "1", "content-type": "application/json"}
+    if "authorization" in request.headers:
+        headers["authorization"] = request.headers["authorization"]
+    token = request.cookies.get("orchestrator_token")
+    if token and "authorization" not in headers:
+        headers["authorization"] = f"Bearer {token}"
+    url = exc.api_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.request(
+                request.method,
+                url,
+                content=getattr(request.state, "raw_body", b""),
+                headers=headers,
+            )
+    except httpx.HTTPError as error:
+        return json_error(503, f"{exc}; its daemon at {exc.api_url} did not answer: {error}")
+    return Response(
+        answer.content,
+        answer.status_code,
+        media_type=answer.headers.get("content-type", "application/json"),
+    )
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     return json_error(503, f"{exc}; try again")
 
@@ -174,6 +217,7 @@ def error_handlers() -> dict[Any, Any]:
         InvalidRequest: _invalid,
         NotFound: _not_found,
         Conflict: _conflict,
+        DrivenElsewhere: _forwarded,
         StoreUnavailable: _unavailable,
         HTTPException: _http_error,
         Exception: _server_error,

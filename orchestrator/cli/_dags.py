@@ -168,6 +168,7 @@ def _trigger_in_store(
     async def body(store: Store) -> dict[str, Any]:
         intake = RunIntake(store, SystemClock(), dags={dag.dag_id: dag}.get)
         record = await intake.manual(dag.dag_id, conf=conf, run_id=run_id, logical_date=logical)
+        await store.notify_daemons("runs")
         return record.to_json()
 
     return with_store(settings, body)
@@ -178,7 +179,12 @@ def cmd_dags_pause(settings: Settings, args: argparse.Namespace) -> int:
     doc = via_daemon(settings, "PATCH", f"/api/v1/dags/{args.dag_id}", {"is_paused": paused})
     if doc is None:
         find_dag(settings, args.dag_id)
-        with_store(settings, lambda store: store.set_paused(args.dag_id, paused))
+
+        async def pause(store: Store) -> None:
+            await store.set_paused(args.dag_id, paused)
+            await store.notify_daemons("dags")
+
+        with_store(settings, pause)
     print(f"DAG {args.dag_id} {'paused' if paused else 'unpaused'}")
     return 0
 

@@ -81,7 +81,7 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
 
     async def body(store: Store) -> list[str]:
         run = await resolve_run(store, args.run_id, args.dag_id)
-        return await clear_stored(
+        cleared = await clear_stored(
             store,
             dag,
             run,
@@ -89,6 +89,8 @@ def cmd_tasks_clear(settings: Settings, args: argparse.Namespace) -> int:
             map_indexes=args.map_index or (),
             downstream=args.downstream,
         )
+        await store.notify_daemons("runs")
+        return cleared
 
     cleared = with_store(settings, body)
     print(f"cleared {len(cleared)} task instance(s): {', '.join(sorted(cleared)) or '-'}")

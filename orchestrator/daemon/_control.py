@@ -21,7 +21,7 @@ from orchestrator.daemon._metrics import Metrics
 from orchestrator.daemon._shares import Shares
 from orchestrator.dagfiles._folder import DagFolder
 from orchestrator.dagfiles._loader import ImportErrorRecord
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, DrivenElsewhere, NotFound
 from orchestrator.runtime._actions import (
     clear_stored,
     clearable,
@@ -92,6 +92,18 @@ class ControlPlaneParts:
             self.events.state_changed(live, ti)
         state_changed(self.changes, live.record, ti)
 
+    def _elsewhere(self, run: RunRecord) -> None:
+        """DrivenElsewhere if another live daemon drives ``run``: its API answers."""
+        if run.driver is None or run.driver == self.shares.tag:
+            return
+        for daemon in self.shares.members:
+            if daemon["state"] == "alive" and run.driver == f"daemon:{daemon['epoch']}":
+                raise DrivenElsewhere(
+                    f"run {run.run_id!r} of DAG {run.dag_id!r} is driven by daemon "
+                    f"{daemon['epoch']} ({daemon['name']})",
+                    daemon["api_url"],
+                )
+
     def dag(self, dag_id: str) -> DAG:
         dag = self.folder.dags.get(dag_id)
         if dag is None:
@@ -136,6 +148,7 @@ class ControlPlaneParts:
             await self.scheduler.clear(dag_id, run_id, live_keys)
             return sorted(live_keys)
         if run.state in (RunState.QUEUED, RunState.RUNNING):
+            self._elsewhere(run)
             by = f"driven by {run.driver}" if run.driver else "not started yet"
             raise Conflict(f"run {run_id!r} of DAG {dag_id!r} is {run.state}, {by}")
         keys = await clear_stored(
@@ -151,6 +164,8 @@ class ControlPlaneParts:
         if self.scheduler.live((dag_id, run_id)) is not None and state == "failed":
             await self.scheduler.stop_run(dag_id, run_id, "marked failed by a user")
             return await self.store.get_run(dag_id, run_id)
+        if run.state in (RunState.QUEUED, RunState.RUNNING) and state == "failed":
+            self._elsewhere(run)
         marked = await mark_stored_run(self.store, run, state)
         run_changed(self.changes, marked)
         return marked

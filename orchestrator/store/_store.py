@@ -100,6 +100,14 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
     def write_nowait(self, statements: Sequence[Statement]) -> Ack:
         return self.writer.submit_nowait(statements)
 
+    async def notify_daemons(self, kind: str) -> None:
+        """Wake the daemons sharing a PostgreSQL store to read it now (store._members,
+        rule 6): what a CLI process wrote for them. Nothing to do on SQLite."""
+        if self.dialect == "postgresql":
+            await self.write(
+                [Statement("notice", "SELECT pg_notify('orchestrator', ?)", (f"{kind}:cli",))]
+            )
+
     async def insert_runs(self, runs: Sequence[RunRecord], also: Sequence[Statement] = ()) -> None:
         """Insert each run that is absent, on both its keys, as one unit (see
         ``run_statement``), with ``also`` (what the runs consume) in the same unit."""

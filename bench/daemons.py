@@ -1,0 +1,233 @@
+"""Several daemons on one PostgreSQL store: cron lateness and cost as daemons are added,
+takeover after kill -9, a trigger sent to a daemon that does not schedule the DAG.
+
+    python bench/daemons.py [--dags 1500] [--daemons 1,2,3] [--takeovers 3] [--triggers 20]
+
+H1 (lateness and cost): ``--dags`` DAGs on a minute cron (catchup=False), scheduled by 1,
+then 2, then 3 daemons (a fresh store each). For the next minute instant once the
+daemons share the shards: how long after the instant each scheduled run was created
+(queued_at minus the end of its data interval), p50, p99 and max; and each daemon's CPU
+seconds from 5 s before the instant until its runs are all finished, and its RSS.
+H2 (takeover): two daemons (``ORCHESTRATOR_HA_TAKEOVER``, 15 s unless set), 20 DAGs on a
+1-second schedule; ``kill -9`` of the daemon that schedules ``tick00``; the time from the
+kill to the first run of ``tick00`` the other daemon creates. ``--takeovers`` times.
+H3 (a trigger sent elsewhere): ``POST /api/v1/dags/{id}/runs`` to the daemon that does not
+schedule the DAG, then wait for its task's code to run: p50 and p95 over ``--triggers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from _run import Daemon, cpu_seconds, daemon, pct, proc_status_mb, wait_for
+from _stores import Rows, pg_schema
+
+CRON_DAG = """
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("cron_{i:04d}", schedule="* * * * *", start_date=datetime(2026, 1, 1), catchup=False):
+    EmptyOperator(task_id="a")
+"""
+
+TICK_DAG = """
+from datetime import datetime, timedelta
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("tick{i:02d}", schedule=timedelta(seconds=1), catchup=True,
+         start_date=datetime.fromisoformat("{start}")):
+    EmptyOperator(task_id="a")
+"""
+
+TRIGGER_DAG = """
+import time
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+async def mark():
+    return time.time()
+
+with DAG("{dag_id}"):
+    PythonOperator(task_id="mark", python_callable=mark)
+"""
+
+SHARDS = 256
+
+
+def shard_of(dag_id: str) -> int:
+    return zlib.crc32(dag_id.encode()) % SHARDS
+
+
+def balanced(db: Rows, n: int) -> bool:
+    owners = dict(db("SELECT owner, COUNT(*) FROM shard GROUP BY owner"))
+    alive = db("SELECT COUNT(*) FROM daemon WHERE state = 'alive'")[0][0]
+    return alive == n and None not in owners and len(owners) == n
+
+
+def idle_store(db: Rows) -> bool:
+    return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
+
+
+def owner_pid(db: Rows, dag_id: str) -> int:
+    return int(
+        db(
+            "SELECT d.pid FROM shard s JOIN daemon d ON d.epoch = s.owner "
+            f"WHERE s.id = {shard_of(dag_id)}"
+        )[0][0]
+    )
+
+
+@contextlib.contextmanager
+def cluster(root: Path, db_url: str, n: int, **env: str) -> Iterator[list[Daemon]]:
+    with contextlib.ExitStack() as stack:
+        daemons = [
+            stack.enter_context(daemon(root, db_url, home_name=f"home{i}", env_extra=env))
+            for i in range(n)
+        ]
+        wait_for(lambda: balanced(daemons[0].db, n), 60, f"{n} daemons sharing the shards")
+        yield daemons
+
+
+def lateness_and_cost(dags: int, counts: list[int]) -> None:
+    for n in counts:
+        root = Path(tempfile.mkdtemp(prefix="orch-bench-daemons-"))
+        (root / "dags").mkdir()
+        for i in range(dags):
+            (root / "dags" / f"cron_{i:04d}.py").write_text(CRON_DAG.format(i=i))
+        with pg_schema("bench_h1") as db_url, cluster(root, db_url, n) as daemons:
+            db = daemons[0].db
+            wait_for(lambda db=db: idle_store(db), 300, "the start-up runs")
+            due = datetime.now(UTC).replace(second=0, microsecond=0).timestamp() + 60
+            if due - time.time() < 10:
+                due += 60
+            while time.time() < due - 5:
+                time.sleep(0.2)
+            cpu0 = [cpu_seconds(d.proc.pid) for d in daemons]
+            iso_due = datetime.fromtimestamp(due, UTC).isoformat(timespec="microseconds")
+            rows = wait_for(
+                lambda db=db, iso_due=iso_due: (
+                    (
+                        r := db(
+                            "SELECT queued_at FROM dag_run WHERE run_type='scheduled' "
+                            f"AND data_interval_end = '{iso_due}'"
+                        )
+                    )
+                    and len(r) >= dags
+                    and r
+                ),
+                120,
+                "the scheduled runs",
+            )
+            wait_for(lambda db=db: idle_store(db), 300, "the fired runs")
+            cpu = [cpu_seconds(d.proc.pid) - c for d, c in zip(daemons, cpu0, strict=True)]
+            rss = [proc_status_mb(d.proc.pid, "VmRSS") for d in daemons]
+            late = [datetime.fromisoformat(q).timestamp() - due for (q,) in rows]
+            print(
+                f"H1 {n} daemon(s), {dags} DAGs: {len(rows)} runs created, lateness p50 "
+                f"{statistics.median(late) * 1000:.1f} ms, p99 {pct(late, 0.99) * 1000:.1f} ms, "
+                f"max {max(late) * 1000:.1f} ms; CPU per daemon "
+                f"{statistics.mean(cpu):.2f} s (max {max(cpu):.2f} s, total {sum(cpu):.2f} s); "
+                f"RSS per daemon {statistics.mean(rss):.0f} MB"
+            )
+
+
+def takeover(times: int) -> None:
+    ttl = float(os.environ.get("ORCHESTRATOR_HA_TAKEOVER", "15"))
+    results = []
+    for attempt in range(times):
+        root = Path(tempfile.mkdtemp(prefix="orch-bench-takeover-"))
+        (root / "dags").mkdir()
+        start = datetime.now(UTC).replace(microsecond=0).isoformat()
+        for i in range(20):
+            (root / "dags" / f"tick{i:02d}.py").write_text(TICK_DAG.format(i=i, start=start))
+        with pg_schema("bench_h2") as db_url, cluster(root, db_url, 2) as daemons:
+            db = daemons[0].db
+            wait_for(
+                lambda db=db: db("SELECT COUNT(*) FROM dag_run WHERE dag_id = 'tick00'")[0][0] >= 3,
+                30,
+                "tick00's first runs",
+            )
+            victim: Daemon = next(d for d in daemons if d.proc.pid == owner_pid(db, "tick00"))
+            other = next(d for d in daemons if d is not victim)
+            epoch = db(f"SELECT epoch FROM daemon WHERE pid = {other.proc.pid}")[0][0]
+            killed = time.time()
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait()
+            first = wait_for(
+                lambda db=db, epoch=epoch: db(
+                    "SELECT MIN(queued_at) FROM dag_run WHERE dag_id = 'tick00' "
+                    f"AND driver = 'daemon:{epoch}'"
+                )[0][0],
+                ttl * 3 + 30,
+                "the other daemon's first run of tick00",
+                poll=0.05,
+            )
+            took = datetime.fromisoformat(first).timestamp() - killed
+            results.append(took)
+            print(
+                f"H2 takeover {attempt + 1}: kill -9 to the next run of its DAGs by the other "
+                f"daemon {took:.2f} s (ORCHESTRATOR_HA_TAKEOVER {ttl:g} s)"
+            )
+    print(f"H2 worst {max(results):.2f} s, goal <= {ttl + 1:g} s")
+
+
+def trigger_elsewhere(triggers: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="orch-bench-elsewhere-"))
+    (root / "dags").mkdir()
+    for i in range(8):
+        (root / "dags" / f"t{i}.py").write_text(TRIGGER_DAG.format(dag_id=f"t{i}"))
+    slow = {"ORCHESTRATOR_RECONCILE_INTERVAL": "60"}  # only NOTIFY can be this quick
+    with pg_schema("bench_h3") as db_url, cluster(root, db_url, 2, **slow) as daemons:
+        db = daemons[0].db
+        dag_id = next(f"t{i}" for i in range(8) if owner_pid(db, f"t{i}") == daemons[1].proc.pid)
+        latencies = []
+        with httpx.Client(base_url=daemons[0].url) as client:
+            for i in range(triggers):
+                sent = time.time()
+                client.post(f"/api/v1/dags/{dag_id}/runs", json={"run_id": f"r{i}"})
+                ran = wait_for(
+                    lambda i=i: db(
+                        f"SELECT value FROM xcom WHERE dag_id = '{dag_id}' AND run_id = 'r{i}'"
+                    ),
+                    30,
+                    "the triggered task",
+                    poll=0.002,
+                )
+                latencies.append(json.loads(ran[0][0]) - sent)
+        print(
+            f"H3 trigger sent to the other daemon to the task running: p50 "
+            f"{statistics.median(latencies) * 1000:.1f} ms, p95 "
+            f"{pct(latencies, 0.95) * 1000:.1f} ms over {len(latencies)} runs"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dags", type=int, default=1500)
+    parser.add_argument("--daemons", default="1,2,3")
+    parser.add_argument("--takeovers", type=int, default=3)
+    parser.add_argument("--triggers", type=int, default=20)
+    parser.add_argument("--only", choices=["H1", "H2", "H3"])
+    args = parser.parse_args()
+    if args.only in (None, "H3"):
+        trigger_elsewhere(args.triggers)
+    if args.only in (None, "H2"):
+        takeover(args.takeovers)
+    if args.only in (None, "H1"):
+        lateness_and_cost(args.dags, [int(n) for n in args.daemons.split(",")])
+
+
+if __name__ == "__main__":
+    main()
