@@ -150,6 +150,9 @@ def test_daemons_share_the_dags_and_a_trigger_to_any_of_them_runs_once_by_the_ow
     assert 0 < health["shards"] < 256
     assert {d["pid"] for d in health["daemons"]} == pids
     assert "orchestrator_daemons 2.0" in second.api("GET", "/metrics").text
+    page = second.api("GET", "/health").text
+    assert "Daemons on this store" in page
+    assert all(f"<td>{pid}</td>" in page for pid in pids)
     tries = sql(cluster.url, "SELECT dag_id, task_id, COUNT(*) AS n FROM task_try GROUP BY 1, 2")
     assert {r["n"] for r in tries} == {1}
     assert len(tries) == 2 * len(dag_ids)

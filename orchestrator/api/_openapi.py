@@ -73,6 +73,18 @@ _PATHS: dict[str, Any] = {
                             "import_errors": {"type": "integer"},
                             "running_tasks": {"type": "integer"},
                             "loading": {"type": "boolean"},
+                            "daemon": {
+                                "type": "object",
+                                "description": "with several daemons on a PostgreSQL store: "
+                                "this daemon's lease (epoch), the shards of DAGs it schedules, "
+                                "the lapsed leases it took over, and the daemons",
+                                "properties": {
+                                    "epoch": {"type": "integer"},
+                                    "shards": {"type": "integer"},
+                                    "takeovers": {"type": "integer"},
+                                    "daemons": {"type": "array", "items": _ref("Daemon")},
+                                },
+                            },
                         },
                     },
                 )
