@@ -174,7 +174,7 @@ class Chaos:
     server: PrivateServer
     seed: int
     seconds: float
-    tick_dags: int = 40
+    tick_dags: int = 50
     event_dags: int = 5
     dataset_dags: int = 5
     daemons: int = 3

@@ -184,6 +184,15 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
 """
 
 
+WAIT = """
+from datetime import datetime
+from orchestrator import DAG
+from sensors import FileSensor
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+    FileSensor(task_id="wait", filepath="{flag}", poke_interval=0.2)
+"""
+
+
 def scheduled(url: str, dag_id: str) -> list[datetime]:
     rows = sql(
         url,
@@ -209,15 +218,25 @@ def test_a_lost_daemons_dags_and_runs_are_taken_over_nothing_fired_twice_or_miss
         write_dag(tmp_path / "dags", f"t{i}", TICK.format(dag_id=f"t{i}", start=start.isoformat()))
     for i in range(6):
         write_dag(tmp_path / "dags", f"s{i}", SLOW.format(dag_id=f"s{i}"))
+    flag = tmp_path / "flag"
+    for i in range(6):
+        write_dag(tmp_path / "dags", f"w{i}", WAIT.format(dag_id=f"w{i}", flag=flag))
     first, second = cluster.start(), cluster.start()
     first.wait_for(lambda: cluster.balanced(2), 15, "two daemons sharing the shards")
     lost = cluster.owner_of("t0")
     other = second if lost is first else first
     slow = next(f"s{i}" for i in range(6) if cluster.owner_of(f"s{i}") is lost)
     lost.api("POST", f"/api/v1/dags/{slow}/runs", json={"run_id": "long"})
-    lost.wait_for(
-        lambda: sql(cluster.url, "SELECT 1 FROM task_try WHERE dag_id = $1", slow), 10, "the try"
-    )
+    waiter = next(f"w{i}" for i in range(6) if cluster.owner_of(f"w{i}") is lost)
+    lost.api("POST", f"/api/v1/dags/{waiter}/runs", json={"run_id": "waiting"})
+    for dag_id in (slow, waiter):
+        lost.wait_for(
+            lambda dag_id=dag_id: sql(
+                cluster.url, "SELECT 1 FROM task_try WHERE dag_id = $1", dag_id
+            ),
+            10,
+            "the try",
+        )
     first.wait_for(lambda: len(scheduled(cluster.url, "t0")) >= 3, 15, "runs before the loss")
     assert lost.proc is not None
     if how == "kill -9":
@@ -238,6 +257,16 @@ def test_a_lost_daemons_dags_and_runs_are_taken_over_nothing_fired_twice_or_miss
         ),
         20,
         "the lost daemon's run driven to its end",
+    )
+    # The deferred sensor's wait goes on in the other daemon: the file ends it.
+    flag.write_text("here")
+    other.wait_for(
+        lambda: (
+            sql(cluster.url, "SELECT state FROM dag_run WHERE run_id = 'waiting'")[0]["state"]
+            == "success"
+        ),
+        20,
+        "the lost daemon's sensor run, resumed by the other",
     )
     tries = sql(cluster.url, "SELECT try_number, state FROM task_try WHERE dag_id = $1", slow)
     assert sorted((t["try_number"], t["state"]) for t in tries)[-1][1] == "success"
