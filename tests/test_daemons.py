@@ -229,15 +229,11 @@ def test_a_lost_daemons_dags_and_runs_are_taken_over_nothing_fired_twice_or_miss
     lost.api("POST", f"/api/v1/dags/{slow}/runs", json={"run_id": "long"})
     waiter = next(f"w{i}" for i in range(6) if cluster.owner_of(f"w{i}") is lost)
     lost.api("POST", f"/api/v1/dags/{waiter}/runs", json={"run_id": "waiting"})
-    for dag_id in (slow, waiter):
-        lost.wait_for(
-            lambda dag_id=dag_id: sql(
-                cluster.url, "SELECT 1 FROM task_try WHERE dag_id = $1", dag_id
-            ),
-            10,
-            "the try",
-        )
+    query = "SELECT 1 FROM task_try WHERE dag_id = $1 OR dag_id = $2"
+    lost.wait_for(lambda: len(sql(cluster.url, query, slow, waiter)) == 2, 10, "the tries")
     first.wait_for(lambda: len(scheduled(cluster.url, "t0")) >= 3, 15, "runs before the loss")
+    for proc in (first, second):  # the next run, from the DAG's daemon or not
+        assert proc.api("GET", "/api/v1/dags/t0").json()["next_run"] is not None
     assert lost.proc is not None
     if how == "kill -9":
         lost.kill9()

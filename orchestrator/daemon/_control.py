@@ -53,6 +53,7 @@ class ControlPlaneParts:
     queues: list[QueueReader]
     admission: Admission
     shares: Shares
+    _last: dict[str, RunInfo]
     alerts: AlertFeed
     metrics: Metrics
     ready: anyio.Event
@@ -191,7 +192,15 @@ class ControlPlaneParts:
         return self.folder.import_errors
 
     def next_run(self, dag_id: str) -> RunInfo | None:
-        return self.engine.pending(dag_id)
+        """The next run the DAG's time schedule makes; for a DAG another daemon schedules,
+        the one after its latest scheduled run as last read (``RunParts._reconcile_loop``)."""
+        pending = self.engine.pending(dag_id)
+        dag = self.folder.dags.get(dag_id)
+        if pending is not None or self.shares.owns(dag_id) or dag is None:
+            return pending
+        if dag.timetable is None or self.is_paused(dag_id):
+            return None
+        return dag.timetable.next_run(self._last.get(dag_id), self.clock.now())
 
     def pending_dataset_events(self, dag_id: str) -> list[DatasetEvent]:
         return self.engine.pending_events(dag_id)

@@ -49,6 +49,7 @@ log = structlog.get_logger("orchestrator.daemon")
 # An event another daemon stored but has not handled after this long is matched here too
 # (its runs' trigger keys make a second match harmless): that daemon may have died.
 _SWEEP_AFTER = timedelta(seconds=10)
+_OTHERS_EVERY = timedelta(seconds=30)  # how stale another daemon's DAG's next run may be
 
 
 class RunParts:
@@ -125,11 +126,16 @@ class RunParts:
         self.admission.set_elsewhere(elsewhere)
 
     async def _reconcile_loop(self) -> None:
-        """Pick up what other processes wrote: triggered or cleared runs, paused flags."""
+        """Pick up what other processes wrote: triggered or cleared runs, paused flags; and
+        now and then, the latest scheduled runs of the DAGs other daemons schedule."""
+        others_read = self.clock.now()
         while True:
             await anyio.sleep(self.settings.reconcile_interval)
             try:
                 await self._reconcile()
+                if self.shares.shared and self.clock.now() - others_read > _OTHERS_EVERY:
+                    others_read = self.clock.now()
+                    await self._read_last({d for d in self.folder.dags if not self.shares.owns(d)})
                 await self.datasets.reconcile()
                 await self.events.prune(self.settings.event_retention_days)
                 if self.shares.shared:
