@@ -50,7 +50,9 @@ def main() -> None:
             counted = check(chaos)
         kinds: dict[str, int] = {}
         for action in chaos.actions:
-            kind = action.split(" daemon")[0]
+            words = action.split()
+            kind = f"exited {words[3].rstrip(':')}" if words[0] == "daemon" else action
+            kind = kind.split(" daemon")[0]
             kinds[kind] = kinds.get(kind, 0) + 1
         print(
             f"chaos seed {seed}, {args.seconds:g} s: all checks passed in "
