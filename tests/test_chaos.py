@@ -15,6 +15,7 @@ SECONDS = float(os.environ.get("ORCHESTRATOR_TEST_CHAOS_SECONDS", "45"))
 SEED = int(os.environ.get("ORCHESTRATOR_TEST_CHAOS_SEED", "7"))
 
 
+@pytest.mark.timeout(SECONDS + 240)  # the run, then up to a minute each to settle and stop
 def test_three_daemons_under_kills_freezes_cut_sessions_and_a_server_restart(
     tmp_path: Path,
 ) -> None:

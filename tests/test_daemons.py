@@ -19,7 +19,7 @@ from orchestrator.store._members import shard_of
 from tests.daemon_proc import DaemonProc
 from tests.helpers import run_cli
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 TAKEOVER = 2.0  # seconds: ORCHESTRATOR_HA_TAKEOVER for these tests
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
+from orchestrator.core._records import AlertRecord
 from orchestrator.store import Statement, open_store, plan_groups
 from orchestrator.store._members import FENCE, SHARDS, LeaseLost, Membership, shard_of
 from orchestrator.store._postgres import PostgresBackend
+from orchestrator.store._rows import alert_statement
 
 pytestmark = pytest.mark.postgres
 
@@ -161,3 +164,48 @@ async def test_shares_are_fair_each_shard_has_one_owner_and_a_run_one_driver(
 def test_a_dags_shard_is_stable() -> None:
     assert shard_of("etl") == shard_of("etl") == 3188343128 % SHARDS
     assert len({shard_of(f"dag_{i}") for i in range(1000)}) == SHARDS
+
+
+async def test_an_alert_is_recovered_by_its_daemon_or_when_that_one_is_gone_by_its_dags(
+    pg_url: str,
+) -> None:
+    """Pending alerts of a live daemon stay its own; a gone daemon's, or a CLI process's,
+    go to the daemon whose share holds the alert's DAG."""
+    async with open_store(pg_url) as store:
+        members = [Membership(pg_url, ttl=5, name=f"d{i}") for i in range(3)]
+        try:
+            for member in members:
+                await member.join()
+            past = datetime(2026, 1, 1, tzinfo=UTC)
+            for owner, alert_id in ((1, "mine"), (2, "alive other"), (3, "gone"), (None, "cli")):
+                store.owner = owner
+                await store.write(
+                    [
+                        alert_statement(
+                            AlertRecord(
+                                alert_id,
+                                "email",
+                                "task_failure",
+                                f"dag-{alert_id}",
+                                "r",
+                                "t",
+                                1,
+                                "x@y",
+                                {},
+                                past,
+                            ),
+                            past,
+                            owner,
+                        )
+                    ]
+                )
+            await members[2].leave()
+            store.owner = members[0].epoch
+            now = datetime(2026, 1, 2, tzinfo=UTC)
+            due = await store.due_alerts(now, orphans=lambda dag_id: dag_id == "dag-gone")
+            assert sorted(r.id for r, _ in due) == ["gone", "mine"]
+            due = await store.due_alerts(now, orphans=lambda dag_id: True)
+            assert sorted(r.id for r, _ in due) == ["cli", "gone", "mine"]
+        finally:
+            for member in members:
+                await member.close()
