@@ -382,6 +382,11 @@ async def test_a_reconnected_writer_waits_for_its_own_old_session_to_end(db_url:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'daemon X'"
             )
+            with anyio.fail_after(10):  # the backend ends a moment after it is told to
+                while await admin.fetchval(  # noqa: ASYNC110 (another session)
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'daemon X'"
+                ):
+                    await anyio.sleep(0.01)
             # A session under the same name takes the claim, as the old session would still
             # hold it until the server notices that its client has gone.
             await stale.execute("SELECT set_config('application_name', 'daemon X', false)")

@@ -8,10 +8,12 @@ named in its ``driver`` column (``daemon:{epoch}``).
 Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
 1. Time is the database's (``clock_timestamp()``), never a daemon's: a daemon is alive
    while its row says ``alive`` and its heartbeat is younger than ``ttl`` seconds.
-2. Fencing: every write transaction of a daemon begins with ``FENCE``, a ``FOR SHARE``
-   lock on its own row while it is ``alive``. Another daemon ends a lapsed lease with an
-   ``UPDATE`` of that row, which waits for a write in flight to commit, and after which
-   every write of the lapsed daemon finds no row and changes nothing (``LeaseLost``).
+2. Fencing: every write transaction of a daemon begins with ``FENCE``, a ``FOR KEY
+   SHARE`` lock on its own row while it is ``alive``. Another daemon ends a lapsed lease
+   by locking that row ``FOR UPDATE`` (which waits for a write in flight to commit) and
+   marking it ended; after that every write of the lapsed daemon finds no row and
+   changes nothing (``LeaseLost``). The heartbeat's own update of the row takes a lock
+   that does not conflict with the fence, so it never holds the daemon's writes up.
 3. A heartbeat (``beat``) finds its own row alive or raises ``LeaseLost``; then, in the
    same transaction, it ends the leases that lapsed, frees their shards and takes free
    shards up to a fair share (the shard's epoch counts each change of hands). Shards
@@ -60,7 +62,7 @@ __all__ = [
 SHARDS = 256
 CHANNEL = "orchestrator"  # NOTIFY: a hint to look at the store now, never the news itself
 NOW = "extract(epoch from clock_timestamp())"
-FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR SHARE"
+FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR KEY SHARE"
 _LOST: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -346,6 +348,10 @@ async def fence(conn: Any, epoch: int) -> None:
 async def _end(conn: Any, by: int, epochs: Sequence[int]) -> None:
     """End these daemons' leases and free their shards."""
     if epochs:
+        # FOR UPDATE conflicts with the fence's FOR KEY SHARE: a write in flight ends first.
+        await conn.execute(
+            "SELECT 1 FROM daemon WHERE epoch = ANY($1::int[]) FOR UPDATE", list(epochs)
+        )
         await conn.execute(
             f"UPDATE daemon SET state = 'ended', ended_at = {NOW}, ended_by = $1 "
             "WHERE epoch = ANY($2::int[]) AND state = 'alive'",
