@@ -106,6 +106,8 @@ def test_a_second_daemon_on_the_same_sqlite_store_refuses_to_start(
         assert "another daemon is running on this store" in second.stderr
         assert f"pid {first.proc.pid}" in second.stderr  # type: ignore[union-attr]
         assert (home / "daemon.json").read_text() == info
+        (listed,) = json.loads(cli("daemons", "list", "--json").stdout)  # the one daemon
+        assert (listed["pid"], listed["state"]) == (first.proc.pid, "alive")  # type: ignore[union-attr]
         run = first.api("POST", "/api/v1/dags/one/runs", json={}).json()
         assert first.wait_for(lambda: finished(first, "one", run["run_id"])) == "success"
     finally:
