@@ -33,7 +33,14 @@ import structlog
 from orchestrator.core import RunRecord
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store import Statement, Store
-from orchestrator.store._members import CHANNEL, Membership, Share, driver_tag, shard_of
+from orchestrator.store._members import (
+    CHANNEL,
+    Membership,
+    Share,
+    driver_tag,
+    release_statements,
+    shard_of,
+)
 from orchestrator.store._postgres import PostgresBackend
 
 __all__ = ["Shares"]
@@ -50,9 +57,7 @@ class Shares:
         self.ttl = ttl
         self.membership: Membership | None = None
         self.owned: frozenset[int] = frozenset()
-        self.alive = 1
         self.takeovers = 0
-        self.api_url = ""
         self.on_change: OnChange | None = None
         self.on_notice: Callable[[str], None] = lambda _: None
         self.members: list[dict[str, Any]] = []  # the daemons, as of the last heartbeat
@@ -62,10 +67,6 @@ class Shares:
     def shared(self) -> bool:
         """Whether other daemons may share this store (PostgreSQL)."""
         return self.membership is not None
-
-    @property
-    def epoch(self) -> int | None:
-        return self.membership.epoch if self.membership is not None else None
 
     @property
     def tag(self) -> str | None:
@@ -102,7 +103,7 @@ class Shares:
         epoch = await self.membership.join()
         store.backend.fence_epoch = store.owner = epoch
         share = await self.membership.beat()
-        self.owned, self.alive = share.owned, share.alive
+        self.owned = share.owned
         self.members = await self._members()
         log.info(
             "joined the daemons on this store",
@@ -143,7 +144,6 @@ class Shares:
         }
 
     async def _apply(self, share: Share) -> None:
-        self.alive = share.alive
         if share.ended:
             self.takeovers += len(share.ended)
             log.warning(
@@ -165,15 +165,7 @@ class Shares:
         """Give shards back after every write before (rule 2)."""
         assert self._store is not None
         assert self.membership is not None
-        epoch = self.membership.epoch
-        await self._store.write(
-            [
-                Statement(
-                    "shard", "UPDATE shard SET owner = NULL WHERE id = ? AND owner = ?", (s, epoch)
-                )
-                for s in sorted(shards)
-            ]
-        )
+        await self._store.write(release_statements(self.membership.epoch, shards))
 
     async def leave(self) -> None:
         """Rule 4."""
@@ -190,7 +182,6 @@ class Shares:
 
     def serving(self, api_url: str) -> None:
         """The API's address, shown to the other daemons (and forwarded to)."""
-        self.api_url = api_url
         if self.membership is not None:
             self.membership.api_url = api_url
 

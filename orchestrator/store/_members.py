@@ -17,8 +17,8 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
 3. A heartbeat (``beat``) finds its own row alive or raises ``LeaseLost``; then, in the
    same transaction, it ends the leases that lapsed, frees their shards and takes free
    shards up to a fair share (the shard's epoch counts each change of hands). Shards
-   over the fair share are named, and given back (``release``) by the daemon once it has
-   stopped scheduling them.
+   over the fair share are named, and given back (``release_statements``) by the daemon
+   once it has stopped scheduling them.
 4. A run is claimed (``claim_runs``) in a fenced transaction, only if nobody live drives
    it: a run is driven by one live daemon at a time.
 5. A daemon that leaves (a graceful stop) ends its own lease and frees its shards, so
@@ -45,7 +45,7 @@ import asyncpg
 
 from orchestrator._clock import iso
 from orchestrator.errors import StoreError, StoreUnavailable
-from orchestrator.store._backend import ClaimLost
+from orchestrator.store._backend import ClaimLost, Statement
 
 __all__ = [
     "CHANNEL",
@@ -56,6 +56,7 @@ __all__ = [
     "Share",
     "daemon_json",
     "driver_tag",
+    "release_statements",
     "shard_of",
 ]
 
@@ -82,6 +83,15 @@ def shard_of(dag_id: str) -> int:
     return zlib.crc32(dag_id.encode()) % SHARDS
 
 
+def release_statements(epoch: int, shards: Iterable[int]) -> list[Statement]:
+    """Give back shards the daemon of ``epoch`` has stopped scheduling (rule 3), as writes
+    for its writer, so that every write it made before for them commits first."""
+    return [
+        Statement("shard", "UPDATE shard SET owner = NULL WHERE id = ? AND owner = ?", (s, epoch))
+        for s in sorted(shards)
+    ]
+
+
 def driver_tag(epoch: int) -> str:
     """What a run's ``driver`` column says while the daemon of ``epoch`` drives it."""
     return f"daemon:{epoch}"
@@ -93,7 +103,6 @@ class Share:
 
     owned: frozenset[int]
     excess: tuple[int, ...] = ()  # held over the fair share: to give back
-    taken: tuple[int, ...] = ()  # taken in this heartbeat
     ended: tuple[int, ...] = ()  # the epochs of lapsed daemons this heartbeat ended
     alive: int = 1
 
@@ -203,7 +212,6 @@ class Membership:
                 r["id"]
                 for r in await conn.fetch("SELECT id FROM shard WHERE owner = $1", self.epoch)
             }
-            taken: list[int] = []
             if len(mine) < fair:
                 rows = await conn.fetch(
                     f"UPDATE shard SET owner = $1, epoch = epoch + 1, taken_at = {NOW} "
@@ -212,8 +220,7 @@ class Membership:
                     self.epoch,
                     fair - len(mine),
                 )
-                taken = sorted(r["id"] for r in rows)
-                mine |= set(taken)
+                mine |= {r["id"] for r in rows}
             await conn.execute(
                 "UPDATE daemon SET shards = $2, takeovers = takeovers + $3 WHERE epoch = $1",
                 self.epoch,
@@ -221,22 +228,10 @@ class Membership:
                 len(ended),
             )
             excess = tuple(sorted(mine)[fair:])
-            return Share(frozenset(mine), excess, tuple(taken), tuple(ended), int(alive))
+            return Share(frozenset(mine), excess, tuple(ended), int(alive))
 
         share: Share = await self._transaction(body)
         return share
-
-    async def release(self, shards: Iterable[int]) -> None:
-        """Give back shards this daemon has stopped scheduling."""
-        ids = sorted(shards)
-        if ids:
-            await self._transaction(
-                lambda conn: conn.execute(
-                    "UPDATE shard SET owner = NULL WHERE owner = $1 AND id = ANY($2::int[])",
-                    self.epoch,
-                    ids,
-                )
-            )
 
     async def claim_runs(self, runs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """The runs among ``runs`` this daemon now drives (rule 4)."""
