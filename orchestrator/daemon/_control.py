@@ -29,6 +29,7 @@ from orchestrator.runtime._actions import (
     mark_stored_task,
 )
 from orchestrator.store import Store
+from orchestrator.store._members import driver_tag
 from orchestrator.web import ChangeHub, run_changed, state_changed
 from triggers._dataset import DatasetEvent
 from triggers._engine import TriggerEngine
@@ -98,7 +99,7 @@ class ControlPlaneParts:
         if run.driver is None or run.driver == self.shares.tag:
             return
         for daemon in self.shares.members:
-            if daemon["state"] == "alive" and run.driver == f"daemon:{daemon['epoch']}":
+            if daemon["state"] == "alive" and run.driver == driver_tag(daemon["epoch"]):
                 raise DrivenElsewhere(
                     f"run {run.run_id!r} of DAG {run.dag_id!r} is driven by daemon "
                     f"{daemon['epoch']} ({daemon['name']})",

@@ -24,15 +24,11 @@ def run_daemon(settings: Settings) -> int:
     code = 0
     try:
         anyio.run(Daemon(settings).run)
-    except BaseExceptionGroup as group:
+    except (ClaimLost, BaseExceptionGroup) as error:
         # The writer or the heartbeat found the lease lost; what failed with it follows.
-        lost = _lost_lease(group)
+        lost = _lost_lease(error)
         if lost is None:
             raise
-        log.error("daemon stopped: its work was taken over", error=str(lost))
-        print(f"error: {lost}", file=sys.stderr)
-        code = 2
-    except ClaimLost as lost:
         log.error("daemon stopped: its work was taken over", error=str(lost))
         print(f"error: {lost}", file=sys.stderr)
         code = 2

@@ -32,9 +32,8 @@ import structlog
 
 from orchestrator.core import RunRecord
 from orchestrator.errors import StoreError, StoreUnavailable
-from orchestrator.store import Statement, Store
+from orchestrator.store import Store
 from orchestrator.store._members import (
-    CHANNEL,
     Membership,
     Share,
     driver_tag,
@@ -42,6 +41,7 @@ from orchestrator.store._members import (
     shard_of,
 )
 from orchestrator.store._postgres import PostgresBackend
+from orchestrator.store._rows import notice_statement
 
 __all__ = ["Shares"]
 
@@ -188,10 +188,7 @@ class Shares:
     def notify(self, kind: str) -> None:
         """Rule 5: wake the other daemons to read the store (alone: nothing to do)."""
         if self.membership is not None and self._store is not None:
-            payload = f"{kind}:{self.membership.epoch}"
-            self._store.write_nowait(
-                [Statement("notice", "SELECT pg_notify(?, ?)", (CHANNEL, payload))]
-            )
+            self._store.write_nowait([notice_statement(f"{kind}:{self.membership.epoch}")])
 
     async def listen(self) -> None:
         """Rule 5, until cancelled."""

@@ -23,7 +23,7 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
    it: a run is driven by one live daemon at a time.
 5. A daemon that leaves (a graceful stop) ends its own lease and frees its shards, so
    the others take them over at their next heartbeat, not after ``ttl``.
-6. ``NOTIFY`` on ``CHANNEL`` (sent in the transaction of the write it tells of, so it
+6. ``NOTIFY`` on ``NOTICE_CHANNEL`` (sent in the transaction of the write it tells of, so it
    arrives after the commit) only wakes the other daemons to read the store at once;
    each also reads it every reconcile, so a notice lost with a connection delays
    nothing for longer than that.
@@ -46,9 +46,10 @@ import asyncpg
 from orchestrator._clock import iso
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store._backend import ClaimLost, Statement
+from orchestrator.store._pgerrors import CLIENT_ERRORS, LOST
+from orchestrator.store._rows import NOTICE_CHANNEL
 
 __all__ = [
-    "CHANNEL",
     "FENCE",
     "SHARDS",
     "LeaseLost",
@@ -61,21 +62,17 @@ __all__ = [
 ]
 
 SHARDS = 256
-CHANNEL = "orchestrator"  # NOTIFY: a hint to look at the store now, never the news itself
 NOW = "extract(epoch from clock_timestamp())"
 FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR KEY SHARE"
-_LOST: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-)
+_LOST = (*LOST, *CLIENT_ERRORS)
 
 
 class LeaseLost(ClaimLost):
     """This daemon's lease lapsed and another daemon ended it: it must write no more."""
+
+    @classmethod
+    def of(cls, epoch: int) -> LeaseLost:
+        return cls(f"this daemon's lease (epoch {epoch}) was ended by another")
 
 
 def shard_of(dag_id: str) -> int:
@@ -119,12 +116,16 @@ class Membership:
     _conn: Any = field(default=None, repr=False)
     _lock: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
 
+    async def _connect(self) -> Any:
+        """A new session, named after this daemon (so its sessions can be found)."""
+        return await asyncpg.connect(
+            self.url, server_settings={"application_name": f"orchestrator {self.name}"}
+        )
+
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
             try:
-                self._conn = await asyncpg.connect(
-                    self.url, server_settings={"application_name": f"orchestrator {self.name}"}
-                )
+                self._conn = await self._connect()
             except (*_LOST, asyncpg.PostgresError) as exc:
                 raise StoreUnavailable(f"PostgreSQL unreachable for the lease: {exc}") from exc
         return self._conn
@@ -198,7 +199,7 @@ class Membership:
                 )
                 is None
             ):
-                raise LeaseLost(f"this daemon's lease (epoch {self.epoch}) was ended by another")
+                raise LeaseLost.of(self.epoch)
             lapsed = await conn.fetch(
                 "SELECT epoch FROM daemon WHERE state = 'alive' "
                 f"AND heartbeat_at < {NOW} - $1 ORDER BY epoch FOR UPDATE",
@@ -264,16 +265,14 @@ class Membership:
         await self._transaction(body)
 
     async def listen(self, on_notice: Callable[[str], None]) -> None:
-        """Call ``on_notice`` with each payload sent to ``CHANNEL`` by another daemon, and
+        """Call ``on_notice`` with each payload sent to ``NOTICE_CHANNEL`` by another daemon, and
         with ``"resync"`` after each (re)connection, when notices may have been missed;
         until cancelled. A lost connection is made again, with backoff."""
         delay = 0.1
         own = f":{self.epoch}"
         while True:
             try:
-                conn = await asyncpg.connect(
-                    self.url, server_settings={"application_name": f"orchestrator {self.name}"}
-                )
+                conn = await self._connect()
             except (*_LOST, asyncpg.PostgresError):
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -283,7 +282,7 @@ class Membership:
             try:
                 conn.add_termination_listener(lambda _, ended=closed: ended.set())
                 await conn.add_listener(
-                    CHANNEL,
+                    NOTICE_CHANNEL,
                     lambda _c, _pid, _ch, payload: (
                         None if payload.endswith(own) else on_notice(payload)
                     ),
@@ -308,8 +307,8 @@ class Membership:
 DAEMONS_SQL = (
     "SELECT epoch, name, host, pid, api_url, state, started_at, ended_at, ended_by, shards, "
     f"takeovers, {NOW} - heartbeat_at AS heartbeat_age FROM daemon "
-    "WHERE state = 'alive' OR ended_at > {NOW} - 86400 ORDER BY epoch"
-).replace("{NOW}", NOW)
+    f"WHERE state = 'alive' OR ended_at > {NOW} - 86400 ORDER BY epoch"
+)
 
 
 def daemon_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +336,7 @@ def daemon_json(row: dict[str, Any]) -> dict[str, Any]:
 async def fence(conn: Any, epoch: int) -> None:
     """Rule 2, at the start of a write transaction: LeaseLost if the lease was ended."""
     if await conn.fetchval(FENCE, epoch) is None:
-        raise LeaseLost(f"this daemon's lease (epoch {epoch}) was ended by another")
+        raise LeaseLost.of(epoch)
 
 
 async def _end(conn: Any, by: int, epochs: Sequence[int]) -> None:

@@ -27,21 +27,14 @@ from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store._backend import ClaimLost, Group, collapse_upserts, upsert_shape
 from orchestrator.store._members import FENCE, LeaseLost, fence
 from orchestrator.store._migrations import Migration
+from orchestrator.store._pgerrors import CLIENT_ERRORS as _CLIENT_ERRORS
+from orchestrator.store._pgerrors import LOST as _LOST
 
 __all__ = ["PostgresBackend"]
 
 _MIGRATION_LOCK = 0x6F7263  # an arbitrary, fixed advisory lock id
 _READ_RETRY_FOR = 10.0  # seconds a read keeps trying a lost connection
 _CLOSE_WITHIN = 5.0  # seconds for a polite close before connections are dropped
-# Errors of the client or the transport, not of the SQL: the session is unusable.
-_CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
-_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,  # class 08
-    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down or the session was killed
-    asyncpg.CrashShutdownError,  # 57P02
-    asyncpg.CannotConnectNowError,  # 57P03: the server is starting
-)
 
 
 @functools.lru_cache(maxsize=512)
@@ -99,7 +92,7 @@ class PostgresBackend:
                 if self.fence_epoch is None:
                     await self._writer.execute(single[0], *single[1])
                 elif not await self._writer.fetchval(single[0], *single[1]):
-                    raise LeaseLost(f"this daemon's lease (epoch {self.fence_epoch}) was ended")
+                    raise LeaseLost.of(self.fence_epoch)
                 return
             async with self._writer.transaction():
                 if self.fence_epoch is not None:

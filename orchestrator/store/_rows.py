@@ -303,6 +303,15 @@ def event_from_row(row: dict[str, Any]) -> DatasetEvent:
     )
 
 
+NOTICE_CHANNEL = "orchestrator"  # NOTIFY: a hint to look at the store now, never the news
+
+
+def notice_statement(payload: str) -> Statement:
+    """Wake the daemons that LISTEN on the store (store._members, rule 6); sent with the
+    transaction it is written in, so it arrives after that commit."""
+    return Statement("notice", "SELECT pg_notify(?, ?)", (NOTICE_CHANNEL, payload))
+
+
 ALERT_CLAIM = timedelta(seconds=60)
 
 

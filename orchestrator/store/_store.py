@@ -39,6 +39,7 @@ from orchestrator.store._rows import (
     TI_COLUMNS,
     ConnectionRecord,
     conn_from_row,
+    notice_statement,
     run_from_row,
     run_statement,
     statements,
@@ -104,9 +105,7 @@ class Store(DatasetRows, EventRows, AlertRows, ViewRows):
         """Wake the daemons sharing a PostgreSQL store to read it now (store._members,
         rule 6): what a CLI process wrote for them. Nothing to do on SQLite."""
         if self.dialect == "postgresql":
-            await self.write(
-                [Statement("notice", "SELECT pg_notify('orchestrator', ?)", (f"{kind}:cli",))]
-            )
+            await self.write([notice_statement(f"{kind}:cli")])
 
     async def insert_runs(self, runs: Sequence[RunRecord], also: Sequence[Statement] = ()) -> None:
         """Insert each run that is absent, on both its keys, as one unit (see
