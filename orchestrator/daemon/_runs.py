@@ -93,12 +93,7 @@ class RunParts:
             self.admission.set_paused(dag_id, bool(row["is_paused"]))
         await self._read_last()
         unfinished = await self.store.unfinished_runs()
-        alive = await self.shares.alive_tags()
-        for run in unfinished:
-            if self.shares.drives(run, alive):
-                self.admission.add(run)
-                self._dirty.add(run.dag_id)
-        self._count_elsewhere(unfinished, alive)
+        self._take_runs(unfinished, found=False)
         mine = [r for r in unfinished if self.shares.owns(r.dag_id)]
         await self.datasets.open(self.store, mine)
         await self.alerts.open(mine)
@@ -159,14 +154,19 @@ class RunParts:
             except StoreUnavailable as exc:
                 log.warning("store unavailable: notice not acted on", error=str(exc))
 
-    async def _reconcile(self) -> None:
-        unfinished = await self.store.unfinished_runs()
-        alive = await self.shares.alive_tags()
+    def _take_runs(self, unfinished: list[RunRecord], *, found: bool) -> None:
+        """Queue the stored unfinished runs this daemon is to drive and does not know yet
+        (logged as found, but on start); count the ones other daemons drive (rule 1)."""
+        alive = self.shares.alive_tags()
         for run in unfinished:
             if self.shares.drives(run, alive) and not self.admission.knows(run.dag_id, run.run_id):
-                log.info("run found in the store", dag_id=run.dag_id, run_id=run.run_id)
+                if found:
+                    log.info("run found in the store", dag_id=run.dag_id, run_id=run.run_id)
                 self._enqueue(run)
         self._count_elsewhere(unfinished, alive)
+
+    async def _reconcile(self) -> None:
+        self._take_runs(await self.store.unfinished_runs(), found=True)
         for dag_id, row in (await self.store.dag_rows()).items():
             paused = bool(row["is_paused"])
             known = self.admission.knows_paused(dag_id)
@@ -193,12 +193,13 @@ class RunParts:
             await self._read_last({d.dag_id for d in taken})
             for dag in taken:
                 self._register(dag)
-            runs = [r for r in await self.store.unfinished_runs() if shard_of(r.dag_id) in gained]
+            unfinished = await self.store.unfinished_runs()
+            runs = [r for r in unfinished if shard_of(r.dag_id) in gained]
             for run in runs:
                 self.datasets.run_created(run)  # a consumer with a run is busy
             await self.datasets.dags_changed(taken, [])
             await self.alerts.open(runs)
-            await self._reconcile()
+            self._take_runs(unfinished, found=True)
         self._admit_wake.set()
         self._trigger_wake.set()
 

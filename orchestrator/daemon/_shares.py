@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -77,7 +77,7 @@ class Shares:
         """Whether this daemon schedules ``dag_id`` (its firings, admission, deadlines)."""
         return self.membership is None or shard_of(dag_id) in self.owned
 
-    def drives(self, run: RunRecord, alive: Iterable[str] = ()) -> bool:
+    def drives(self, run: RunRecord, alive: Collection[str] = ()) -> bool:
         """Whether a stored unfinished run is this daemon's to drive: a run of one of its
         DAGs that no live daemon drives, or one it drives already."""
         if run.driver is not None and not run.driver.startswith("daemon:"):
@@ -86,7 +86,7 @@ class Shares:
             return True
         if run.driver == self.tag:
             return True
-        return self.owns(run.dag_id) and (run.driver is None or run.driver not in set(alive))
+        return self.owns(run.dag_id) and (run.driver is None or run.driver not in alive)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,9 +207,8 @@ class Shares:
             run.driver = self.tag
         return mine
 
-    async def alive_tags(self) -> set[str]:
-        """The ``driver`` of every live daemon."""
-        if self._store is None or self.membership is None:
-            return set()
-        rows = await self._store.backend.fetch("SELECT epoch FROM daemon WHERE state = 'alive'")
-        return {driver_tag(int(r["epoch"])) for r in rows}
+    def alive_tags(self) -> set[str]:
+        """The ``driver`` of every live daemon, as of the last heartbeat. One that ended
+        since is still in it until the next (its runs are taken over a heartbeat later);
+        one that joined since is not, and a claim of its runs fails in the store."""
+        return {driver_tag(d["epoch"]) for d in self.members if d["state"] == "alive"}
