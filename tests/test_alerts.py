@@ -728,7 +728,8 @@ def test_a_try_killed_with_the_daemon_still_alerts_after_the_restart(
 
     def running() -> bool:
         response = first.api("GET", f"/api/v1/runs/{run_id}", params={"dag_id": "killed"})
-        return bool(response.json()["tasks"][0]["state"] == "running")
+        tasks = response.json()["tasks"]  # none until the run has started
+        return bool(tasks and tasks[0]["state"] == "running")
 
     first.wait_for(running, what="the try running")
     first.kill9()
