@@ -15,6 +15,32 @@ from typing import Any
 
 from _stores import Rows
 
+CRON_DAG = """
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import EmptyOperator
+with DAG("cron_{i:04d}", schedule="* * * * *", start_date=datetime(2026, 1, 1), catchup=False):
+    EmptyOperator(task_id="a")
+"""
+
+# A DAG whose one task returns when its code ran (an XCom): trigger-to-code latency.
+TRIGGER_DAG = """
+import time
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+async def mark():
+    return time.time()
+
+with DAG("{dag_id}"):
+    PythonOperator(task_id="mark", python_callable=mark)
+"""
+
+
+def idle_store(db: Rows) -> bool:
+    """No run is queued or running."""
+    return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
+
 
 def wait_for(check: Callable[..., Any], within: float, what: str, poll: float = 0.01) -> Any:
     deadline = time.monotonic() + within

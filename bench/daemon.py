@@ -30,33 +30,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from _run import cpu_seconds, daemon, pct, proc_status_mb, wait_for
-from _stores import Rows, pg_schema
-
-CRON_DAG = """
-from datetime import datetime
-from orchestrator import DAG
-from orchestrator.operators import EmptyOperator
-with DAG("cron_{i:03d}", schedule="* * * * *", start_date=datetime(2026, 1, 1), catchup=False):
-    EmptyOperator(task_id="a")
-"""
-
-TRIGGER_DAG = """
-import time
-from orchestrator import DAG
-from orchestrator.operators import PythonOperator
-
-async def mark():
-    return time.time()
-
-with DAG("triggered"):
-    PythonOperator(task_id="mark", python_callable=mark)
-"""
-
-
-def idle_store(db: Rows) -> bool:
-    """No run is queued or running."""
-    return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
+from _run import (
+    CRON_DAG,
+    TRIGGER_DAG,
+    cpu_seconds,
+    daemon,
+    idle_store,
+    pct,
+    proc_status_mb,
+    wait_for,
+)
+from _stores import pg_schema
 
 
 def startup() -> None:
@@ -98,8 +82,8 @@ def loaded(args: argparse.Namespace, db_url: str) -> None:
     dags = root / "dags"
     dags.mkdir()
     for i in range(args.dags):
-        (dags / f"cron_{i:03d}.py").write_text(CRON_DAG.format(i=i))
-    (dags / "triggered.py").write_text(TRIGGER_DAG)
+        (dags / f"cron_{i:04d}.py").write_text(CRON_DAG.format(i=i))
+    (dags / "triggered.py").write_text(TRIGGER_DAG.format(dag_id="triggered"))
     with daemon(root, db_url) as d:
         proc, url, db = d.proc, d.url, d.db
         health = httpx.get(url + "/api/v1/health").json()

@@ -25,22 +25,25 @@ import signal
 import statistics
 import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from _run import Daemon, cpu_seconds, daemon, pct, proc_status_mb, wait_for
+from _run import (
+    CRON_DAG,
+    TRIGGER_DAG,
+    Daemon,
+    cpu_seconds,
+    daemon,
+    idle_store,
+    pct,
+    proc_status_mb,
+    wait_for,
+)
 from _stores import Rows, pg_schema
 
-CRON_DAG = """
-from datetime import datetime
-from orchestrator import DAG
-from orchestrator.operators import EmptyOperator
-with DAG("cron_{i:04d}", schedule="* * * * *", start_date=datetime(2026, 1, 1), catchup=False):
-    EmptyOperator(task_id="a")
-"""
+from orchestrator.store._members import shard_of
 
 TICK_DAG = """
 from datetime import datetime, timedelta
@@ -51,33 +54,11 @@ with DAG("tick{i:02d}", schedule=timedelta(seconds=1), catchup=True,
     EmptyOperator(task_id="a")
 """
 
-TRIGGER_DAG = """
-import time
-from orchestrator import DAG
-from orchestrator.operators import PythonOperator
-
-async def mark():
-    return time.time()
-
-with DAG("{dag_id}"):
-    PythonOperator(task_id="mark", python_callable=mark)
-"""
-
-SHARDS = 256
-
-
-def shard_of(dag_id: str) -> int:
-    return zlib.crc32(dag_id.encode()) % SHARDS
-
 
 def balanced(db: Rows, n: int) -> bool:
     owners = dict(db("SELECT owner, COUNT(*) FROM shard GROUP BY owner"))
     alive = db("SELECT COUNT(*) FROM daemon WHERE state = 'alive'")[0][0]
     return alive == n and None not in owners and len(owners) == n
-
-
-def idle_store(db: Rows) -> bool:
-    return bool(db("SELECT COUNT(*) FROM dag_run WHERE state IN ('queued', 'running')")[0][0] == 0)
 
 
 def owner_pid(db: Rows, dag_id: str) -> int:
