@@ -93,13 +93,11 @@ class Shares:
     async def join(self, store: Store, url: str) -> None:
         """Rule 1 (a store of one's own: the store's lock instead)."""
         self._store = store
-        holder = f"orchestrator daemon pid {os.getpid()} on {socket.gethostname()}"
+        name = f"pid {os.getpid()} on {socket.gethostname()}"
         if not isinstance(store.backend, PostgresBackend):
-            await store.lock_for_daemon(holder)
+            await store.lock_for_daemon(f"orchestrator daemon {name}")
             return
-        self.membership = Membership(
-            url, self.ttl, name=f"pid {os.getpid()} on {socket.gethostname()}"
-        )
+        self.membership = Membership(url, self.ttl, name=name)
         epoch = await self.membership.join()
         store.backend.fence_epoch = store.owner = epoch
         share = await self.membership.beat()
