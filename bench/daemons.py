@@ -43,7 +43,7 @@ from _run import (
 )
 from _stores import Rows, pg_schema
 
-from orchestrator.store._members import shard_of
+from orchestrator.store._shards import shard_of
 
 TICK_DAG = """
 from datetime import datetime, timedelta

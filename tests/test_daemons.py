@@ -15,7 +15,7 @@ import anyio
 import asyncpg
 import pytest
 
-from orchestrator.store._members import shard_of
+from orchestrator.store._shards import shard_of
 from tests.daemon_proc import DaemonProc
 from tests.helpers import run_cli
 

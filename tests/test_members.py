@@ -12,16 +12,10 @@ import pytest
 
 from orchestrator.core._records import AlertRecord
 from orchestrator.store import Statement, open_store, plan_groups
-from orchestrator.store._members import (
-    FENCE,
-    SHARDS,
-    LeaseLost,
-    Membership,
-    release_statements,
-    shard_of,
-)
+from orchestrator.store._members import FENCE, LeaseLost, Membership
 from orchestrator.store._postgres import PostgresBackend
 from orchestrator.store._rows import alert_statement
+from orchestrator.store._shards import SHARDS, release_statements, shard_of
 
 pytestmark = pytest.mark.postgres
 

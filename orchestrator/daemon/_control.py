@@ -29,7 +29,7 @@ from orchestrator.runtime._actions import (
     mark_stored_task,
 )
 from orchestrator.store import Store
-from orchestrator.store._members import driver_tag
+from orchestrator.store._shards import driver_tag
 from orchestrator.web import ChangeHub, run_changed, state_changed
 from triggers._dataset import DatasetEvent
 from triggers._engine import TriggerEngine

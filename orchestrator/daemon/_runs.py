@@ -30,7 +30,7 @@ from orchestrator.daemon._metrics import Metrics
 from orchestrator.daemon._shares import Shares
 from orchestrator.dagfiles._folder import DagFolder
 from orchestrator.errors import StoreUnavailable
-from orchestrator.store._members import shard_of
+from orchestrator.store._shards import shard_of
 from orchestrator.web import ChangeHub, run_changed
 from triggers._engine import TriggerEngine
 from triggers._timetable import RunInfo

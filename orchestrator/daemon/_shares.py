@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -33,14 +33,10 @@ import structlog
 from orchestrator.core import RunRecord
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store import Store
-from orchestrator.store._members import (
-    Membership,
-    Share,
-    driver_tag,
-    release_statements,
-    shard_of,
-)
-from orchestrator.store._postgres import PostgresBackend
+from orchestrator.store._shards import driver_tag, release_statements, shard_of
+
+if TYPE_CHECKING:
+    from orchestrator.store._members import Membership, Share
 from orchestrator.store._rows import notice_statement
 
 __all__ = ["Shares"]
@@ -94,9 +90,14 @@ class Shares:
         """Rule 1 (a store of one's own: the store's lock instead)."""
         self._store = store
         name = f"pid {os.getpid()} on {socket.gethostname()}"
-        if not isinstance(store.backend, PostgresBackend):
+        if store.dialect != "postgresql":
             await store.lock_for_daemon(f"orchestrator daemon {name}")
             return
+        # Only a daemon on PostgreSQL loads the driver and the leases over it.
+        from orchestrator.store._members import Membership
+        from orchestrator.store._postgres import PostgresBackend
+
+        assert isinstance(store.backend, PostgresBackend)
         self.membership = Membership(url, self.ttl, name=name)
         epoch = await self.membership.join()
         store.backend.fence_epoch = store.owner = epoch

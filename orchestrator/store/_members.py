@@ -1,7 +1,7 @@
 """Several daemons on one PostgreSQL store: leases, fencing and shares of the work.
 
 Each daemon incarnation is a row of ``daemon`` with a new ``epoch`` (never reused).
-The DAGs are split into ``SHARDS`` shards by a stable hash of their id; each shard is
+The DAGs are split into ``SHARDS`` shards by a stable hash of their id (``_shards``); each shard is
 scheduled by one live daemon (``shard.owner``), and each run is driven by the daemon
 named in its ``driver`` column (``daemon:{epoch}``).
 
@@ -17,8 +17,8 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
 3. A heartbeat (``beat``) finds its own row alive or raises ``LeaseLost``; then, in the
    same transaction, it ends the leases that lapsed, frees their shards and takes free
    shards up to a fair share (the shard's epoch counts each change of hands). Shards
-   over the fair share are named, and given back (``release_statements``) by the daemon
-   once it has stopped scheduling them.
+   over the fair share are named, and given back (``_shards.release_statements``) by the
+   daemon once it has stopped scheduling them.
 4. A run is claimed (``claim_runs``) in a fenced transaction, only if nobody live drives
    it: a run is driven by one live daemon at a time.
 5. A daemon that leaves (a graceful stop) ends its own lease and frees its shards, so
@@ -34,8 +34,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,23 +44,13 @@ import asyncpg
 
 from orchestrator._clock import iso
 from orchestrator.errors import StoreError, StoreUnavailable
-from orchestrator.store._backend import ClaimLost, Statement
+from orchestrator.store._backend import ClaimLost
 from orchestrator.store._pgerrors import CLIENT_ERRORS, LOST
 from orchestrator.store._rows import NOTICE_CHANNEL
+from orchestrator.store._shards import SHARDS, driver_tag
 
-__all__ = [
-    "FENCE",
-    "SHARDS",
-    "LeaseLost",
-    "Membership",
-    "Share",
-    "daemon_json",
-    "driver_tag",
-    "release_statements",
-    "shard_of",
-]
+__all__ = ["FENCE", "LeaseLost", "Membership", "Share", "daemon_json", "fence"]
 
-SHARDS = 256
 NOW = "extract(epoch from clock_timestamp())"
 FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR KEY SHARE"
 _LOST = (*LOST, *CLIENT_ERRORS)
@@ -73,25 +62,6 @@ class LeaseLost(ClaimLost):
     @classmethod
     def of(cls, epoch: int) -> LeaseLost:
         return cls(f"this daemon's lease (epoch {epoch}) was ended by another")
-
-
-def shard_of(dag_id: str) -> int:
-    """The shard of a DAG: the same in every daemon and every release."""
-    return zlib.crc32(dag_id.encode()) % SHARDS
-
-
-def release_statements(epoch: int, shards: Iterable[int]) -> list[Statement]:
-    """Give back shards the daemon of ``epoch`` has stopped scheduling (rule 3), as writes
-    for its writer, so that every write it made before for them commits first."""
-    return [
-        Statement("shard", "UPDATE shard SET owner = NULL WHERE id = ? AND owner = ?", (s, epoch))
-        for s in sorted(shards)
-    ]
-
-
-def driver_tag(epoch: int) -> str:
-    """What a run's ``driver`` column says while the daemon of ``epoch`` drives it."""
-    return f"daemon:{epoch}"
 
 
 @dataclass(frozen=True, slots=True)
