@@ -65,27 +65,35 @@ def without_daemon_secrets(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def marked(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
-    """``env`` with a fresh try mark (rule 2), and the mark."""
+    """``env`` with a fresh try mark (rule 2), and the mark. Marks add up: a process
+    marked inside a marked one (a Bash task's shell in a worker's try) carries both, and
+    a sweep of either kills it."""
     mark = uuid.uuid4().hex
-    return {**env, TRY_MARK: mark}, mark
+    outer = env.get(TRY_MARK)
+    return {**env, TRY_MARK: f"{outer},{mark}" if outer else mark}, mark
 
 
-def sweep(mark: str, proc: Path = Path("/proc")) -> int:
-    """SIGKILL every process whose environment carries ``mark``; how many (rule 2)."""
-    needle = f"{TRY_MARK}={mark}".encode()
+def sweep(mark: str, proc: Path = Path("/proc"), *, spare: int | None = None) -> int:
+    """SIGKILL every process whose environment carries ``mark`` but ``spare``; how many
+    (rule 2)."""
+    prefix = f"{TRY_MARK}=".encode()
+    wanted = mark.encode()
     killed = 0
     try:
         entries = list(proc.iterdir())
     except OSError:
         return 0
     for entry in entries:
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == spare:
             continue
         try:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone, or not ours to read
             continue
-        if needle in environ.split(b"\0"):
+        if any(
+            entry.startswith(prefix) and wanted in entry[len(prefix) :].split(b",")
+            for entry in environ.split(b"\0")
+        ):
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed += 1

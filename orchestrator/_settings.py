@@ -67,6 +67,13 @@ class Settings:
     reconcile_interval: float = 2.0
     ha_takeover: float = 15.0
     dags_sync_interval: float = 5.0
+    executor: str = "local"
+    celery_broker: str = ""
+    celery_queue_prefix: str = ""
+    worker_heartbeat: float = 2.0
+    worker_lost_after: float = 30.0
+    task_queued_timeout: float = 600.0
+    celery_resend_after: float = 60.0
     dags_paused_at_creation: bool = False
 
     @property
@@ -167,8 +174,27 @@ def load_settings(
     for name in ("alert_retry_delay", "alert_max_retry_delay", "alert_max_age", "alert_timeout"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name} must be > 0, got {getattr(settings, name)}")
+    _check_executor(settings)
     if settings.log_format not in ("console", "json"):
         raise ConfigError(
             f"setting log_format must be console or json, got {settings.log_format!r}"
         )
     return settings
+
+
+def _check_executor(settings: Settings) -> None:
+    if settings.executor not in ("local", "celery"):
+        raise ConfigError(f"setting executor must be local or celery, got {settings.executor!r}")
+    if settings.executor == "celery" and not settings.celery_broker:
+        raise ConfigError(
+            "setting executor is celery but celery_broker is not set "
+            "(ORCHESTRATOR_CELERY_BROKER=amqp://... or redis://...)"
+        )
+    for name in ("worker_heartbeat", "worker_lost_after", "task_queued_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"setting {name} must be > 0, got {getattr(settings, name)}")
+    if settings.worker_lost_after < 2 * settings.worker_heartbeat:
+        raise ConfigError(
+            "setting worker_lost_after must be at least twice worker_heartbeat, got "
+            f"{settings.worker_lost_after} and {settings.worker_heartbeat}"
+        )

@@ -166,6 +166,7 @@ class BaseOperator(DependencyMixin, SetupTeardown):
         depends_on_past: bool = False,
         pool: str | None = None,
         pool_slots: int = 1,
+        queue: str = "default",
         priority_weight: int = 1,
         outlets: Dataset | Iterable[Dataset] | None = None,
         email: str | Iterable[str] | None = None,
@@ -224,6 +225,9 @@ class BaseOperator(DependencyMixin, SetupTeardown):
             raise DagDefinitionError(f"{where}: pool must be a pool name, got {pool!r}")
         self.pool = pool or "default_pool"
         self.pool_slots = self._non_negative_int(pool_slots, "pool_slots") or 1
+        if not isinstance(queue, str) or not KEY_PATTERN.match(queue):
+            raise DagDefinitionError(f"{where}: queue must be a queue name, got {queue!r}")
+        self.queue = queue
         if not isinstance(priority_weight, int) or isinstance(priority_weight, bool):
             raise DagDefinitionError(f"{where}: priority_weight must be an int")
         self.priority_weight = priority_weight

@@ -1,4 +1,5 @@
-"""``orchestrator daemon``: the long-lived service; ``orchestrator daemons list``."""
+"""``orchestrator daemon``: the long-lived service; ``orchestrator daemons list``;
+``orchestrator worker``: a Celery worker running tries (``executor = celery``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import json
 import os
 
 from orchestrator._settings import Settings
-from orchestrator.cli._common import Subcommands, command, print_json, table, with_store
+from orchestrator.cli._common import (
+    Subcommands,
+    UsageError,
+    command,
+    print_json,
+    table,
+    with_store,
+)
 
 __all__ = ["register"]
 
@@ -16,6 +24,17 @@ def cmd_daemon(settings: Settings, args: argparse.Namespace) -> int:
     from orchestrator.daemon._main import run_daemon
 
     return run_daemon(settings)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.runtime._worker import run_worker
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues:
+        raise UsageError("--queues: give at least one queue name")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be >= 1, got {args.concurrency}")
+    return run_worker(settings, queues, args.concurrency)
 
 
 def cmd_daemons_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -76,6 +95,10 @@ def register(groups: Subcommands) -> None:
     daemons = groups.add_parser("daemons").add_subparsers(dest="daemons_action", required=True)
     p = command(daemons, "list", cmd_daemons_list, help="the daemons on this store")
     p.add_argument("--json", action="store_true")
+    p = groups.add_parser("worker", help="run the tries sent to Celery queues")
+    p.set_defaults(func=cmd_worker)
+    p.add_argument("--queues", "-Q", default="default", help="queue names, comma-separated")
+    p.add_argument("--concurrency", "-c", type=int, default=os.cpu_count() or 1)
     p = groups.add_parser("daemon", help="run the long-lived service")
     p.set_defaults(func=cmd_daemon)
     # Also accepted after `daemon` (SPEC's form); SUPPRESS keeps the global value otherwise.

@@ -58,7 +58,7 @@ from orchestrator.dagfiles._plugins import use_plugins
 from orchestrator.dagfiles._trial import ParseWorker
 from orchestrator.errors import StoreUnavailable
 from orchestrator.resources._services import Services
-from orchestrator.runtime._executor import LocalExecutor
+from orchestrator.runtime._executors import make_executor
 from orchestrator.runtime._intake import RunIntake
 from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.runtime._timers import TimerHandle, Timers
@@ -162,7 +162,9 @@ class Daemon(RunParts, ControlPlaneParts):
                 on_created=self._on_created,
             )
             services = Services(self.settings, store, self._intake)
-            executor = LocalExecutor(services, thread_slots=self.settings.parallelism)
+            executor = make_executor(
+                services, thread_slots=self.settings.parallelism, driver=self.shares.tag or ""
+            )
             self._scheduler = Scheduler(
                 store,
                 executor,

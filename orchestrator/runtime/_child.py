@@ -7,8 +7,12 @@ If it dies without writing the result, the parent fails the try with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import json
+import os
+import signal
 import sys
 import traceback
 from datetime import datetime
@@ -18,6 +22,7 @@ from typing import Any
 import anyio
 
 from orchestrator._logging import MaskedLines, mask
+from orchestrator._processes import TRY_MARK, sweep
 from orchestrator.authoring._mapping import MappedOperator
 from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import FailTask, SkipTask
@@ -86,7 +91,31 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
+WORKER_PID = "ORCHESTRATOR_WORKER_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """A worker's try ends with the worker: when it dies (even by SIGKILL), this process
+    is sent SIGTERM, kills what the try started (its mark) and exits."""
+    mark = os.environ.get(TRY_MARK, "").rsplit(",", 1)[-1]  # the worker's, the last
+
+    def ended(signum: int, frame: object) -> None:
+        if mark:
+            sweep(mark, spare=os.getpid())
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, ended)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was made
+        ended(signal.SIGTERM, None)
+
+
 def main() -> None:
+    parent = os.environ.get(WORKER_PID)
+    if parent:
+        _die_with(int(parent))
     # Secrets this process reads (a connection's password) are masked in what it prints.
     sys.stdout = MaskedLines(sys.stdout)
     sys.stderr = MaskedLines(sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
-import functools
 import json
 import os
 import signal
@@ -30,11 +29,9 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -59,56 +56,21 @@ from orchestrator.resources._services import (
 )
 from orchestrator.runtime._context import (
     RETURN_VALUE,
-    DagRunInfo,
     RuntimeTaskInstance,
     build_context,
     encode_xcom,
     map_label,
-    pull_xcom,
     render_task,
     rendered_fields,
     task_needs_render,
 )
+from orchestrator.runtime._tryspec import TryRequest, TryResult, child_spec, outcome_value
 from sensors._base import BaseSensor
 
 if TYPE_CHECKING:
-    from orchestrator.authoring._baseoperator import BaseOperator
-    from orchestrator.authoring._dag import DAG
+    pass
 
-__all__ = ["LocalExecutor", "TryRequest", "TryResult"]
-
-
-@dataclass(slots=True)
-class TryRequest:
-    dag: DAG
-    task: BaseOperator
-    run: DagRunInfo
-    try_number: int
-    max_tries: int
-    xcoms: Mapping[tuple[str, str], str]
-    log_path: Path
-    map_index: int = -1  # of a mapped task's instance: ``task`` is the mapped task
-
-    def unmapped(self) -> BaseOperator:
-        """The operator the try runs: a mapped task's instance's own (``MappedOperator.unmap``)."""
-        if self.map_index < 0 or not isinstance(self.task, MappedOperator):
-            return self.task
-        pull = functools.partial(pull_xcom, self.dag, self.xcoms)
-        return self.task.unmap(self.map_index, pull)
-
-
-@dataclass(slots=True)
-class TryResult:
-    state: str  # "success", "failed" or "skipped"
-    error: str | None = None
-    retryable: bool = True
-    pushed: dict[str, str] = field(default_factory=dict)
-    skip_task_ids: set[str] = field(default_factory=set)
-    context: dict[str, Any] = field(default_factory=dict)
-    outlet_extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # uri -> extra
-    log_excerpt: str | None = None  # a failed try's last log lines, for its alerts
-    map_label: str | None = None  # a mapped instance's map_index_template, rendered
-    rendered: str | None = None  # the templated fields as rendered (JSON), when rendered
+__all__ = ["Executor", "LocalExecutor", "TryRequest", "TryResult"]
 
 
 class _ThreadHandle:
@@ -124,12 +86,39 @@ class _ThreadHandle:
             )
 
 
+class Executor(Protocol):
+    """Runs a task's tries; the scheduler decides what runs and when (``_scheduler``).
+
+    ``run`` runs one try to its end and reports it (cancelled: the try is stopped);
+    ``context_of`` is the context the try's code and its callbacks see; ``poke`` is one
+    poke of a deferred sensor, which runs in the daemon whatever the executor; ``serve``
+    is the executor's own loop, run beside the scheduler's.
+    """
+
+    services: Services
+
+    def context_of(self, request: TryRequest) -> dict[str, Any]: ...
+
+    async def run(self, request: TryRequest) -> TryResult: ...
+
+    async def poke(
+        self, request: TryRequest, context: dict[str, Any], rendered: BaseSensor | None
+    ) -> tuple[PokeResult, BaseSensor | None]: ...
+
+    async def serve(self) -> None: ...
+
+
 class LocalExecutor:
+    """Tries run in this process: on the loop, in worker threads, or in child processes."""
+
     def __init__(self, services: Services, *, thread_slots: int) -> None:
         self.services = services
         self._threads = anyio.CapacityLimiter(thread_slots)
         install_task_log_capture()
         register_own_secrets(services.settings)
+
+    async def serve(self) -> None:
+        """Nothing to watch: each try is awaited where it runs."""
 
     def context_of(self, request: TryRequest) -> dict[str, Any]:
         """The context the try's code (and its callbacks) see."""
@@ -350,28 +339,9 @@ class LocalExecutor:
 
     async def _execute_in_process(self, request: TryRequest, context: dict[str, Any]) -> Any:
         ti: RuntimeTaskInstance = context["ti"]
-        dag = request.dag
         result_path = request.log_path.with_suffix(".result.json")
-        spec = {
-            "file": dag.fileloc,
-            "dag_id": dag.dag_id,
-            "task_id": request.task.task_id,
-            "map_index": request.map_index,
-            "run": {
-                "run_id": request.run.run_id,
-                "run_type": request.run.run_type,
-                "logical_date": request.run.logical_date.isoformat(),
-                "data_interval_start": request.run.data_interval_start.isoformat(),
-                "data_interval_end": request.run.data_interval_end.isoformat(),
-                "conf": request.run.conf,
-                "triggering_events": [e.to_json() for e in request.run.triggering_events],
-            },
-            "try_number": request.try_number,
-            "max_tries": request.max_tries,
-            "xcoms": [[t, k, v] for (t, k), v in request.xcoms.items()],
-            "xcom_limit": self.services.settings.xcom_max_bytes,
-            "result_path": str(result_path),
-        }
+        spec = child_spec(request, self.services.settings.xcom_max_bytes)
+        spec["result_path"] = str(result_path)
         settings = self.services.settings
         env, mark = marked(
             {
@@ -415,16 +385,4 @@ class LocalExecutor:
             raise RuntimeError(f"the task's process ended without a result ({reason})")
         outcome = json.loads(result_path.read_text())
         result_path.unlink()
-        ti.pushed.update(outcome.get("pushed", {}))
-        ti.skip_task_ids |= set(outcome.get("skip_task_ids", []))
-        for uri, extra in outcome.get("outlet_extras", {}).items():
-            if uri in ti.outlet_events:
-                ti.outlet_events[uri].extra = extra
-        kind = outcome["kind"]
-        if kind == "skipped":
-            raise SkipTask(outcome.get("error") or "skipped")
-        if kind == "fail_fast":
-            raise FailTask(outcome["error"])
-        if kind == "failed":
-            raise RuntimeError(outcome["error"])
-        return outcome.get("value")
+        return outcome_value(ti, outcome)

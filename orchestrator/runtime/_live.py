@@ -33,7 +33,7 @@ from orchestrator.core import (
     split_key,
 )
 from orchestrator.runtime._context import DagRunInfo, pull_xcom
-from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._executor import Executor, TryRequest, TryResult
 from orchestrator.runtime._timers import TimerHandle
 from orchestrator.store import Store
 
@@ -234,7 +234,7 @@ def run_context(
 
 async def rebuilt_context(
     store: Store,
-    executor: LocalExecutor,
+    executor: Executor,
     logs_dir: Path,
     dag_of: Callable[[str], DAG | None],
     live_of: Callable[[RunKey], LiveRun | None],

@@ -65,7 +65,7 @@ from orchestrator.core import (
     TryOutcome,
     TryStarted,
 )
-from orchestrator.runtime._executor import LocalExecutor, TryResult
+from orchestrator.runtime._executor import Executor, TryResult
 from orchestrator.runtime._live import (
     ChangeListener,
     Deferrals,
@@ -99,7 +99,7 @@ class Scheduler:
     def __init__(
         self,
         store: Store,
-        executor: LocalExecutor,
+        executor: Executor,
         clock: Clock,
         *,
         parallelism: int,
@@ -152,6 +152,7 @@ class Scheduler:
             if self._owns_timers:
                 await tg.start(self.timers.run)
             tg.start_soon(self.sensors.serve)
+            tg.start_soon(self.executor.serve)
             await tg.start(self.alerts.serve)
             task_status.started()
             try:

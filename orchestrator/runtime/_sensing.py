@@ -54,7 +54,7 @@ from orchestrator.core._sensing import (
     sensor_seed,
 )
 from orchestrator.runtime._context import pull_xcom
-from orchestrator.runtime._executor import LocalExecutor, TryRequest
+from orchestrator.runtime._executor import Executor, TryRequest
 from orchestrator.runtime._live import LiveRun, RunKey, try_request
 from orchestrator.runtime._timers import TimerHandle, Timers
 from orchestrator.store import Store
@@ -72,7 +72,7 @@ class Shell(Protocol):
     """What the hub uses of the scheduler."""
 
     store: Store
-    executor: LocalExecutor
+    executor: Executor
     clock: Clock
     timers: Timers
     logs_dir: Path

@@ -53,6 +53,10 @@ class Backend(Protocol):
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
+    async def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement in a transaction of its own (fenced, for a daemon on
+        PostgreSQL); how many rows it changed."""
+
     async def migrate(self, migrations: Sequence[Any], applied_at: str) -> list[int]: ...
 
     async def lock_for_daemon(self, holder: str) -> str | None:

@@ -369,6 +369,44 @@ CREATE INDEX dag_run_driver ON dag_run (driver) WHERE state IN ('queued', 'runni
 ALTER TABLE alert_outbox ADD COLUMN owner INTEGER
 """
 
+# Tries run by workers (store._work): try_work is the try's life outside the daemon,
+# written queued by the daemon that drives the run, claimed once by a worker, kept
+# alive by its heartbeats and finished by it with a write only its claim allows; times
+# are the database's clock in seconds. try_log: the output a worker's try printed, in
+# chunks, for the daemon to append to the try's log file.
+_V9 = """
+CREATE TABLE try_work (
+    id TEXT PRIMARY KEY,
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    map_index INTEGER NOT NULL DEFAULT -1,
+    try_number INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    driver TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    pid INTEGER,
+    cancel INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    logged INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    claimed_at DOUBLE PRECISION,
+    heartbeat_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION
+);
+CREATE INDEX try_work_instance ON try_work (dag_id, run_id, task_id, map_index);
+CREATE INDEX try_work_open ON try_work (state) WHERE state IN ('queued', 'running');
+CREATE TABLE try_log (
+    work_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (work_id, seq)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
@@ -378,4 +416,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "mapped task instances", _V6),
     Migration(7, "rendered templated fields", _V7),
     Migration(8, "daemons and shards", _V8),
+    Migration(9, "tries run by workers", _V9),
 )

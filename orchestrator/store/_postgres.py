@@ -155,6 +155,18 @@ class PostgresBackend:
         rows = await _retrying_read(lambda: self._pool.fetch(_numbered(sql), *params))
         return [dict(row) for row in rows]
 
+    async def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if self.fence_epoch is not None:
+                    await fence(conn, self.fence_epoch)
+                status = await conn.execute(_numbered(sql), *params)
+        except (*_LOST, *_CLIENT_ERRORS) as exc:
+            raise StoreUnavailable(f"PostgreSQL connection lost during a write: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+        return int(status.rsplit(" ", 1)[-1])
+
     async def migrate(self, migrations: Sequence[Migration], applied_at: str) -> list[int]:
         applied = []
         try:

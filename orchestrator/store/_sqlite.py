@@ -109,6 +109,17 @@ class SqliteBackend:
             raise StoreError(f"SQLite query failed: {exc}") from exc
         return [dict(row) for row in rows]
 
+    async def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        writer = self._writer
+
+        def one() -> int:
+            return int(writer._conn.execute(sql, tuple(params)).rowcount)
+
+        try:
+            return int(await writer._execute(one))  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite write failed: {exc}") from exc
+
     async def migrate(self, migrations: Sequence[Migration], applied_at: str) -> list[int]:
         try:
             await self._writer.execute(

@@ -1,0 +1,232 @@
+"""The Celery executor: each try runs on a worker (``orchestrator worker``).
+
+The daemon writes the try's row (``store._work``, ``queued``) and sends a Celery message
+that names only the row; the worker that claims it runs the try in a process of its
+own and writes its heartbeats, its output and its outcome to the store. The daemon
+watches its tries' rows in one loop:
+
+1. output chunks are appended to the try's log file as they arrive, so ``tasks logs``,
+   the API and the UI read a worker's try as they read a local one;
+2. a finished row ends the wait with its outcome, turned into a ``TryResult`` as the
+   local executor does;
+3. a running try whose heartbeat lapsed for ``worker_lost_after`` seconds, or a try no
+   worker claimed within ``task_queued_timeout``, is made ``lost`` (a retryable failure);
+   a try still queued after ``celery_resend_after`` seconds is sent again (a message the
+   broker lost), which the claim makes harmless;
+4. a try the scheduler stops (a stopped run, a daemon shutting down) is cancelled in the
+   store: a queued one never runs, a running one is killed by its worker.
+
+Deferred sensors poke in the daemon, as with the local executor: a wait holds no worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from orchestrator._logging import TaskLog, mask
+from orchestrator.errors import StoreError
+from orchestrator.resources._services import Services
+from orchestrator.runtime._celeryapp import celery_app, queue_name
+from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
+from orchestrator.runtime._tryspec import child_spec, outcome_value
+from orchestrator.store._work import (
+    OPEN,
+    Work,
+    cancel_work,
+    lose_work,
+    queued_work,
+    sent_again,
+    watch_work,
+    work_chunks,
+)
+
+__all__ = ["CeleryExecutor"]
+
+log = structlog.get_logger("orchestrator.celery")
+
+WATCH_SECONDS = 0.05  # how often the rows of tries in flight are read
+TASK_NAME = "orchestrator.run_try"
+
+
+@dataclass(slots=True)
+class _Waiter:
+    request: TryRequest
+    log: TaskLog
+    queue: str
+    seen: int = 0  # output chunks appended to the log
+    outcome: dict[str, Any] | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class CeleryExecutor(LocalExecutor):
+    def __init__(self, services: Services, *, thread_slots: int, driver: str = "") -> None:
+        super().__init__(services, thread_slots=thread_slots)
+        settings = services.settings
+        self.driver = driver
+        self._app = celery_app(settings)
+        self._waiters: dict[str, _Waiter] = {}
+        self._wake = anyio.Event()
+        self._send_lock = anyio.Lock()
+
+    async def serve(self) -> None:
+        """Watch the rows of the tries in flight until cancelled (rule 1-3)."""
+        try:
+            await self._watch()
+        finally:
+            with anyio.CancelScope(shield=True):  # the broker connections it holds
+                await anyio.to_thread.run_sync(self._close)
+
+    async def _watch(self) -> None:
+        while True:
+            with anyio.move_on_after(WATCH_SECONDS):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self._waiters:
+                continue
+            try:
+                rows = await watch_work(self.services.store.backend, list(self._waiters))
+                for work in rows:
+                    await self._look(work)
+            except StoreError as exc:  # the store is away: the rows wait there
+                log.warning("cannot read the tries on workers", error=str(exc))
+                await anyio.sleep(1.0)
+
+    async def run(self, request: TryRequest) -> TryResult:
+        settings = self.services.settings
+        task_log = TaskLog(request.log_path, settings.task_log_max_bytes)
+        if request.map_index >= 0:
+            try:
+                request.task = request.unmapped()
+            except Exception as exc:  # what it maps over changed, or an argument is refused
+                message = mask(f"{type(exc).__name__}: {exc}")
+                task_log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
+                await anyio.to_thread.run_sync(task_log.close)
+                return TryResult("failed", message, retryable=False, log_excerpt=task_log.excerpt())
+        context = self.context_of(request)
+        work_id = uuid.uuid4().hex
+        queue = request.task.queue
+        key = (
+            request.dag.dag_id,
+            request.run.run_id,
+            request.task.task_id,
+            request.map_index,
+            request.try_number,
+        )
+        store = self.services.store
+        spec = child_spec(request, settings.xcom_max_bytes)
+        await store.write(
+            [queued_work(store.dialect, work_id, key, queue=queue, driver=self.driver, spec=spec)]
+        )
+        waiter = self._waiters[work_id] = _Waiter(request, task_log, queue)
+        try:
+            await self._send(work_id, queue)
+            await waiter.done.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._cancel(work_id, waiter)
+            raise
+        finally:
+            self._waiters.pop(work_id, None)
+        outcome = waiter.outcome
+        assert outcome is not None
+        kind = outcome.get("kind")
+        if kind in ("lost", "cancelled", "timeout"):
+            error = str(outcome.get("error") or kind)
+            task_log.line(f"ERROR: {error}")
+            await anyio.to_thread.run_sync(task_log.close)
+            result = TryResult("failed", error, retryable=kind != "cancelled")
+        else:
+            ti = context["ti"]
+            try:
+                value, failure = outcome_value(ti, outcome), None
+            except Exception as exc:
+                value, failure = None, exc
+            result = self._outcome(request, ti, task_log, value, failure)
+            result.rendered = outcome.get("rendered")
+            await anyio.to_thread.run_sync(task_log.close)
+        result.context = context
+        if result.state == "failed":
+            result.log_excerpt = task_log.excerpt()
+        task = request.task
+        if request.map_index >= 0 and task.map_index_template:
+            from orchestrator.runtime._context import map_label
+
+            result.map_label = map_label(task.map_index_template, context)
+        return result
+
+    # -- the watch --------------------------------------------------------------------------
+
+    async def _look(self, work: Work) -> None:
+        waiter = self._waiters.get(work.id)
+        if waiter is None or waiter.done.is_set():
+            return
+        backend = self.services.store.backend
+        if work.logged > waiter.seen:
+            for seq, data in await work_chunks(backend, work.id, waiter.seen):
+                waiter.log.write(data)
+                waiter.seen = seq
+        settings = self.services.settings
+        if work.state not in OPEN:
+            self._end(waiter, work.result or {"kind": "lost", "error": f"try {work.state}"})
+        elif work.state == "running" and (work.silent_for or 0.0) > settings.worker_lost_after:
+            reason = (
+                f"lost: worker {work.worker} sent no heartbeat for {work.silent_for:.0f}s "
+                f"(worker_lost_after {settings.worker_lost_after:g}s)"
+            )
+            if await lose_work(backend, work.id, "running", settings.worker_lost_after, reason):
+                self._end(waiter, {"kind": "lost", "error": reason})
+        elif work.state == "queued" and work.queued_for > settings.task_queued_timeout:
+            reason = (
+                f"lost: no worker took the try from queue {waiter.queue!r} within "
+                f"{settings.task_queued_timeout:g}s (task_queued_timeout)"
+            )
+            if await lose_work(backend, work.id, "queued", settings.task_queued_timeout, reason):
+                self._end(waiter, {"kind": "lost", "error": reason})
+        elif work.state == "queued" and work.queued_for > settings.celery_resend_after * (
+            work.sent + 1
+        ):
+            await sent_again(backend, work.id)
+            await self._send(work.id, waiter.queue)
+
+    def _end(self, waiter: _Waiter, outcome: dict[str, Any]) -> None:
+        waiter.outcome = outcome
+        waiter.done.set()
+
+    async def _send(self, work_id: str, queue: str) -> None:
+        """The message naming the try; a broker that cannot take it is logged, and the
+        try is sent again later (rule 3)."""
+        name = queue_name(self.services.settings, queue)
+        try:
+            async with self._send_lock:
+                await anyio.to_thread.run_sync(self._send_sync, work_id, name)
+        except Exception as exc:
+            log.warning(
+                "cannot send a try to the broker", work_id=work_id, queue=name, error=str(exc)
+            )
+
+    def _close(self) -> None:
+        self._app.amqp.producer_pool.force_close_all()
+        self._app.pool.force_close_all()
+        self._app.close()
+
+    def _send_sync(self, work_id: str, queue: str) -> None:
+        self._app.send_task(TASK_NAME, args=[work_id], queue=queue, retry=False)
+
+    async def _cancel(self, work_id: str, waiter: _Waiter) -> None:
+        try:
+            await cancel_work(self.services.store.backend, work_id, "stopped by the daemon")
+        except StoreError as exc:
+            log.warning("cannot cancel a try on a worker", work_id=work_id, error=str(exc))
+        with anyio.move_on_after(1.0), contextlib.suppress(StoreError):  # what it printed
+            backend = self.services.store.backend
+            for seq, data in await work_chunks(backend, work_id, waiter.seen):
+                waiter.log.write(data)
+                waiter.seen = seq
+        await anyio.to_thread.run_sync(waiter.log.close)
