@@ -24,7 +24,7 @@ from orchestrator.runtime._context import DagRunInfo
 from orchestrator.runtime._executor import Executor, TryRequest, TryResult
 from orchestrator.runtime._executors import make_executor
 from orchestrator.store import Store, open_store
-from tests.helpers import gone
+from tests.helpers import alive, gone
 from tests.workers import WorkerProc, broker_or_skip, celery_env, drop_queues
 
 pytestmark = pytest.mark.timeout(120)
@@ -203,7 +203,7 @@ async def test_a_running_tries_log_is_readable_while_it_runs_and_cancel_kills_it
                     await anyio.sleep(0.02)
             assert pidfile.exists()
             pid = int(pidfile.read_text())
-            assert not gone(pid)
+            assert alive(pid)
             tg.cancel_scope.cancel()
     with anyio.fail_after(10):
         while not gone(pid):  # noqa: ASYNC110 - the worker kills it at its next heartbeat

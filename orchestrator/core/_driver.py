@@ -140,7 +140,7 @@ class RunDriver(DriverState):
         step.writes.append(run)
         self._graph.recount()
         self._tries.update(event.open_tries)
-        self._recover(now, step)
+        self._recover(now, step, event.adopted)
         self._evaluate(dag.topological_order(), now, step)
         if dag.dagrun_timeout is not None:
             step.timers.append(Timer("run_timeout", None, run.start_date + dag.dagrun_timeout))

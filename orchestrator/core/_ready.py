@@ -115,6 +115,12 @@ class ReadyQueue:
         del self._live[(item.run, item.task_id)]
         if item.pool not in self.pools:
             return item, f"pool {item.pool!r} does not exist"
+        self.occupy(item)
+        return item, None
+
+    def occupy(self, item: ReadyItem) -> None:
+        """Count an instance as started without taking it from the queue: a try that
+        was already running when its run was loaded (it runs on, on a worker)."""
         self._running += 1
         self._per_dag[item.dag_id] = self._per_dag.get(item.dag_id, 0) + 1
         self._per_pool[item.pool] = self._per_pool.get(item.pool, 0) + item.slots
@@ -123,7 +129,6 @@ class ReadyQueue:
             self._per_task[at] = self._per_task.get(at, 0) + 1
             in_run = (item.run, item.task)
             self._per_task_run[in_run] = self._per_task_run.get(in_run, 0) + 1
-        return item, None
 
     def release(self, item: ReadyItem) -> None:
         """Give back the room of an instance ``pop`` handed out to start."""

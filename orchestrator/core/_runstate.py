@@ -208,13 +208,17 @@ class DriverState:
             if event is not None:
                 step.alerts.append(Alert(event, ti.task_id, ti.try_number, error, ti.map_index))
 
-    def _recover(self, now: datetime, step: Step) -> None:
-        """Instances a stopped process left queued or running: requeued, or a lost try."""
+    def _recover(self, now: datetime, step: Step, adopted: frozenset[str] = frozenset()) -> None:
+        """Instances a stopped process left queued or running: requeued, a lost try, or
+        (``adopted``) a try that runs on where it was sent, waited for again."""
         for ti in list(self._graph.all()):
             task_id = ti.key
             if ti.state == TaskState.QUEUED:
                 ti.state = apply(ti.state, TaskEvent.REQUEUE, self._graph.where(task_id))
                 step.writes.append(ti)
+            elif ti.state == TaskState.RUNNING and task_id in adopted:
+                self._in_flight.add(task_id)
+                step.adopt.append(task_id)
             elif ti.state == TaskState.RUNNING:
                 # A lost try is retried at once, whatever the task's retry_delay.
                 self._end_try(

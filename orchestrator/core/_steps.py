@@ -128,6 +128,8 @@ class Start:
 
     past: PastRun | None = None
     open_tries: Mapping[str, TryRecord] = field(default_factory=dict)
+    # running instances whose try runs on elsewhere (a worker): waited for, not lost
+    adopted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,7 @@ class Step:
     withdraw: list[str]  # deferred instances whose wait the engine must drop
     alerts: list[Alert]
     expand: list[str]  # mapped tasks ready to run: the shell answers each with ``Expanded``
+    adopt: list[str]  # running instances whose try the shell waits for where it runs
     ended: RunState | None  # the run ended (its record is in ``writes``)
 
     def __init__(self) -> None:
@@ -314,6 +317,7 @@ class Step:
         self.withdraw = []
         self.alerts = []
         self.expand = []
+        self.adopt = []
         self.ended = None
 
     def merge(self, later: Step) -> None:
@@ -328,4 +332,5 @@ class Step:
         self.withdraw += later.withdraw
         self.alerts += later.alerts
         self.expand += later.expand
+        self.adopt += later.adopt
         self.ended = later.ended or self.ended

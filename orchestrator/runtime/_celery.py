@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +35,9 @@ from orchestrator._logging import TaskLog, mask
 from orchestrator.errors import StoreError
 from orchestrator.resources._services import Services
 from orchestrator.runtime._celeryapp import celery_app, queue_name
+from orchestrator.runtime._context import map_label
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
-from orchestrator.runtime._tryspec import child_spec, outcome_value
+from orchestrator.runtime._tryspec import TryKey, child_spec, outcome_value
 from orchestrator.store._work import (
     OPEN,
     Work,
@@ -45,6 +47,7 @@ from orchestrator.store._work import (
     sent_again,
     watch_work,
     work_chunks,
+    work_of,
 )
 
 __all__ = ["CeleryExecutor"]
@@ -74,6 +77,8 @@ class CeleryExecutor(LocalExecutor):
         self._waiters: dict[str, _Waiter] = {}
         self._wake = anyio.Event()
         self._send_lock = anyio.Lock()
+        self._connection: Any = None
+        self._producer: Any = None
 
     async def serve(self) -> None:
         """Watch the rows of the tries in flight until cancelled (rule 1-3)."""
@@ -101,32 +106,63 @@ class CeleryExecutor(LocalExecutor):
     async def run(self, request: TryRequest) -> TryResult:
         settings = self.services.settings
         task_log = TaskLog(request.log_path, settings.task_log_max_bytes)
-        if request.map_index >= 0:
-            try:
-                request.task = request.unmapped()
-            except Exception as exc:  # what it maps over changed, or an argument is refused
-                message = mask(f"{type(exc).__name__}: {exc}")
-                task_log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
-                await anyio.to_thread.run_sync(task_log.close)
-                return TryResult("failed", message, retryable=False, log_excerpt=task_log.excerpt())
+        failed = await self._unmap(request, task_log)
+        if failed is not None:
+            return failed
         context = self.context_of(request)
         work_id = uuid.uuid4().hex
         queue = request.task.queue
-        key = (
-            request.dag.dag_id,
-            request.run.run_id,
-            request.task.task_id,
-            request.map_index,
-            request.try_number,
-        )
         store = self.services.store
         spec = child_spec(request, settings.xcom_max_bytes)
-        await store.write(
-            [queued_work(store.dialect, work_id, key, queue=queue, driver=self.driver, spec=spec)]
+        row = queued_work(
+            store.dialect, work_id, _key(request), queue=queue, driver=self.driver, spec=spec
         )
+        await store.write([row])
         waiter = self._waiters[work_id] = _Waiter(request, task_log, queue)
+        return await self._wait(work_id, waiter, context, send=True)
+
+    async def adoptable(self, tries: Mapping[str, TryKey]) -> dict[str, str]:
+        """The tries still queued or running on workers: a daemon started again (or one
+        that took a lost daemon's runs over) waits for them instead of running them
+        again."""
+        found = {}
+        for key, at in tries.items():
+            work = await work_of(self.services.store.backend, at)
+            if work is not None and work.state in OPEN:
+                found[key] = work.id
+        return found
+
+    async def adopt(self, request: TryRequest, handle: str) -> TryResult:
+        settings = self.services.settings
+        await anyio.Path(request.log_path).unlink(missing_ok=True)  # written again, whole
+        task_log = TaskLog(request.log_path, settings.task_log_max_bytes)
+        failed = await self._unmap(request, task_log)
+        if failed is not None:
+            return failed
+        context = self.context_of(request)
+        waiter = self._waiters[handle] = _Waiter(request, task_log, request.task.queue)
+        log.info("try on a worker adopted", work_id=handle, task_id=request.task.task_id)
+        return await self._wait(handle, waiter, context, send=False)
+
+    async def _unmap(self, request: TryRequest, task_log: TaskLog) -> TryResult | None:
+        if request.map_index < 0:
+            return None
         try:
-            await self._send(work_id, queue)
+            request.task = request.unmapped()
+        except Exception as exc:  # what it maps over changed, or an argument is refused
+            message = mask(f"{type(exc).__name__}: {exc}")
+            task_log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
+            await anyio.to_thread.run_sync(task_log.close)
+            return TryResult("failed", message, retryable=False, log_excerpt=task_log.excerpt())
+        return None
+
+    async def _wait(
+        self, work_id: str, waiter: _Waiter, context: dict[str, Any], *, send: bool
+    ) -> TryResult:
+        request, task_log = waiter.request, waiter.log
+        try:
+            if send:
+                await self._send(work_id, waiter.queue)
             await waiter.done.wait()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -149,15 +185,12 @@ class CeleryExecutor(LocalExecutor):
             except Exception as exc:
                 value, failure = None, exc
             result = self._outcome(request, ti, task_log, value, failure)
-            result.rendered = outcome.get("rendered")
             await anyio.to_thread.run_sync(task_log.close)
         result.context = context
         if result.state == "failed":
             result.log_excerpt = task_log.excerpt()
         task = request.task
         if request.map_index >= 0 and task.map_index_template:
-            from orchestrator.runtime._context import map_label
-
             result.map_label = map_label(task.map_index_template, context)
         return result
 
@@ -212,12 +245,23 @@ class CeleryExecutor(LocalExecutor):
             )
 
     def _close(self) -> None:
-        self._app.amqp.producer_pool.force_close_all()
-        self._app.pool.force_close_all()
-        self._app.close()
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
 
     def _send_sync(self, work_id: str, queue: str) -> None:
-        self._app.send_task(TASK_NAME, args=[work_id], queue=queue, retry=False)
+        """Over this executor's own broker connection (Celery's pools are shared by every
+        app of the process), made again after a failure."""
+        try:
+            if self._connection is None:
+                self._connection = self._app.connection_for_write()
+                self._producer = self._app.amqp.Producer(self._connection)
+            self._app.send_task(
+                TASK_NAME, args=[work_id], queue=queue, producer=self._producer, retry=False
+            )
+        except Exception:
+            self._close()
+            raise
 
     async def _cancel(self, work_id: str, waiter: _Waiter) -> None:
         try:
@@ -230,3 +274,8 @@ class CeleryExecutor(LocalExecutor):
                 waiter.log.write(data)
                 waiter.seen = seq
         await anyio.to_thread.run_sync(waiter.log.close)
+
+
+def _key(request: TryRequest) -> TryKey:
+    task_id = request.task.task_id
+    return (request.dag.dag_id, request.run.run_id, task_id, request.map_index, request.try_number)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,7 +64,13 @@ from orchestrator.runtime._context import (
     rendered_fields,
     task_needs_render,
 )
-from orchestrator.runtime._tryspec import TryRequest, TryResult, child_spec, outcome_value
+from orchestrator.runtime._tryspec import (
+    TryKey,
+    TryRequest,
+    TryResult,
+    child_spec,
+    outcome_value,
+)
 from sensors._base import BaseSensor
 
 if TYPE_CHECKING:
@@ -107,6 +113,13 @@ class Executor(Protocol):
 
     async def serve(self) -> None: ...
 
+    async def adoptable(self, tries: Mapping[str, TryKey]) -> dict[str, str]:
+        """Of these tries left running when their run was loaded (instance key -> try),
+        those still running where they were sent: instance key -> the try's handle."""
+
+    async def adopt(self, request: TryRequest, handle: str) -> TryResult:
+        """Wait for a try ``adoptable`` named to end, as ``run`` would have."""
+
 
 class LocalExecutor:
     """Tries run in this process: on the loop, in worker threads, or in child processes."""
@@ -119,6 +132,13 @@ class LocalExecutor:
 
     async def serve(self) -> None:
         """Nothing to watch: each try is awaited where it runs."""
+
+    async def adoptable(self, tries: Mapping[str, TryKey]) -> dict[str, str]:
+        """None: a try of this process ended with the process that ran it."""
+        return {}
+
+    async def adopt(self, request: TryRequest, handle: str) -> TryResult:
+        raise AssertionError("the local executor adopts no try")
 
     def context_of(self, request: TryRequest) -> dict[str, Any]:
         """The context the try's code (and its callbacks) see."""

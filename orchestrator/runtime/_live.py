@@ -6,7 +6,7 @@ store.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,9 @@ from orchestrator.core import (
     Step,
     TaskInstanceRecord,
     TaskState,
+    TryEnded,
+    TryOutcome,
+    TryRecord,
     XComRecord,
     XComsCleared,
     instance_key,
@@ -35,6 +38,7 @@ from orchestrator.core import (
 from orchestrator.runtime._context import DagRunInfo, pull_xcom
 from orchestrator.runtime._executor import Executor, TryRequest, TryResult
 from orchestrator.runtime._timers import TimerHandle
+from orchestrator.runtime._tryspec import TryKey
 from orchestrator.store import Store
 
 __all__ = [
@@ -70,6 +74,7 @@ class LiveRun:
     last_context: dict[str, Any] = field(default_factory=dict)
     scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)  # running tries
     timers: dict[tuple[str, str | None], TimerHandle] = field(default_factory=dict)
+    adopted: dict[str, str] = field(default_factory=dict)  # instance key -> its worker try
 
     @property
     def key(self) -> RunKey:
@@ -274,4 +279,39 @@ def run_info(record: RunRecord) -> DagRunInfo:
         data_interval_end=record.data_interval_end or logical,
         conf=dict(record.conf),
         start_date=record.start_date,
+    )
+
+
+async def open_tries_of(store: Store, tis: Sequence[TaskInstanceRecord]) -> dict[str, TryRecord]:
+    """The stored tries of a run's instances left running or deferred, by instance key."""
+    return {
+        ti.key: t
+        for ti in tis
+        if ti.state in (TaskState.RUNNING, TaskState.DEFERRED)
+        for t in await store.tries(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        if t.try_number == ti.try_number
+    }
+
+
+def running_tries(driver: RunDriver, open_tries: Mapping[str, TryRecord]) -> dict[str, TryKey]:
+    """Of those, the tries left running: what an executor may adopt."""
+    return {
+        key: (t.dag_id, t.run_id, t.task_id, t.map_index, t.try_number)
+        for key, t in open_tries.items()
+        if driver.tis[key].state == TaskState.RUNNING
+    }
+
+
+def try_ended(task_id: str, result: TryResult) -> TryEnded:
+    """The driver's input for a try's end, from the executor's report."""
+    return TryEnded(
+        task_id,
+        TryOutcome(result.state),
+        result.error,
+        result.retryable,
+        result.pushed,
+        frozenset(result.skip_task_ids),
+        result.outlet_extras,
+        result.map_label,
+        result.rendered,
     )

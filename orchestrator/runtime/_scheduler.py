@@ -61,8 +61,6 @@ from orchestrator.core import (
     TaskState,
     TimedOut,
     Timer,
-    TryEnded,
-    TryOutcome,
     TryStarted,
 )
 from orchestrator.runtime._executor import Executor, TryResult
@@ -75,10 +73,13 @@ from orchestrator.runtime._live import (
     alert_contexts,
     expansion,
     fold_xcoms,
+    open_tries_of,
     past_run,
     ready_item,
     rebuilt_context,
     run_info,
+    running_tries,
+    try_ended,
     try_request,
 )
 from orchestrator.runtime._live import (
@@ -200,15 +201,11 @@ class Scheduler:
                 dag.dag_id, record.run_id
             )
         past = await past_run(self.store, driver.run) if driver.wants_past else None
-        open_tries = {
-            ti.key: t
-            for ti in tis
-            if ti.state in (TaskState.RUNNING, TaskState.DEFERRED)
-            for t in await self.store.tries(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-            if t.try_number == ti.try_number
-        }
+        open_tries = await open_tries_of(self.store, tis)
+        adopted = await self.executor.adoptable(running_tries(driver, open_tries))
         self._runs[live.key] = live
-        step = driver.feed(Start(past, open_tries), self.clock.now())
+        live.adopted.update(adopted)
+        step = driver.feed(Start(past, open_tries, frozenset(adopted)), self.clock.now())
         ack, (written,) = self._apply([(live, step)])
         await self._settle(live, step, ack, written)
         return live
@@ -292,6 +289,11 @@ class Scheduler:
     def _carry_out(self, live: LiveRun, step: Step) -> None:
         for task_id in step.unready:
             self.queue.discard(live.key, task_id)
+        for task_id in step.adopt:
+            item = ready_item(live, task_id)
+            self.queue.occupy(item)
+            assert self._tg is not None
+            self._tg.start_soon(self._run_try, live, item, live.adopted.pop(task_id))
         for task_id in step.ready:
             if live.tis[task_id].state == TaskState.SCHEDULED:  # not skipped later in the step
                 self.queue.push(ready_item(live, task_id))
@@ -428,37 +430,30 @@ class Scheduler:
             for (live, step), written in zip(deferring, snapshots, strict=True):
                 self._tg.start_soon(self._settle, live, step, ack, written)
 
-    async def _run_try(self, live: LiveRun, item: ReadyItem) -> None:
+    async def _run_try(self, live: LiveRun, item: ReadyItem, adopted: str | None = None) -> None:
+        """Run a try of the instance and feed its end; or, ``adopted``, wait for the try
+        that was already running on a worker when the run was loaded."""
         ti = live.tis[item.task_id]
-        request = try_request(live, item.task_id, live.driver.next_try(item.task_id), self.logs_dir)
-        started = live.driver.feed(
-            TryStarted(item.task_id, _HOSTNAME, str(request.log_path)), self.clock.now()
-        )
-        await self.store.write(self.store.statements(started.writes))
-        # The queued write was submitted before this one, so it is committed too.
-        self._notify(live, [replace(ti, state=TaskState.QUEUED), ti])
+        number = ti.try_number if adopted else live.driver.next_try(item.task_id)
+        request = try_request(live, item.task_id, number, self.logs_dir)
+        if adopted is None:
+            started = live.driver.feed(
+                TryStarted(item.task_id, _HOSTNAME, str(request.log_path)), self.clock.now()
+            )
+            await self.store.write(self.store.statements(started.writes))
+            # The queued write was submitted before this one, so it is committed too.
+            self._notify(live, [replace(ti, state=TaskState.QUEUED), ti])
         result = TryResult("failed", None, retryable=False)
         with anyio.CancelScope() as scope:
             live.scopes[item.task_id] = scope
-            if live.driver.stop_reason is None:
+            if adopted is not None:
+                result = await self.executor.adopt(request, adopted)
+            elif live.driver.stop_reason is None:
                 result = await self.executor.run(request)
         live.scopes.pop(item.task_id, None)
         if scope.cancelled_caught:
             result = TryResult("failed", None, retryable=False)
-        ended = live.driver.feed(
-            TryEnded(
-                item.task_id,
-                TryOutcome(result.state),
-                result.error,
-                result.retryable,
-                result.pushed,
-                frozenset(result.skip_task_ids),
-                result.outlet_extras,
-                result.map_label,
-                result.rendered,
-            ),
-            self.clock.now(),
-        )
+        ended = live.driver.feed(try_ended(item.task_id, result), self.clock.now())
         if result.state == "failed":
             log.warning(
                 "task try failed",

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
     from orchestrator.authoring._dag import DAG
 
-__all__ = ["TryRequest", "TryResult", "child_spec", "outcome_value"]
+__all__ = ["TryKey", "TryRequest", "TryResult", "child_spec", "outcome_value"]
+
+TryKey = tuple[str, str, str, int, int]  # dag_id, run_id, task_id, map_index, try_number
 
 
 @dataclass(slots=True)

@@ -203,7 +203,8 @@ class TryWorker:
         while True:
             with anyio.move_on_after(_FLUSH_SECONDS):
                 await output.full.wait()
-            await self._flush(work_id, output)
+            with anyio.CancelScope(shield=True):  # a chunk taken is a chunk written
+                await self._flush(work_id, output)
 
     async def _flush(self, work_id: str, output: _Output) -> None:
         seq, chunk = output.take()

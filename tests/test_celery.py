@@ -1,0 +1,309 @@
+"""The daemon with ``ORCHESTRATOR_EXECUTOR=celery``: real ``orchestrator worker``
+processes on the local RabbitMQ and Redis, a PostgreSQL store, the daemon as a
+subprocess. Pools, queues, XComs and datasets across workers; then the faults: a try's
+process killed, a worker killed, a message delivered twice, the daemon killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from tests.daemon_proc import DaemonProc
+from tests.helpers import alive, gone, run_cli
+from tests.workers import WorkerProc, broker_or_skip, celery_env, drop_queues
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
+
+SPREAD = """
+import json
+import os
+import time
+from datetime import datetime
+
+from orchestrator import DAG, Dataset
+from orchestrator.operators import BashOperator, PythonOperator
+
+OUT = os.environ["CELERY_OUT"]
+DONE = Dataset("s3://bucket/spread-done")
+
+
+def produce(**_):
+    return 21
+
+
+def slot(ti, **_):
+    start = time.time()
+    time.sleep(0.5)
+    with open(os.path.join(OUT, f"{ti.task_id}.json"), "w") as f:
+        json.dump([start, time.time()], f)
+
+
+def double(ti, **_):
+    return ti.xcom_pull(task_ids="produce") * 2
+
+
+with DAG("spread", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+    first = PythonOperator(task_id="produce", python_callable=produce)
+    slots = [
+        PythonOperator(task_id=f"slot{i}", python_callable=slot, pool="two") for i in range(6)
+    ]
+    last = PythonOperator(task_id="double", python_callable=double, outlets=[DONE])
+    on_a = BashOperator(task_id="on_a", bash_command="echo ran on a", queue="a")
+    on_b = BashOperator(task_id="on_b", bash_command="echo ran on b", queue="b")
+    first >> slots
+    for s in slots:
+        s >> last
+    first >> on_a
+    first >> on_b
+
+with DAG("after", start_date=datetime(2024, 1, 1), schedule=[DONE]) as after:
+    PythonOperator(task_id="seen", python_callable=lambda **_: "after ran")
+"""
+
+FAULTS = """
+import os
+import time
+from datetime import datetime, timedelta
+
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+OUT = os.environ["CELERY_OUT"]
+
+
+def note(name, text):
+    with open(os.path.join(OUT, name), "a") as f:
+        f.write(text + "\\n")
+
+
+def victim(ti, **_):
+    note(f"{ti.task_id}.runs", f"{ti.try_number} {os.getpid()} {time.time()}")
+    if ti.try_number == 1:
+        note(f"{ti.task_id}.pid", str(os.getpid()))
+        time.sleep(60)
+    return ti.try_number
+
+
+def steady(ti, **_):
+    note("steady.runs", f"{ti.try_number} {os.getpid()} {time.time()}")
+    time.sleep(4)
+    note("steady.ends", str(time.time()))
+    return "steady"
+
+
+for name in ("child", "worker"):
+    with DAG(f"kill_{name}", start_date=datetime(2024, 1, 1), schedule=None):
+        PythonOperator(
+            task_id=name, python_callable=victim, retries=1, retry_delay=timedelta(0)
+        )
+
+with DAG("kill_daemon", start_date=datetime(2024, 1, 1), schedule=None):
+    PythonOperator(task_id="steady", python_callable=steady)
+"""
+
+
+class Cluster:
+    """A daemon and workers on one broker and one PostgreSQL store."""
+
+    def __init__(self, home: Path, env: dict[str, str], out: Path) -> None:
+        self.home, self.env, self.out = home, env, out
+        self.workers: list[WorkerProc] = []
+        self.daemons: list[DaemonProc] = []
+
+    def worker(self, queues: str = "default", concurrency: int = 2) -> WorkerProc:
+        proc = WorkerProc(self.home, self.env, queues, concurrency).start()
+        self.workers.append(proc)
+        return proc
+
+    def daemon(self) -> DaemonProc:
+        proc = DaemonProc(self.home, self.env).start()
+        self.daemons.append(proc)
+        return proc
+
+    def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        async def fetch() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(self.env["ORCHESTRATOR_DB"])
+            try:
+                return [dict(r) for r in await conn.fetch(query, *args)]
+            finally:
+                await conn.close()
+
+        return anyio.run(fetch)
+
+    def wait_run(self, daemon: DaemonProc, dag_id: str, within: float = 60.0) -> dict[str, Any]:
+        def ended() -> dict[str, Any] | None:
+            runs = daemon.runs(dag_id)
+            return runs[0] if runs and runs[0]["state"] in ("success", "failed") else None
+
+        return daemon.wait_for(ended, within, f"a run of {dag_id} to end")  # type: ignore[no-any-return]
+
+    def wait_file(self, name: str, within: float = 30.0) -> str:
+        path = self.out / name
+        deadline = time.monotonic() + within
+        while not (path.exists() and path.read_text().strip()):
+            assert time.monotonic() < deadline, f"{name} never written"
+            time.sleep(0.02)
+        return path.read_text()
+
+    def stop(self) -> None:
+        for proc in self.daemons:
+            proc.stop()
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def cluster(
+    request: pytest.FixtureRequest, pg_url: str, home: Path, tmp_path: Path
+) -> Iterator[Cluster]:
+    out = tmp_path / "out"
+    out.mkdir()
+    env = celery_env(
+        broker_or_skip(request.param),
+        pg_url,
+        CELERY_OUT=str(out),
+        ORCHESTRATOR_CELERY_RESEND_AFTER="3",
+    )
+    made = Cluster(home, env, out)
+    yield made
+    made.stop()
+    prefix = env["ORCHESTRATOR_CELERY_QUEUE_PREFIX"]
+    drop_queues(env["ORCHESTRATOR_CELERY_BROKER"], prefix, ["default", "a", "b"])
+
+
+def trigger(daemon: DaemonProc, dag_id: str) -> str:
+    response = daemon.api("POST", f"/api/v1/dags/{dag_id}/runs", json={})
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["run_id"])
+
+
+def test_a_dag_runs_on_workers_with_pools_queues_xcoms_and_datasets(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    (tmp_path / "dags" / "spread.py").write_text(SPREAD)
+    assert run_cli("pools", "set", "two", "2", db=cluster.env["ORCHESTRATOR_DB"]).returncode == 0
+    on_a = cluster.worker("default,a", concurrency=4)
+    on_b = cluster.worker("default,b", concurrency=4)
+    daemon = cluster.daemon()
+    run_id = trigger(daemon, "spread")
+    run = cluster.wait_run(daemon, "spread")
+    assert run["state"] == "success", daemon.output()
+    # The pool held across both workers: never more than 2 of its 6 tries at once.
+    spans = [json.loads((cluster.out / f"slot{i}.json").read_text()) for i in range(6)]
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most, now = 0, 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    assert most <= 2
+    tries = cluster.sql("SELECT task_id, worker, state FROM try_work WHERE dag_id = 'spread'")
+    by_task = {t["task_id"]: t for t in tries}
+    assert len(tries) == 10
+    assert all(t["state"] == "success" for t in tries)
+    # Each queue's try went to a worker serving it.
+    assert by_task["on_a"]["worker"].endswith(f":{on_a.pid}")
+    assert by_task["on_b"]["worker"].endswith(f":{on_b.pid}")
+    xcom = cluster.sql("SELECT value FROM xcom WHERE dag_id = 'spread' AND task_id = 'double'")
+    assert xcom == [{"value": "42"}]
+    # The worker's output is the try's log, read as any other.
+    logs = run_cli("tasks", "logs", "spread", run_id, "on_b", db=cluster.env["ORCHESTRATOR_DB"])
+    assert "ran on b" in logs.stdout, logs.stderr
+    # The dataset event the worker's try emitted started the downstream DAG.
+    after = cluster.wait_run(daemon, "after")
+    assert after["state"] == "success"
+
+
+def test_faults_lose_no_try_and_never_run_one_twice_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    (tmp_path / "dags" / "faults.py").write_text(FAULTS)
+    cluster.worker(concurrency=2)
+    cluster.worker(concurrency=2)
+    daemon = cluster.daemon()
+
+    # 1. The try's process is killed: that try fails, the retry succeeds.
+    trigger(daemon, "kill_child")
+    child = int(cluster.wait_file("child.pid"))
+    os.kill(child, signal.SIGKILL)
+    run = cluster.wait_run(daemon, "kill_child")
+    assert run["state"] == "success"
+    tries = cluster.sql(
+        "SELECT try_number, state, result FROM try_work WHERE dag_id = 'kill_child' "
+        "ORDER BY try_number"
+    )
+    assert [t["state"] for t in tries] == ["failed", "success"]
+    assert "killed by signal SIGKILL" in json.loads(tries[0]["result"])["error"]
+
+    # 2. The worker running a try is killed: its try's processes die with it; the try is
+    # lost once its heartbeat lapses and runs again on the other worker, never at once.
+    trigger(daemon, "kill_worker")
+    victim = int(cluster.wait_file("worker.pid"))
+    (owner,) = cluster.sql("SELECT worker FROM try_work WHERE dag_id = 'kill_worker'")
+    killed = next(w for w in cluster.workers if owner["worker"].endswith(f":{w.pid}"))
+    killed.kill9()
+    assert gone(victim, within=5), "the try's process outlived its worker"
+    died_at = time.time()
+    run = cluster.wait_run(daemon, "kill_worker")
+    assert run["state"] == "success"
+    tries = cluster.sql(
+        "SELECT try_number, state, worker, result FROM try_work "
+        "WHERE dag_id = 'kill_worker' ORDER BY try_number"
+    )
+    assert [t["state"] for t in tries] == ["lost", "success"]
+    assert "sent no heartbeat" in json.loads(tries[0]["result"])["error"]
+    assert tries[1]["worker"] != tries[0]["worker"]
+    second_start = float((cluster.out / "worker.runs").read_text().splitlines()[1].split()[2])
+    assert second_start > died_at - 0.5
+
+    # 3. A message delivered twice runs its try once: the second finds it claimed.
+    (done,) = cluster.sql(
+        "SELECT id FROM try_work WHERE dag_id = 'kill_worker' AND state = 'success'"
+    )
+    _send_again(cluster.env, done["id"])
+    (survivor,) = [w for w in cluster.workers if w is not killed]
+    _wait_for_text(survivor, "already taken")
+    assert len((cluster.out / "worker.runs").read_text().splitlines()) == 2
+
+    # 4. The daemon is killed while a worker runs a try: started again, it waits for
+    # that try (adopts it) instead of running it again.
+    trigger(daemon, "kill_daemon")
+    cluster.wait_file("steady.runs")
+    daemon.kill9()
+    again = cluster.daemon()
+    run = cluster.wait_run(again, "kill_daemon")
+    assert run["state"] == "success", again.output()
+    assert len((cluster.out / "steady.runs").read_text().splitlines()) == 1
+    (attempt,) = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
+    assert (attempt["try_number"], attempt["state"]) == (1, "success")
+    assert "try on a worker adopted" in again.output()
+
+
+def _send_again(env: dict[str, str], work_id: str) -> None:
+    code = (
+        "from orchestrator._settings import load_settings;"
+        "from orchestrator.runtime._celeryapp import celery_app, queue_name;"
+        "s = load_settings(); app = celery_app(s);"
+        f"app.send_task('orchestrator.run_try', args=[{work_id!r}],"
+        " queue=queue_name(s, 'default'));"
+        "app.close()"
+    )
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True, timeout=30)
+
+
+def _wait_for_text(worker: WorkerProc, text: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while text not in worker.output():
+        assert time.monotonic() < deadline, f"{text!r} not in the worker's output"
+        time.sleep(0.05)
+    assert alive(worker.pid)
