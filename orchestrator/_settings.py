@@ -190,7 +190,12 @@ def _check_executor(settings: Settings) -> None:
             "setting executor is celery but celery_broker is not set "
             "(ORCHESTRATOR_CELERY_BROKER=amqp://... or redis://...)"
         )
-    for name in ("worker_heartbeat", "worker_lost_after", "task_queued_timeout"):
+    for name in (
+        "worker_heartbeat",
+        "worker_lost_after",
+        "task_queued_timeout",
+        "celery_resend_after",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name} must be > 0, got {getattr(settings, name)}")
     if settings.worker_lost_after < 2 * settings.worker_heartbeat:

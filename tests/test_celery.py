@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,10 +97,13 @@ def victim(ti, **_):
     return ti.try_number
 
 
-def steady(ti, **_):
+def steady(ti, run_id, **_):
     note("steady.runs", f"{ti.try_number} {os.getpid()} {time.time()}")
-    time.sleep(4)
-    note("steady.ends", str(time.time()))
+    go = os.path.join(OUT, "go-" + run_id)
+    deadline = time.time() + 60
+    while not os.path.exists(go) and time.time() < deadline:
+        time.sleep(0.05)
+    note("steady.ends", run_id)
     return "steady"
 
 
@@ -155,6 +160,12 @@ class Cluster:
             assert time.monotonic() < deadline, f"{name} never written"
             time.sleep(0.02)
         return path.read_text()
+
+    def wait_text(self, name: str, text: str, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while text not in self.wait_file(name, within):
+            assert time.monotonic() < deadline, f"{text!r} never in {name}"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         for proc in self.daemons:
@@ -277,16 +288,26 @@ def test_faults_lose_no_try_and_never_run_one_twice_at_once(
 
     # 4. The daemon is killed while a worker runs a try: started again, it waits for
     # that try (adopts it) instead of running it again.
-    trigger(daemon, "kill_daemon")
+    first = trigger(daemon, "kill_daemon")
     cluster.wait_file("steady.runs")
     daemon.kill9()
     again = cluster.daemon()
+    again.wait_for(lambda: "try on a worker adopted" in again.output(), 30, "the adoption")
+    (cluster.out / f"go-{first}").write_text("go")
     run = cluster.wait_run(again, "kill_daemon")
-    assert run["state"] == "success", again.output()
-    assert len((cluster.out / "steady.runs").read_text().splitlines()) == 1
-    (attempt,) = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
-    assert (attempt["try_number"], attempt["state"]) == (1, "success")
-    assert "try on a worker adopted" in again.output()
+    assert (run["run_id"], run["state"]) == (first, "success"), again.output()
+    # And one whose try ended while no daemon was there: its outcome is taken.
+    second = trigger(again, "kill_daemon")
+    cluster.wait_text("steady.runs", "\n1 ")  # the second run's try
+    again.kill9()
+    (cluster.out / f"go-{second}").write_text("go")
+    cluster.wait_text("steady.ends", second)
+    third = cluster.daemon()
+    run = cluster.wait_run(third, "kill_daemon")
+    assert (run["run_id"], run["state"]) == (second, "success"), third.output()
+    assert len((cluster.out / "steady.runs").read_text().splitlines()) == 2
+    tries = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 2
 
 
 def _send_again(env: dict[str, str], work_id: str) -> None:
@@ -307,3 +328,137 @@ def _wait_for_text(worker: WorkerProc, text: str, within: float = 20.0) -> None:
         assert time.monotonic() < deadline, f"{text!r} not in the worker's output"
         time.sleep(0.05)
     assert alive(worker.pid)
+
+
+OUTAGE = """
+import os
+import time
+from datetime import datetime
+
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+OUT = os.environ["CELERY_OUT"]
+
+
+def work(ti, **_):
+    with open(os.path.join(OUT, f"{ti.task_id}.runs"), "a") as f:
+        f.write(f"{ti.try_number}\\n")
+    if ti.task_id == "long":
+        time.sleep(3)
+        open(os.path.join(OUT, "long.done"), "w").write("done")
+
+
+with DAG("outage", start_date=datetime(2024, 1, 1), schedule=None):
+    long = PythonOperator(task_id="long", python_callable=work)
+    for i in range(4):
+        long >> PythonOperator(task_id=f"after{i}", python_callable=work)
+"""
+
+
+class Broker:
+    """A broker of the test's own: a Redis server on a free port, or a RabbitMQ virtual
+    host. ``down`` stops the Redis server (which keeps nothing: its messages are lost) or
+    closes every connection of the virtual host and refuses new ones; ``up`` starts the
+    server again or lets clients back in."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+        self.server: subprocess.Popen[bytes] | None = None
+        if kind == "redis":
+            broker_or_skip("redis")
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self._start_redis()
+        else:
+            broker_or_skip("rabbitmq")
+            self.vhost = f"t{uuid.uuid4().hex[:10]}"
+            self._ctl("add_vhost", self.vhost)
+            self._ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+            self.url = f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+    def _start_redis(self) -> None:
+        self.server = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def down(self) -> None:
+        if self.kind == "redis":
+            assert self.server is not None
+            self.server.kill()
+            self.server.wait(10)
+        else:  # no client may come back until up()
+            self._ctl("clear_permissions", "-p", self.vhost, "guest")
+            self._ctl("close_all_connections", "--vhost", self.vhost, "test: broker down")
+
+    def up(self) -> None:
+        if self.kind == "redis":
+            self._start_redis()
+        else:
+            self._ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait(10)
+        if self.kind == "rabbitmq":
+            self._ctl("delete_vhost", self.vhost)
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
+def test_a_broker_restart_mid_run_loses_no_try_and_runs_none_twice(
+    kind: str, pg_url: str, home: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "dags" / "outage.py").write_text(OUTAGE)
+    out = tmp_path / "out"
+    out.mkdir()
+    broker = Broker(kind, tmp_path)
+    env = celery_env(broker.url, pg_url, CELERY_OUT=str(out), ORCHESTRATOR_CELERY_RESEND_AFTER="2")
+    cluster = Cluster(home, env, out)
+    try:
+        cluster.worker(concurrency=2)
+        daemon = cluster.daemon()
+        trigger(daemon, "outage")
+        cluster.wait_file("long.runs")
+        broker.down()  # while `long` runs: its followers are sent while the broker is down
+        cluster.wait_file("long.done")
+        time.sleep(1.0)
+        broker.up()
+        run = cluster.wait_run(daemon, "outage", within=90)
+        assert run["state"] == "success", daemon.output()
+        for task_id in ["long"] + [f"after{i}" for i in range(4)]:
+            assert (out / f"{task_id}.runs").read_text() == "1\n", task_id
+        tries = cluster.sql("SELECT task_id, try_number, state, sent FROM try_work")
+        assert sorted((t["try_number"], t["state"]) for t in tries) == [(1, "success")] * 5
+        # The followers' first messages never reached the broker: they were sent again.
+        assert all(t["sent"] >= 1 for t in tries if t["task_id"] != "long"), tries
+    finally:
+        cluster.stop()
+        broker.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,6 +75,7 @@ with DAG("contract", start_date=datetime(2024, 1, 1), schedule=None) as dag:
     PythonOperator(task_id="isolated", python_callable=value, isolation="process")
     BashOperator(task_id="bash", bash_command="echo from bash; echo $((6 * 7))")
     PythonOperator(task_id="waits", python_callable=waits, isolation="process")
+    PythonOperator(task_id="nowhere", python_callable=value, queue="nowhere")
     BashOperator(
         task_id="sleeps",
         bash_command=f"sleep 60 & echo $! > {OUT}/sleeps.pid; wait",
@@ -129,7 +130,7 @@ def setup(
         proc.stop()
     if request.param != "local":
         prefix = env["ORCHESTRATOR_CELERY_QUEUE_PREFIX"]
-        drop_queues(env["ORCHESTRATOR_CELERY_BROKER"], prefix, ["default", "a", "b"])
+        drop_queues(env["ORCHESTRATOR_CELERY_BROKER"], prefix, ["default", "nowhere"])
 
 
 @asynccontextmanager
@@ -218,3 +219,21 @@ async def test_a_timeout_fails_the_try_and_kills_its_processes(setup: Setup) -> 
     with anyio.fail_after(10):
         while not gone(pid):  # noqa: ASYNC110
             await anyio.sleep(0.05)
+
+
+async def test_a_try_no_worker_takes_is_sent_again_then_lost_after_the_queued_timeout(
+    setup: Setup,
+) -> None:
+    if setup.kind == "local":
+        pytest.skip("the local executor has no queues: it runs every try itself")
+    setup.settings = replace(setup.settings, task_queued_timeout=2.5, celery_resend_after=1.0)
+    result, _ = await run_one(setup, "nowhere")
+    assert result.state == "failed"
+    assert result.retryable
+    assert result.error == (
+        "lost: no worker took the try from queue 'nowhere' within 2.5s (task_queued_timeout)"
+    )
+    async with open_store(setup.settings.db_url) as store:
+        (row,) = await store.backend.fetch("SELECT state, sent FROM try_work")
+    assert row["state"] == "lost"
+    assert row["sent"] >= 1

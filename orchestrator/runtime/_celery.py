@@ -122,13 +122,13 @@ class CeleryExecutor(LocalExecutor):
         return await self._wait(work_id, waiter, context, send=True)
 
     async def adoptable(self, tries: Mapping[str, TryKey]) -> dict[str, str]:
-        """The tries still queued or running on workers: a daemon started again (or one
-        that took a lost daemon's runs over) waits for them instead of running them
-        again."""
+        """The tries sent to workers: a daemon started again (or one that took a lost
+        daemon's runs over) waits for those still queued or running instead of running
+        them again, and takes the outcome of those that ended while no daemon watched."""
         found = {}
         for key, at in tries.items():
             work = await work_of(self.services.store.backend, at)
-            if work is not None and work.state in OPEN:
+            if work is not None:
                 found[key] = work.id
         return found
 
