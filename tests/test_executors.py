@@ -237,3 +237,19 @@ async def test_a_try_no_worker_takes_is_sent_again_then_lost_after_the_queued_ti
         (row,) = await store.backend.fetch("SELECT state, sent FROM try_work")
     assert row["state"] == "lost"
     assert row["sent"] >= 1
+
+
+async def test_a_dag_file_the_worker_cannot_import_fails_the_try_with_the_reason(
+    setup: Setup,
+) -> None:
+    """A worker runs a try in a fork of itself once it has imported the DAG file; when it
+    cannot, a new interpreter tries, and the try fails with why."""
+    if setup.kind == "local":
+        pytest.skip("the local executor runs the DAG it has loaded")
+    request = setup.request("value")
+    setup.dag_path.write_text("raise ImportError('not on this worker')\n")
+    async with running(setup.settings) as (executor, _):
+        with anyio.fail_after(60):
+            result = await executor.run(request)
+    assert result.state == "failed"
+    assert "not on this worker" in str(result.error)

@@ -7,9 +7,12 @@ If it dies without writing the result, the parent fails the try with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import ctypes
 import functools
+import io
 import json
 import os
 import signal
@@ -17,7 +20,7 @@ import sys
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -35,10 +38,19 @@ from orchestrator.runtime._context import (
 )
 from triggers._dataset import DatasetEvent
 
+if TYPE_CHECKING:
+    from orchestrator.authoring._dag import DAG
 
-def _run(spec: dict[str, Any]) -> dict[str, Any]:
-    dags = {d.dag_id: d for d in load_dag_file(Path(spec["file"]))}
-    dag = dags[spec["dag_id"]]
+
+def _run(spec: dict[str, Any], dag: DAG | None = None) -> dict[str, Any]:
+    if dag is None:
+        try:
+            dag = {d.dag_id: d for d in load_dag_file(Path(spec["file"]))}.get(spec["dag_id"])
+        except Exception as exc:
+            traceback.print_exc()
+            return {"kind": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        if dag is None:
+            return {"kind": "failed", "error": f"DAG {spec['dag_id']!r} is not in {spec['file']}"}
     task = dag.task_dict[spec["task_id"]]
     xcoms = {(t, k): v for t, k, v in spec["xcoms"]}
     map_index = spec.get("map_index", -1)
@@ -113,14 +125,44 @@ def _die_with(parent: int) -> None:
 
 
 def main() -> None:
+    _serve(json.loads(sys.stdin.read()))
+
+
+def run_forked(spec: dict[str, Any], dag: DAG, env: dict[str, str], out: int) -> NoReturn:
+    """The try, in a child a worker forked (its imports and the DAG file are already
+    loaded): a session of its own, ``env`` added, stdout and stderr on ``out``; it
+    never returns to the worker's code."""
+    code = 1
+    try:
+        os.setsid()
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.environ.update(env)
+        asyncio.events._set_running_loop(None)  # the worker's loop is not this process's
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+        contextvars.Context().run(_serve, spec, dag)  # not the worker task's context
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve(spec: dict[str, Any], dag: DAG | None = None) -> None:
     parent = os.environ.get(WORKER_PID)
     if parent:
         _die_with(int(parent))
     # Secrets this process reads (a connection's password) are masked in what it prints.
     sys.stdout = MaskedLines(sys.stdout)
     sys.stderr = MaskedLines(sys.stderr)
-    spec = json.loads(sys.stdin.read())
-    outcome = _run(spec)
+    outcome = _run(spec, dag)
     if outcome.get("error"):
         outcome["error"] = mask(outcome["error"])
     sys.stdout.flush()

@@ -29,19 +29,26 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 import structlog
+from anyio.abc import Process
 
-from orchestrator._processes import marked, relay_output, sweep
+from orchestrator._processes import DRAIN_SECONDS, TRY_MARK, marked, relay_output, sweep
 from orchestrator._settings import Settings, make_private_dir
+from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import StoreError
-from orchestrator.runtime._child import WORKER_PID
+from orchestrator.runtime._child import WORKER_PID, run_forked
 from orchestrator.store import Store
 from orchestrator.store._work import claim_work, finish_work, heartbeat_work, work_log
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from orchestrator.authoring._dag import DAG
 
 __all__ = ["TryWorker", "run_worker"]
 
@@ -83,6 +90,8 @@ class TryWorker:
         self.store = store
         self.name = name
         self.results = settings.home / "worker"
+        self._dags: dict[Path, tuple[int, dict[str, DAG]]] = {}
+        self._loading = anyio.Lock()
 
     async def run_try(self, work_id: str) -> str:
         """Run the try named by a message; what came of it (``taken``: not ours to run)."""
@@ -107,53 +116,62 @@ class TryWorker:
     async def _supervise(
         self, work_id: str, spec: dict[str, Any], result_path: Path
     ) -> tuple[dict[str, Any], str | None]:
-        env, mark = marked(
-            {
-                **os.environ,
-                "ORCHESTRATOR_HOME": str(self.settings.home.resolve()),
-                "ORCHESTRATOR_DB": self.settings.db_url,
-                WORKER_PID: str(os.getpid()),
-            }
-        )
+        extra = {
+            "ORCHESTRATOR_HOME": str(self.settings.home.resolve()),
+            "ORCHESTRATOR_DB": self.settings.db_url,
+            WORKER_PID: str(os.getpid()),
+        }
+        env, mark = marked({**os.environ, **extra})
         output = _Output()
         stop: list[str] = []
         timeout = spec.get("timeout")
-        with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator.runtime._child"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        dag = await self._loaded(spec)
+        child: _Forked | _Spawned
+        if dag is not None:
+            child = _Forked.start(spec, dag, {**extra, TRY_MARK: env[TRY_MARK]})
+        else:  # not importable here: a child of its own imports it and says why
+            child = await _Spawned.start(spec, env)
 
         def kill(reason: str) -> None:
             stop.append(reason)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            child.kill()
 
         code = 0
         try:
-            assert process.stdin is not None
-            await process.stdin.send(json.dumps(spec).encode())
-            await process.stdin.aclose()
             with anyio.move_on_after(timeout) as deadline:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeats, work_id, kill)
                     tg.start_soon(self._flushes, work_id, output)
-                    code, _ = await relay_output(process, output.add)
+                    code = await child.relay(output.add)
                     tg.cancel_scope.cancel()
             if deadline.cancelled_caught:
                 kill("timeout")
         finally:
             with anyio.CancelScope(shield=True):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                child.kill()
+                code = await child.wait()
                 await anyio.to_thread.run_sync(sweep, mark)
                 await self._flush(work_id, output)
         return self._outcome(stop, code, timeout, result_path)
+
+    async def _loaded(self, spec: dict[str, Any]) -> DAG | None:
+        """The try's DAG, imported here once per version of its file; None if it does
+        not import (the spawned child reports the error)."""
+        path = Path(spec["file"])
+        try:
+            version = (await anyio.Path(path).stat()).st_mtime_ns
+        except OSError:
+            return None
+        async with self._loading:
+            known = self._dags.get(path)
+            if known is None or known[0] != version:
+                try:
+                    dags = await anyio.to_thread.run_sync(load_dag_file, path)
+                except Exception:
+                    self._dags.pop(path, None)
+                    return None
+                known = self._dags[path] = (version, {d.dag_id: d for d in dags})
+        return known[1].get(spec["dag_id"])
 
     def _outcome(
         self, stop: list[str], code: int, timeout: float | None, result_path: Path
@@ -216,6 +234,108 @@ class TryWorker:
             output.lines[:0] = chunk
             output.next_seq = seq
             log.warning("cannot write a try's output", work_id=work_id, error=str(exc))
+
+
+class _Spawned:
+    """A try in a new interpreter (``python -m orchestrator.runtime._child``)."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, spec: dict[str, Any], env: dict[str, str]) -> _Spawned:
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                [sys.executable, "-m", "orchestrator.runtime._child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        assert process.stdin is not None
+        await process.stdin.send(json.dumps(spec).encode())
+        await process.stdin.aclose()
+        return cls(process)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def relay(self, emit: Callable[[str], None]) -> int:
+        code, _ = await relay_output(self.process, emit)
+        return code
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+
+class _Forked:
+    """A try in a fork of this worker, its imports and the DAG file already loaded: no
+    interpreter to start, no file to import again. ``pidfd`` tells when it exits."""
+
+    def __init__(self, pid: int, out: int) -> None:
+        self.pid = pid
+        self.out = out
+        self.pidfd = os.pidfd_open(pid)
+        self.code: int | None = None
+
+    @classmethod
+    def start(cls, spec: dict[str, Any], dag: DAG, env: dict[str, str]) -> _Forked:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns here
+            os.close(read)
+            run_forked(spec, dag, env, write)
+        os.close(write)
+        os.set_blocking(read, False)
+        return cls(pid, read)
+
+    def kill(self) -> None:
+        if self.code is None:
+            for kill in (os.killpg, os.kill):  # before its setsid, the group is not its own
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(self.pid, signal.SIGKILL)
+
+    async def relay(self, emit: Callable[[str], None]) -> int:
+        """Its output, line by line, until it exits (and what it left holding the pipe
+        has had ``DRAIN_SECONDS`` to finish writing)."""
+        drained = anyio.Event()
+
+        async def read() -> None:
+            buffer = b""
+            while True:
+                await anyio.wait_readable(self.out)
+                try:
+                    chunk = os.read(self.out, 65_536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    emit(raw.decode(errors="replace"))
+            if buffer:
+                emit(buffer.decode(errors="replace"))
+            drained.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.wait_readable(self.pidfd)
+            with anyio.move_on_after(DRAIN_SECONDS):
+                await drained.wait()
+            tg.cancel_scope.cancel()
+        return await self.wait()
+
+    async def wait(self) -> int:
+        if self.code is None:
+            await anyio.wait_readable(self.pidfd)
+            _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - it has exited
+            self.code = os.waitstatus_to_exitcode(status)
+            for fd in (self.out, self.pidfd):
+                os.close(fd)
+        return self.code
 
 
 def worker_name() -> str:
