@@ -31,7 +31,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from orchestrator._logging import TaskLog, mask
+from orchestrator._logging import TaskLog
 from orchestrator.errors import StoreError
 from orchestrator.resources._services import Services
 from orchestrator.runtime._celeryapp import celery_app, queue_name
@@ -143,18 +143,6 @@ class CeleryExecutor(LocalExecutor):
         waiter = self._waiters[handle] = _Waiter(request, task_log, request.task.queue)
         log.info("try on a worker adopted", work_id=handle, task_id=request.task.task_id)
         return await self._wait(handle, waiter, context, send=False)
-
-    async def _unmap(self, request: TryRequest, task_log: TaskLog) -> TryResult | None:
-        if request.map_index < 0:
-            return None
-        try:
-            request.task = request.unmapped()
-        except Exception as exc:  # what it maps over changed, or an argument is refused
-            message = mask(f"{type(exc).__name__}: {exc}")
-            task_log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
-            await anyio.to_thread.run_sync(task_log.close)
-            return TryResult("failed", message, retryable=False, log_excerpt=task_log.excerpt())
-        return None
 
     async def _wait(
         self, work_id: str, waiter: _Waiter, context: dict[str, Any], *, send: bool

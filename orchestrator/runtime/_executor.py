@@ -25,8 +25,6 @@ import ctypes
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import traceback
 from collections.abc import Iterator, Mapping
@@ -69,6 +67,7 @@ from orchestrator.runtime._tryspec import (
     TryRequest,
     TryResult,
     child_spec,
+    open_child,
     outcome_value,
 )
 from sensors._base import BaseSensor
@@ -158,14 +157,9 @@ class LocalExecutor:
 
     async def run(self, request: TryRequest) -> TryResult:
         log = TaskLog(request.log_path, self.services.settings.task_log_max_bytes)
-        if request.map_index >= 0:
-            try:
-                request.task = request.unmapped()
-            except Exception as exc:  # what it maps over changed, or an argument is refused
-                message = mask(f"{type(exc).__name__}: {exc}")
-                log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
-                await anyio.to_thread.run_sync(log.close)
-                return TryResult("failed", message, retryable=False, log_excerpt=log.excerpt())
+        failed = await self._unmap(request, log)
+        if failed is not None:
+            return failed
         context = self.context_of(request)
         ti: RuntimeTaskInstance = context["ti"]
         # The try's start, end and state live in the store; the file holds only what the
@@ -201,6 +195,20 @@ class LocalExecutor:
         if request.map_index >= 0 and task.map_index_template:
             result.map_label = map_label(task.map_index_template, context)
         return result
+
+    async def _unmap(self, request: TryRequest, log: TaskLog) -> TryResult | None:
+        """A mapped instance's own operator into ``request``; the failed try if it
+        cannot be built."""
+        if request.map_index < 0:
+            return None
+        try:
+            request.task = request.unmapped()
+        except Exception as exc:  # what it maps over changed, or an argument is refused
+            message = mask(f"{type(exc).__name__}: {exc}")
+            log.line(f"ERROR: cannot build map_index {request.map_index}: {message}")
+            await anyio.to_thread.run_sync(log.close)
+            return TryResult("failed", message, retryable=False, log_excerpt=log.excerpt())
+        return None
 
     def _attempt_in_thread(
         self,
@@ -372,19 +380,8 @@ class LocalExecutor:
         )
         await anyio.Path(request.log_path.parent).mkdir(parents=True, exist_ok=True)
         log = current_task_log()
-        with anyio.CancelScope(shield=True):  # see BashOperator.execute: no unguarded child
-            process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator.runtime._child"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        process = await open_child(spec, env)  # see BashOperator.execute: no unguarded child
         try:
-            assert process.stdin is not None
-            await process.stdin.send(json.dumps(spec).encode())
-            await process.stdin.aclose()
             # Through this process's log: masked, bounded, like every try's output.
             code, _ = await relay_output(process, log.line if log is not None else print)
         except BaseException:

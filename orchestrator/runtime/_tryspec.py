@@ -8,11 +8,20 @@ child interpreter (``_child.py``) reads it, runs the task and writes an outcome.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import Process
 
 from orchestrator.authoring._mapping import MappedOperator
 from orchestrator.errors import FailTask, SkipTask
@@ -22,7 +31,7 @@ if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
     from orchestrator.authoring._dag import DAG
 
-__all__ = ["TryKey", "TryRequest", "TryResult", "child_spec", "outcome_value"]
+__all__ = ["TryKey", "TryRequest", "TryResult", "child_spec", "open_child", "outcome_value"]
 
 TryKey = tuple[str, str, str, int, int]  # dag_id, run_id, task_id, map_index, try_number
 
@@ -103,3 +112,28 @@ def outcome_value(ti: RuntimeTaskInstance, outcome: dict[str, Any]) -> Any:
     if kind != "success":
         raise RuntimeError(outcome.get("error") or kind)
     return outcome.get("value")
+
+
+async def open_child(spec: dict[str, Any], env: dict[str, str]) -> Process:
+    """The child interpreter (``_child.py``) in a session of its own, given ``spec``; its
+    stdout and stderr are one pipe. Started shielded: a cancel never leaves it unowned."""
+    with anyio.CancelScope(shield=True):
+        process = await anyio.open_process(
+            [sys.executable, "-m", "orchestrator.runtime._child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        assert process.stdin is not None
+        await process.stdin.send(json.dumps(spec).encode())
+        await process.stdin.aclose()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        raise
+    return process

@@ -24,8 +24,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +40,7 @@ from orchestrator._settings import Settings, make_private_dir
 from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import StoreError
 from orchestrator.runtime._child import WORKER_PID, run_forked
+from orchestrator.runtime._tryspec import open_child
 from orchestrator.store import Store
 from orchestrator.store._work import claim_work, finish_work, heartbeat_work, work_log
 
@@ -244,19 +243,7 @@ class _Spawned:
 
     @classmethod
     async def start(cls, spec: dict[str, Any], env: dict[str, str]) -> _Spawned:
-        with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                [sys.executable, "-m", "orchestrator.runtime._child"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        assert process.stdin is not None
-        await process.stdin.send(json.dumps(spec).encode())
-        await process.stdin.aclose()
-        return cls(process)
+        return cls(await open_child(spec, env))
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
