@@ -69,6 +69,10 @@ with DAG("spread", start_date=datetime(2024, 1, 1), schedule=None) as dag:
     first >> on_a
     first >> on_b
 
+with DAG("capped", start_date=datetime(2024, 1, 1), schedule=None, max_active_tasks=2):
+    for i in range(5):
+        PythonOperator(task_id=f"c{i}", python_callable=lambda **_: time.sleep(0.3))
+
 with DAG("after", start_date=datetime(2024, 1, 1), schedule=[DONE]) as after:
     PythonOperator(task_id="seen", python_callable=lambda **_: "after ran")
 """
@@ -212,12 +216,13 @@ def test_a_dag_runs_on_workers_with_pools_queues_xcoms_and_datasets(
     assert run["state"] == "success", daemon.output()
     # The pool held across both workers: never more than 2 of its 6 tries at once.
     spans = [json.loads((cluster.out / f"slot{i}.json").read_text()) for i in range(6)]
-    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    most, now = 0, 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    assert most <= 2
+    assert _most_at_once(spans) == 2
+    # So did max_active_tasks (2) across both workers' 8 slots.
+    trigger(daemon, "capped")
+    assert cluster.wait_run(daemon, "capped")["state"] == "success"
+    claimed = cluster.sql("SELECT claimed_at, finished_at FROM try_work WHERE dag_id = 'capped'")
+    assert len(claimed) == 5
+    assert _most_at_once([(t["claimed_at"], t["finished_at"]) for t in claimed]) <= 2
     tries = cluster.sql("SELECT task_id, worker, state FROM try_work WHERE dag_id = 'spread'")
     by_task = {t["task_id"]: t for t in tries}
     assert len(tries) == 10
@@ -308,6 +313,16 @@ def test_faults_lose_no_try_and_never_run_one_twice_at_once(
     assert len((cluster.out / "steady.runs").read_text().splitlines()) == 2
     tries = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 2
+
+
+def _most_at_once(spans: list[Any]) -> int:
+    """The most of these (start, end) spans that overlap at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most, now = 0, 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def _send_again(env: dict[str, str], work_id: str) -> None:
