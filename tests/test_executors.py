@@ -30,6 +30,7 @@ from tests.workers import WorkerProc, broker_or_skip, celery_env, drop_queues
 pytestmark = pytest.mark.timeout(120)
 
 DAG_SOURCE = """
+import logging
 import os
 import time
 from datetime import datetime, timedelta
@@ -53,6 +54,7 @@ def boom(**_):
 def talk(**_):
     for i in range(1, 301):
         print(f"line {i}", flush=True)
+    logging.getLogger("contract").info("logged at info")
     return "talked"
 
 
@@ -184,6 +186,7 @@ async def test_the_log_is_complete_and_in_order_when_the_try_ends(setup: Setup) 
     assert result.state == "success"
     lines = [line for line in log.splitlines() if line.startswith("line ")]
     assert lines == [f"line {i}" for i in range(1, 301)]
+    assert "INFO contract: logged at info" in log
     _, bash_log = await run_one(setup, "bash")
     assert "from bash" in bash_log
 

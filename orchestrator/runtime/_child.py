@@ -14,6 +14,7 @@ import ctypes
 import functools
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
+import structlog
 
 from orchestrator._logging import MaskedLines, mask
 from orchestrator._processes import TRY_MARK, sweep
@@ -143,6 +145,9 @@ def run_forked(spec: dict[str, Any], dag: DAG, env: dict[str, str], out: int) ->
         asyncio.events._set_running_loop(None)  # the worker's loop is not this process's
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+        # As in a new interpreter: the worker's logger config (and the lock of its output
+        # stream, which another of its threads may have held at the fork) is not used.
+        structlog.reset_defaults()
         contextvars.Context().run(_serve, spec, dag)  # not the worker task's context
         code = 0
     except BaseException:
@@ -155,6 +160,16 @@ def run_forked(spec: dict[str, Any], dag: DAG, env: dict[str, str], out: int) ->
         os._exit(code)
 
 
+def _log_to_stderr() -> None:
+    """``logging`` of the try's code into its output, from INFO, as in the daemon."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _serve(spec: dict[str, Any], dag: DAG | None = None) -> None:
     parent = os.environ.get(WORKER_PID)
     if parent:
@@ -162,6 +177,7 @@ def _serve(spec: dict[str, Any], dag: DAG | None = None) -> None:
     # Secrets this process reads (a connection's password) are masked in what it prints.
     sys.stdout = MaskedLines(sys.stdout)
     sys.stderr = MaskedLines(sys.stderr)
+    _log_to_stderr()
     outcome = _run(spec, dag)
     if outcome.get("error"):
         outcome["error"] = mask(outcome["error"])
