@@ -75,7 +75,6 @@ class CeleryExecutor(LocalExecutor):
         self.driver = driver
         self._app = celery_app(settings)
         self._waiters: dict[str, _Waiter] = {}
-        self._wake = anyio.Event()
         self._send_lock = anyio.Lock()
         self._connection: Any = None
         self._producer: Any = None
@@ -90,9 +89,7 @@ class CeleryExecutor(LocalExecutor):
 
     async def _watch(self) -> None:
         while True:
-            with anyio.move_on_after(WATCH_SECONDS):
-                await self._wake.wait()
-            self._wake = anyio.Event()
+            await anyio.sleep(WATCH_SECONDS)
             if not self._waiters:
                 continue
             try:

@@ -107,10 +107,23 @@ class TryWorker:
         if state is None:
             log.warning("try no longer this worker's: its outcome is dropped", work_id=work_id)
             return "dropped"
-        if not await finish_work(backend, work_id, self.name, state, outcome):
+        if not await self._finish(work_id, state, outcome):
             log.warning("try was made lost before it ended: outcome dropped", work_id=work_id)
             return "dropped"
         return state
+
+    async def _finish(self, work_id: str, state: str, outcome: dict[str, Any]) -> bool:
+        """The outcome, written again while the store is away (until the try would count
+        as lost anyway); False if the try is no longer this worker's."""
+        deadline = time.monotonic() + self.settings.worker_lost_after
+        while True:
+            try:
+                return await finish_work(self.store.backend, work_id, self.name, state, outcome)
+            except StoreError as exc:
+                if time.monotonic() > deadline:
+                    log.error("cannot write a try's outcome", work_id=work_id, error=str(exc))
+                    return False
+            await anyio.sleep(0.5)
 
     async def _supervise(
         self, work_id: str, spec: dict[str, Any], result_path: Path

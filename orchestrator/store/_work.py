@@ -93,12 +93,13 @@ def queued_work(
     driver: str,
     spec: dict[str, Any],
 ) -> Statement:
-    """The row of a try about to be sent: ``queued``, nobody's yet."""
+    """The row of a try about to be sent: ``queued``, nobody's yet (written again after a
+    lost commit, it stays as it was)."""
     dag_id, run_id, task_id, map_index, try_number = key
     sql = (
         "INSERT INTO try_work (id, dag_id, run_id, task_id, map_index, try_number, queue, "
         "driver, spec, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', "
-        f"{_NOW[dialect]})"
+        f"{_NOW[dialect]}) ON CONFLICT (id) DO NOTHING"
     )
     params = (work_id, dag_id, run_id, task_id, map_index, try_number, queue, driver)
     return Statement("try_work", sql, (*params, json.dumps(spec)))
