@@ -135,6 +135,27 @@ def test_start_again_requeues_queued_and_counts_running_tries_as_lost() -> None:
     assert step.alerts == [Alert(AlertEvent.TASK_RETRY, "r", 1, LOST_TRY)]
 
 
+def test_start_again_waits_for_an_adopted_try_instead_of_counting_it_lost() -> None:
+    """A running try that runs on elsewhere (a worker) stays running and in flight: the
+    shell waits for it, and its end is fed as any try's."""
+    dag = chain_dag("a", "b", retries=1)
+    open_try = TryRecord("d", "r1", "a", 1, TaskState.RUNNING, start_date=T0, log_path="/l")
+    driver = driver_for(dag, ti("a", TaskState.RUNNING, 1))
+    step = driver.feed(Start(open_tries={"a": open_try}, adopted=frozenset({"a"})), T0)
+    assert step.adopt == ["a"]
+    assert states(driver) == {"a": "running", "b": "none"}
+    assert (open_try.state, step.timers, step.alerts, step.ended) == (
+        TaskState.RUNNING,
+        [],
+        [],
+        None,
+    )
+    end = driver.feed(TryEnded("a", OK), T0 + timedelta(seconds=1))
+    assert states(driver) == {"a": "success", "b": "scheduled"}
+    assert driver.tis["a"].try_number == 1
+    assert end.ready == ["b"]
+
+
 def test_a_lost_try_without_retries_fails_and_its_downstream_is_flagged() -> None:
     """A lost try with no retry left fails; an all_success downstream is upstream_failed."""
     dag = chain_dag("a", "b")

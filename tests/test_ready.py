@@ -164,3 +164,18 @@ def test_a_task_limit_holds_across_runs_and_within_a_run_without_blocking_others
     nxt = per_run.pop()
     assert nxt is not None
     assert (nxt[0].run, nxt[0].task_id) == (handed[0].run, "p[1]")
+
+
+def test_an_occupied_slot_counts_against_parallelism_and_pools_until_released() -> None:
+    """A try already running when its run was loaded holds its room like a popped one."""
+    queue = ReadyQueue(2, {"p": 1, "default_pool": 8})
+    adopted = item("running", pool="p")
+    queue.occupy(adopted)
+    queue.push(item("same_pool", pool="p"))
+    queue.push(item("other"))
+    assert drain(queue) == ["other"]
+    assert queue.running == 2
+    queue.release(adopted)
+    assert queue.running == 1
+    queue.parallelism = 3
+    assert drain(queue) == ["same_pool"]
