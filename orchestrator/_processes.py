@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import anyio
@@ -33,6 +33,7 @@ __all__ = [
     "TRY_MARK",
     "end_group",
     "marked",
+    "relay_lines",
     "relay_output",
     "sweep",
     "without_daemon_secrets",
@@ -117,7 +118,14 @@ async def relay_output(process: Process, emit: Callable[[str], None]) -> tuple[i
     """Send each line ``process`` writes to ``emit`` until it exits (rule 3); its exit
     code and last line."""
     assert process.stdout is not None
-    stdout = process.stdout
+    return await relay_lines(process.stdout, process.wait, emit)
+
+
+async def relay_lines(
+    stdout: AsyncIterable[bytes], exited: Callable[[], Awaitable[int]], emit: Callable[[str], None]
+) -> tuple[int, str]:
+    """Send each line of a process's output ``stdout`` to ``emit`` until ``exited()``
+    returns its exit code (rule 3); that code and the last line."""
     last = ""
     drained = anyio.Event()
 
@@ -140,7 +148,7 @@ async def relay_output(process: Process, emit: Callable[[str], None]) -> tuple[i
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read)
-        code = await process.wait()
+        code = await exited()
         with anyio.move_on_after(DRAIN_SECONDS):
             await drained.wait()
         tg.cancel_scope.cancel()

@@ -35,7 +35,6 @@ from orchestrator._logging import TaskLog
 from orchestrator.errors import StoreError
 from orchestrator.resources._services import Services
 from orchestrator.runtime._celeryapp import celery_app, queue_name
-from orchestrator.runtime._context import map_label
 from orchestrator.runtime._executor import LocalExecutor, TryRequest, TryResult
 from orchestrator.runtime._tryspec import TryKey, child_spec, outcome_value
 from orchestrator.store._work import (
@@ -171,13 +170,7 @@ class CeleryExecutor(LocalExecutor):
                 value, failure = None, exc
             result = self._outcome(request, ti, task_log, value, failure)
             await anyio.to_thread.run_sync(task_log.close)
-        result.context = context
-        if result.state == "failed":
-            result.log_excerpt = task_log.excerpt()
-        task = request.task
-        if request.map_index >= 0 and task.map_index_template:
-            result.map_label = map_label(task.map_index_template, context)
-        return result
+        return self._finished(request, result, context, task_log)
 
     # -- the watch --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -67,13 +67,11 @@ from orchestrator.runtime._tryspec import (
     TryRequest,
     TryResult,
     child_spec,
+    kill_child,
     open_child,
     outcome_value,
 )
 from sensors._base import BaseSensor
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Executor", "LocalExecutor", "TryRequest", "TryResult"]
 
@@ -189,9 +187,17 @@ class LocalExecutor:
                 log.line(f"ERROR: {message}")
                 result = TryResult("failed", message)
                 await anyio.to_thread.run_sync(log.close)
+        return self._finished(request, result, context, log)
+
+    def _finished(
+        self, request: TryRequest, result: TryResult, context: dict[str, Any], log: TaskLog
+    ) -> TryResult:
+        """What every try's report carries beside its outcome: its context, a failed
+        try's last log lines, a mapped instance's label."""
         result.context = context
         if result.state == "failed":
             result.log_excerpt = log.excerpt()
+        task = request.task
         if request.map_index >= 0 and task.map_index_template:
             result.map_label = map_label(task.map_index_template, context)
         return result
@@ -385,10 +391,7 @@ class LocalExecutor:
             # Through this process's log: masked, bounded, like every try's output.
             code, _ = await relay_output(process, log.line if log is not None else print)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+            await kill_child(process)
             raise
         finally:
             with anyio.CancelScope(shield=True):

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from orchestrator.authoring._baseoperator import BaseOperator
     from orchestrator.authoring._dag import DAG
 
-__all__ = ["TryKey", "TryRequest", "TryResult", "child_spec", "open_child", "outcome_value"]
+__all__ = [
+    "TryKey",
+    "TryRequest",
+    "TryResult",
+    "child_spec",
+    "kill_child",
+    "open_child",
+    "outcome_value",
+]
 
 TryKey = tuple[str, str, str, int, int]  # dag_id, run_id, task_id, map_index, try_number
 
@@ -131,9 +139,14 @@ async def open_child(spec: dict[str, Any], env: dict[str, str]) -> Process:
         await process.stdin.send(json.dumps(spec).encode())
         await process.stdin.aclose()
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        await kill_child(process)
         raise
     return process
+
+
+async def kill_child(process: Process) -> None:
+    """SIGKILL the child's process group and reap it, whatever cancels the caller."""
+    with anyio.CancelScope(shield=True):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

@@ -35,7 +35,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import Process
 
-from orchestrator._processes import DRAIN_SECONDS, TRY_MARK, marked, relay_output, sweep
+from orchestrator._processes import TRY_MARK, marked, relay_lines, relay_output, sweep
 from orchestrator._settings import Settings, make_private_dir
 from orchestrator.dagfiles._files import load_dag_file
 from orchestrator.errors import StoreError
@@ -45,7 +45,7 @@ from orchestrator.store import Store
 from orchestrator.store._work import claim_work, finish_work, heartbeat_work, work_log
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
     from orchestrator.authoring._dag import DAG
 
@@ -298,43 +298,34 @@ class _Forked:
                     kill(self.pid, signal.SIGKILL)
 
     async def relay(self, emit: Callable[[str], None]) -> int:
-        """Its output, line by line, until it exits (and what it left holding the pipe
-        has had ``DRAIN_SECONDS`` to finish writing)."""
-        drained = anyio.Event()
+        code, _ = await relay_lines(self._output(), self._exited, emit)
+        return code
 
-        async def read() -> None:
-            buffer = b""
-            while True:
-                await anyio.wait_readable(self.out)
-                try:
-                    chunk = os.read(self.out, 65_536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    break
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    emit(raw.decode(errors="replace"))
-            if buffer:
-                emit(buffer.decode(errors="replace"))
-            drained.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            await anyio.wait_readable(self.pidfd)
-            with anyio.move_on_after(DRAIN_SECONDS):
-                await drained.wait()
-            tg.cancel_scope.cancel()
-        return await self.wait()
+    async def _output(self) -> AsyncIterator[bytes]:
+        while True:
+            await anyio.wait_readable(self.out)
+            try:
+                chunk = os.read(self.out, 65_536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return
+            yield chunk
 
     async def wait(self) -> int:
+        """Its exit code, once it has exited; its pipe and pidfd are closed then."""
+        code = await self._exited()
+        if self.out >= 0:
+            for fd in (self.out, self.pidfd):
+                os.close(fd)
+            self.out = self.pidfd = -1
+        return code
+
+    async def _exited(self) -> int:
         if self.code is None:
             await anyio.wait_readable(self.pidfd)
             _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - it has exited
             self.code = os.waitstatus_to_exitcode(status)
-            for fd in (self.out, self.pidfd):
-                os.close(fd)
         return self.code
 
 
