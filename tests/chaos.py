@@ -321,6 +321,22 @@ class Chaos:
 
     # -- the end ------------------------------------------------------------------------------
 
+    def _schedules_caught_up(self) -> bool:
+        """Every tick DAG's schedule has reached its end (a daemon that took a shard over
+        just before the end may still be firing the instants it missed)."""
+        latest = {
+            r["dag_id"]: datetime.fromisoformat(r["latest"])
+            for r in sql(
+                self.url,
+                "SELECT dag_id, MAX(logical_date) AS latest FROM dag_run "
+                "WHERE run_type = 'scheduled' GROUP BY dag_id",
+            )
+        }
+        return all(
+            dag_id in latest and latest[dag_id] + timedelta(seconds=1 + i % 2) * 2 > self.end
+            for i, dag_id in enumerate(self.tick_ids)
+        )
+
     def settle(self, within: float = 60.0) -> None:
         """Let the daemons catch up: every schedule at its end date, every run finished,
         every delivery consumed, every event handled; then stop them."""
@@ -337,7 +353,7 @@ class Chaos:
             )[0]
             quiet = not state["runs"] and not state["pending"] and not state["unhandled"]
             past_end = datetime.now(UTC) > self.end + timedelta(seconds=TAKEOVER + 2)
-            if quiet and past_end and state == last:
+            if quiet and past_end and state == last and self._schedules_caught_up():
                 break
             last = state
             if time.monotonic() > deadline:
