@@ -359,8 +359,11 @@ OUT = os.environ["CELERY_OUT"]
 def work(ti, **_):
     with open(os.path.join(OUT, f"{ti.task_id}.runs"), "a") as f:
         f.write(f"{ti.try_number}\\n")
-    if ti.task_id == "long":
-        time.sleep(3)
+    if ti.task_id == "long":  # until the test has taken the broker down
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(OUT, "broker.down")):
+            assert time.monotonic() < deadline, "the broker was never taken down"
+            time.sleep(0.05)
         open(os.path.join(OUT, "long.done"), "w").write("done")
 
 
@@ -463,8 +466,13 @@ def test_a_broker_restart_mid_run_loses_no_try_and_runs_none_twice(
         trigger(daemon, "outage")
         cluster.wait_file("long.runs")
         broker.down()  # while `long` runs: its followers are sent while the broker is down
+        (out / "broker.down").write_text("")
         cluster.wait_file("long.done")
-        time.sleep(1.0)
+        daemon.wait_for(
+            lambda: daemon.output().count("cannot send a try to the broker") >= 4,
+            within=30,
+            what="the followers' sends refused by the broker",
+        )
         broker.up()
         run = cluster.wait_run(daemon, "outage", within=90)
         assert run["state"] == "success", daemon.output()
