@@ -253,6 +253,45 @@ def test_paused_dag_keeps_its_runs_queued_until_unpaused(
     assert d.wait_for(lambda: finished(d, "d", "held")) == "success"
 
 
+POOLED = """
+import os
+import time
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+FLAGS = {flags!r}
+
+def wait(ti, **_):
+    open(os.path.join(FLAGS, ti.task_id), "w").close()
+    while not os.path.exists(os.path.join(FLAGS, "go")):
+        time.sleep(0.05)
+
+with DAG("pooled", schedule=None, start_date=datetime(2026, 1, 1)):
+    PythonOperator(task_id="a", python_callable=wait, pool="one")
+    PythonOperator(task_id="b", python_callable=wait, pool="one")
+"""
+
+
+def test_a_pool_resized_while_the_daemon_runs_counts_without_a_restart(
+    daemon: Callable[..., DaemonProc], dag_file: DagFile, db_url: str, tmp_path: Path
+) -> None:
+    """`pools set` on a running daemon's store: a task the old size held back starts."""
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    dag_file("pooled.py", POOLED.format(flags=str(flags)))
+    env = {"ORCHESTRATOR_DB": db_url}
+    assert cli("pools", "set", "one", "1", env=env).returncode == 0
+    d = daemon(ORCHESTRATOR_RECONCILE_INTERVAL="0.2")
+    assert d.api("POST", "/api/v1/dags/pooled/runs", json={"run_id": "r"}).status_code == 201
+    (first,) = d.wait_for(lambda: [f.name for f in flags.iterdir()], 10, "one task running")
+    assert tasks(d, "pooled", "r")[{"a": "b", "b": "a"}[first]]["state"] == "scheduled"
+    assert cli("pools", "set", "one", "2", env=env).returncode == 0
+    d.wait_for(lambda: len(list(flags.iterdir())) == 2, 10, "the other task, started")
+    (flags / "go").touch()
+    assert d.wait_for(lambda: finished(d, "pooled", "r")) == "success"
+
+
 def test_trigger_without_a_daemon_queues_in_the_store_and_the_daemon_runs_it(
     home: Path, dag_file: DagFile, db_url: str, daemon: Callable[..., DaemonProc]
 ) -> None:

@@ -331,3 +331,65 @@ def test_a_trigger_or_pause_sent_to_another_daemon_reaches_the_dags_daemon_at_on
     second.wait_for(
         lambda: second.api("GET", f"/api/v1/dags/{dag_id}").json()["is_paused"], 10, "paused"
     )
+
+
+POOLED = """
+import json
+import os
+import time
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+def work(ti, **_):
+    began = time.time()
+    time.sleep(0.3)
+    with open(os.path.join(os.environ["POOL_OUT"], ti.dag_id + "." + ti.task_id), "w") as f:
+        json.dump([began, time.time()], f)
+
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+    for i in range(4):
+        PythonOperator(task_id=f"t{i}", python_callable=work, pool="db")
+"""
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    at_once = most = 0
+    for _, step in edges:  # an end before a start at the same instant
+        at_once += step
+        most = max(most, at_once)
+    return most
+
+
+def test_a_pool_holds_across_the_daemons_whichever_drives_the_runs(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A pool of 2 slots, and runs driven by two daemons that each want all of it: never
+    more than 2 of their tries at once, and both daemons' tries run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    created = run_cli("pools", "set", "db", "2", db=cluster.url)
+    assert created.returncode == 0, created.stderr
+    dag_ids = [f"p{i}" for i in range(16)]
+    for dag_id in dag_ids:
+        write_dag(tmp_path / "dags", dag_id, POOLED.replace("{dag_id}", dag_id))
+    first = cluster.start(POOL_OUT=str(out))
+    second = cluster.start(POOL_OUT=str(out))
+    first.wait_for(lambda: cluster.balanced(2), 15, "two daemons sharing the shards")
+    chosen = [d for d in dag_ids if cluster.owner_of(d) is first][:2]
+    chosen += [d for d in dag_ids if cluster.owner_of(d) is second][:2]
+    assert len(chosen) == 4
+    for dag_id in chosen:
+        owner = cluster.owner_of(dag_id)
+        path = f"/api/v1/dags/{dag_id}"
+        owner.wait_for(lambda: owner.api("GET", path).is_success, 10, dag_id)  # noqa: B023
+        response = owner.api("POST", f"/api/v1/dags/{dag_id}/runs", json={"run_id": "r"})
+        assert response.status_code == 201, response.text
+    query = "SELECT dag_id, driver FROM dag_run WHERE state = 'success'"
+    done = first.wait_for(lambda: r if len(r := sql(cluster.url, query)) == 4 else None, 60, "runs")
+    assert len({r["driver"] for r in done}) == 2
+    spans = [tuple(json.loads(f.read_text())) for f in out.iterdir()]
+    assert len(spans) == 16
+    assert most_at_once(spans) == 2, sorted(spans)
+    assert "pools not balanced" not in first.output() + second.output()

@@ -210,3 +210,93 @@ async def test_an_alert_is_recovered_by_its_daemon_or_when_that_one_is_gone_by_i
         finally:
             for member in members:
                 await member.close()
+
+
+async def test_pools_are_shared_out_between_the_daemons_and_slots_given_back_are_told(
+    pg_url: str,
+) -> None:
+    async with open_store(pg_url) as store:
+        await store.set_pool("db", 4, "")
+        a, b = Membership(pg_url, ttl=5, name="a"), Membership(pg_url, ttl=5, name="b")
+        spy = await asyncpg.connect(pg_url)
+        told: list[str] = []
+        try:
+            await a.join()
+            alone = await a.balance({})
+            assert (alone.limits["db"], alone.limits["default_pool"]) == (4, 128)  # all of it
+            assert alone.sizes["db"] == 4
+            assert not alone.told
+            await b.join()
+            await spy.add_listener("orchestrator", lambda *args: told.append(args[-1]))
+            # b wants 3 while a's grant covers the pool: b may start nothing yet, and says so.
+            short = await b.balance({"db": (0, 3)})
+            assert short.limits["db"] == 0
+            assert short.told
+            # a, told, holds one running try and wants no more: it keeps 1 and tells b.
+            given = await a.balance({"db": (1, 1)})
+            assert given.limits["db"] == 1
+            assert given.told
+            assert "db" in given.contended
+            taken = await b.balance({"db": (0, 3)})
+            assert taken.limits["db"] == 3
+            grants = await spy.fetch("SELECT epoch, granted FROM pool_grant WHERE pool = 'db'")
+            assert sorted(r["granted"] for r in grants) == [1, 3]
+            await _until(lambda: _answer(len(told) >= 2), "both notices")
+            assert told[:2] == [f"pools:{b.epoch}", f"pools:{a.epoch}"]
+            # Now a wants 3 more: its limit is its fair share (2 of 4), over what b's
+            # grant leaves it; b, over its share, keeps what it runs and shrinks as it ends.
+            assert (await a.balance({"db": (1, 4)})).limits["db"] == 1
+            over = await b.balance({"db": (3, 3)})
+            assert over.limits["db"] == 2
+            assert over.over == frozenset({"db"})
+            assert (await b.balance({"db": (2, 3)})).over == frozenset()
+            assert (await a.balance({"db": (1, 4)})).limits["db"] == 2
+            # b leaves: its grants go with it, and a gets the whole pool back.
+            await b.leave()
+            assert (await a.balance({"db": (2, 4)})).limits["db"] == 4
+            assert [r["epoch"] for r in await spy.fetch("SELECT epoch FROM pool_grant")] == [
+                a.epoch,
+                a.epoch,
+            ]
+            with pytest.raises(LeaseLost):
+                await b.balance({})
+        finally:
+            await spy.close()
+            await a.close()
+            await b.close()
+
+
+async def _answer(value: Any) -> Any:
+    return value
+
+
+async def test_a_daemon_frozen_mid_transaction_holds_the_others_up_only_briefly(
+    pg_url: str,
+) -> None:
+    """Its session is ended by the server once idle in the transaction for ttl / 4: the
+    pools' rows and its fence are free again for a balance and a takeover."""
+    async with open_store(pg_url):
+        frozen, live = Membership(pg_url, ttl=4, name="frozen"), Membership(pg_url, ttl=4)
+        spy = await asyncpg.connect(pg_url)
+        try:
+            await frozen.join()
+            await live.join()
+            conn = await frozen._connection()
+            tx = conn.transaction()
+            await tx.start()  # ...and the daemon stops right there
+            assert await conn.fetchval(FENCE, frozen.epoch) == 1
+            await conn.execute("SELECT * FROM pool FOR UPDATE")
+            with anyio.fail_after(5):
+                balanced = await live.balance({"default_pool": (0, 1)})
+            assert balanced.limits["default_pool"] >= 1
+            await spy.execute(
+                "UPDATE daemon SET heartbeat_at = heartbeat_at - 60 WHERE epoch = $1",
+                frozen.epoch,
+            )
+            with anyio.fail_after(5):
+                assert (await live.beat()).ended == (frozen.epoch,)
+            assert conn.is_closed()  # the server ended the frozen session
+        finally:
+            await spy.close()
+            await frozen.close()
+            await live.close()

@@ -179,3 +179,28 @@ def test_an_occupied_slot_counts_against_parallelism_and_pools_until_released() 
     assert queue.running == 1
     queue.parallelism = 3
     assert drain(queue) == ["same_pool"]
+
+
+def test_pools_with_no_room_are_told_and_demand_counts_what_parallelism_leaves_room_for() -> None:
+    """Beside other daemons the pools are this daemon's limits: a pool that kept a
+    waiting instance back is told to ``on_starved``, one given room back to
+    ``on_release``; ``demand`` is each pool's slots held, and held plus wanted by as
+    many waiting instances as parallelism could start."""
+    queue = ReadyQueue(3, {"default_pool": 1, "db": 5})
+    starved: list[str] = []
+    released: list[str] = []
+    queue.on_starved, queue.on_release = starved.append, released.append
+    for name in "xyz":
+        queue.push(item(name))
+    queue.push(item("big", pool="db", slots=2))
+    started = [queue.pop(), queue.pop()]
+    assert queue.pop() is None
+    assert sorted(p[0].task_id for p in started if p) == ["big", "x"]
+    assert set(starved) == {"default_pool"}
+    assert queue.demand() == {"default_pool": (1, 2), "db": (2, 2)}
+    queue.pools = {"default_pool": 2, "db": 5}  # a balance raised the limit
+    assert len(drain(queue)) == 1
+    assert queue.demand() == {"default_pool": (2, 2), "db": (2, 2)}
+    assert started[1] is not None
+    queue.release(started[1][0])
+    assert released == [started[1][0].pool]

@@ -19,13 +19,17 @@ Rules:
    surfaces. Pushing an instance again supersedes its earlier entry.
 4. An instance whose pool does not exist is handed out with the reason, without
    taking room, so that it can be failed saying why.
+5. Beside other daemons, ``pools`` holds this daemon's limits rather than the pools'
+   sizes (``core._slots``): ``on_starved`` is told of a pool in which a waiting
+   instance found no room, ``on_release`` of one in which room was given back, and
+   ``demand`` tells what the tries hold and want of each pool.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["ReadyItem", "ReadyQueue"]
@@ -72,6 +76,8 @@ class ReadyQueue:
         self._per_pool: dict[str, int] = {}
         self._per_task: dict[tuple[str, str], int] = {}  # (dag, task) -> running
         self._per_task_run: dict[tuple[RunKey, str], int] = {}  # (run, task) -> running
+        self.on_starved: Callable[[str], None] | None = None  # rule 5
+        self.on_release: Callable[[str], None] | None = None
 
     @property
     def running(self) -> int:
@@ -135,6 +141,8 @@ class ReadyQueue:
         self._running -= 1
         self._per_dag[item.dag_id] -= 1
         self._per_pool[item.pool] -= item.slots
+        if self.on_release is not None:
+            self.on_release(item.pool)
         if item.task:
             self._per_task[(item.dag_id, item.task)] -= 1
             in_run = (item.run, item.task)
@@ -142,6 +150,21 @@ class ReadyQueue:
                 del self._per_task_run[in_run]
             else:
                 self._per_task_run[in_run] -= 1
+
+    def demand(self) -> dict[str, tuple[int, int]]:
+        """Each pool's slots held by the instances handed out, and those plus the slots
+        the waiting ones would take, as many of them as parallelism leaves room for."""
+        held = dict(self._per_pool)
+        wanted = dict(held)
+        room = self.parallelism - self._running
+        for lane in self._lanes.values():
+            for _, seq, item in lane:
+                if room <= 0:
+                    break
+                if self._live.get((item.run, item.task_id)) == seq:
+                    wanted[item.pool] = wanted.get(item.pool, 0) + item.slots
+                    room -= 1
+        return {pool: (held.get(pool, 0), n) for pool, n in wanted.items()}
 
     def _head(self, lane: list[_Entry]) -> ReadyItem | None:
         """The lane's first entry still live, dropping stale ones."""
@@ -167,4 +190,8 @@ class ReadyQueue:
         size = self.pools.get(item.pool)
         if size is None:
             return True  # handed out only to be failed with the reason (rule 4)
-        return self._per_pool.get(item.pool, 0) + item.slots <= size
+        if self._per_pool.get(item.pool, 0) + item.slots <= size:
+            return True
+        if self.on_starved is not None:
+            self.on_starved(item.pool)
+        return False

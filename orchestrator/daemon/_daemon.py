@@ -49,6 +49,7 @@ from orchestrator.daemon._datasets import DatasetFeed
 from orchestrator.daemon._events import EventFeed
 from orchestrator.daemon._file import daemon_file, write_daemon_file
 from orchestrator.daemon._metrics import Metrics
+from orchestrator.daemon._pools import PoolBalance
 from orchestrator.daemon._runs import RunParts
 from orchestrator.daemon._shares import Shares
 from orchestrator.daemon._signals import handle_signals
@@ -125,6 +126,7 @@ class Daemon(RunParts, ControlPlaneParts):
         self._store: Store | None = None
         self._scheduler: Scheduler | None = None
         self._intake: RunIntake | None = None
+        self.pools: PoolBalance | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -186,6 +188,9 @@ class Daemon(RunParts, ControlPlaneParts):
                 quiet=self.scheduler.quiet,
                 retention_days=self.settings.alert_retention_days,
             )
+            if self.shares.membership is not None:  # pools shared with the other daemons
+                interval = max(0.1, self.settings.ha_takeover / 5)
+                self.pools = PoolBalance(self.shares.membership, self.scheduler, interval)
             self.scheduler.sensors.on_lateness = self.metrics.poke_lateness.observe
             self.scheduler.alerts.orphans = self.shares.owns
             watchdog = LoopWatchdog(on_lag=self.metrics.loop_lag.observe)
@@ -208,6 +213,8 @@ class Daemon(RunParts, ControlPlaneParts):
             async with anyio.create_task_group() as work:
                 await work.start(self.alerts.sender.serve)
                 await work.start(self.scheduler.serve)
+                if self.pools is not None:
+                    await work.start(self.pools.serve)
                 await self._serve()
                 idle = await self.scheduler.drain(self.settings.shutdown_grace)
                 await self.alerts.settle(min(5.0, self.settings.shutdown_grace))

@@ -38,6 +38,7 @@ from triggers._timetable import RunInfo
 if TYPE_CHECKING:
     from orchestrator._clock import Clock
     from orchestrator._settings import Settings
+    from orchestrator.daemon._pools import PoolBalance
     from orchestrator.runtime._live import LiveRun
     from orchestrator.runtime._scheduler import Scheduler
     from orchestrator.store import Store
@@ -61,6 +62,7 @@ class RunParts:
     engine: TriggerEngine
     admission: Admission
     shares: Shares
+    pools: PoolBalance | None
     datasets: DatasetFeed
     events: EventFeed
     alerts: AlertFeed
@@ -128,6 +130,10 @@ class RunParts:
             await anyio.sleep(self.settings.reconcile_interval)
             try:
                 await self._reconcile()
+                if self.pools is None:  # alone: pools resized count now (else: PoolBalance)
+                    pools = await self.store.get_pools()
+                    if pools != self.scheduler.queue.pools:
+                        self.scheduler.set_pools(pools)
                 if self.shares.shared and self.clock.now() - others_read > _OTHERS_EVERY:
                     others_read = self.clock.now()
                     await self._read_last({d for d in self.folder.dags if not self.shares.owns(d)})
@@ -139,8 +145,11 @@ class RunParts:
             except StoreUnavailable as exc:
                 log.warning("store unavailable: reconcile skipped", error=str(exc))
 
-    def _noticed(self, _: str) -> None:
+    def _noticed(self, payload: str) -> None:
         """Another daemon wrote something this one may have to act on (``Shares.listen``)."""
+        if self.pools is not None and payload.startswith("pools:"):
+            self.pools.wake()
+            return
         self._notice.set()
 
     async def _notice_loop(self) -> None:

@@ -82,9 +82,7 @@ from orchestrator.runtime._live import (
     try_ended,
     try_request,
 )
-from orchestrator.runtime._live import (
-    written as written_by,
-)
+from orchestrator.runtime._live import written as written_by
 from orchestrator.runtime._sensing import SensorHub
 from orchestrator.runtime._timers import Timers
 from orchestrator.store import Ack, Store
@@ -252,6 +250,13 @@ class Scheduler:
         """The DAG as this process knows it: loaded, or of a run driven here."""
         dag = self._dags(dag_id) if self._dags is not None else None
         return dag if dag is not None else self._driven.get(dag_id)
+
+    def set_pools(self, limits: dict[str, int]) -> None:
+        """What the tries here may hold of each pool (its size, or beside other daemons
+        this one's limit in it: ``core._slots``); what now fits starts."""
+        self.queue.pools = limits
+        if self._tg is not None:
+            self._dispatch()
 
     def live(self, run: RunKey) -> LiveRun | None:
         """The run driven here under that key, if any."""

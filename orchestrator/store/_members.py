@@ -27,6 +27,14 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
    arrives after the commit) only wakes the other daemons to read the store at once;
    each also reads it every reconcile, so a notice lost with a connection delays
    nothing for longer than that.
+7. Pools hold across the daemons (``balance``): in a fenced transaction that locks
+   every pool's row, a daemon reads what the live daemons hold and want of each pool
+   and stores its own grant (``core._slots``); grants of ended daemons are dropped.
+   It tells the others (``pools:``) when it gave slots back while one of them wanted
+   more, or when it wants more than it may hold.
+8. A lease transaction left open by a daemon that froze mid-way is ended by the server
+   after ``ttl / 4`` seconds (at least one) idle in it, releasing its locks: the fence
+   on its row (which a takeover waits for) and the pools' rows.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,13 +51,14 @@ import anyio
 import asyncpg
 
 from orchestrator._clock import iso
+from orchestrator.core._slots import Claim, limit_of
 from orchestrator.errors import StoreError, StoreUnavailable
 from orchestrator.store._backend import ClaimLost
 from orchestrator.store._pgerrors import CLIENT_ERRORS, LOST
 from orchestrator.store._rows import NOTICE_CHANNEL
 from orchestrator.store._shards import SHARDS, driver_tag
 
-__all__ = ["FENCE", "LeaseLost", "Membership", "Share", "daemon_json", "fence"]
+__all__ = ["FENCE", "Balance", "LeaseLost", "Membership", "Share", "daemon_json", "fence"]
 
 NOW = "extract(epoch from clock_timestamp())"
 FENCE = "SELECT 1 FROM daemon WHERE epoch = $1 AND state = 'alive' FOR KEY SHARE"
@@ -74,6 +83,17 @@ class Share:
     alive: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What a balance of the pools found (rule 7)."""
+
+    limits: dict[str, int]  # every pool: the slots this daemon's tries may hold
+    sizes: dict[str, int]  # every pool: its slots
+    over: frozenset[str] = frozenset()  # where they hold more: balance as they end
+    contended: frozenset[str] = frozenset()  # where another daemon wants more than it holds
+    told: bool = False  # the others were told to balance
+
+
 @dataclass(slots=True)
 class Membership:
     """One daemon's lease on a PostgreSQL store, on a connection of its own."""
@@ -87,9 +107,17 @@ class Membership:
     _lock: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
 
     async def _connect(self) -> Any:
-        """A new session, named after this daemon (so its sessions can be found)."""
+        """A new session, named after this daemon (so its sessions can be found). One
+        left in a transaction by a daemon frozen mid-write (stopped, its machine
+        suspended) is ended by the server, so its locks never hold the others up for
+        long (rule 8)."""
+        idle = max(1.0, self.ttl / 4)
         return await asyncpg.connect(
-            self.url, server_settings={"application_name": f"orchestrator {self.name}"}
+            self.url,
+            server_settings={
+                "application_name": f"orchestrator {self.name}",
+                "idle_in_transaction_session_timeout": str(int(idle * 1000)),
+            },
         )
 
     async def _connection(self) -> Any:
@@ -225,6 +253,61 @@ class Membership:
 
         claimed: set[tuple[str, str]] = await self._transaction(body)
         return claimed
+
+    async def balance(self, demand: Mapping[str, tuple[int, int]]) -> Balance:
+        """This daemon's limit in every pool, for ``demand`` (pool: slots its tries hold,
+        slots they want in all), its grants stored (rule 7)."""
+
+        async def body(conn: Any) -> Balance:
+            await fence(conn, self.epoch)
+            pools = await conn.fetch("SELECT name, slots FROM pool ORDER BY name FOR UPDATE")
+            alive = await conn.fetch("SELECT epoch FROM daemon WHERE state = 'alive'")
+            await conn.execute(
+                "DELETE FROM pool_grant g WHERE NOT EXISTS (SELECT 1 FROM daemon d "
+                "WHERE d.epoch = g.epoch AND d.state = 'alive')"
+            )
+            claims: dict[tuple[str, int], Claim] = {
+                (r["pool"], r["epoch"]): (r["granted"], r["wanted"])
+                for r in await conn.fetch("SELECT pool, epoch, granted, wanted FROM pool_grant")
+            }
+            others = [r["epoch"] for r in alive if r["epoch"] != self.epoch]
+            limits: dict[str, int] = {}
+            over: set[str] = set()
+            contended: set[str] = set()
+            tell = False
+            rows = []
+            for pool in pools:
+                name = pool["name"]
+                theirs = {e: claims.get((name, e), (0, 0)) for e in others}
+                used, wanted = demand.get(name, (0, 0))
+                limit, granted = limit_of(pool["slots"], self.epoch, used, wanted, theirs)
+                before = claims.get((name, self.epoch), (0, 0))
+                limits[name] = limit
+                if granted > limit:
+                    over.add(name)
+                if any(w > g for g, w in theirs.values()):
+                    contended.add(name)
+                if granted < before[0] and name in contended:
+                    tell = True  # slots given back that another wants
+                if theirs and wanted > limit and wanted > before[1]:
+                    tell = True  # short, and wanting more than the others know
+                if (granted, wanted) != before:
+                    rows.append((name, self.epoch, granted, wanted))
+            await conn.executemany(
+                "INSERT INTO pool_grant (pool, epoch, granted, wanted) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (pool, epoch) DO UPDATE SET granted = EXCLUDED.granted, "
+                "wanted = EXCLUDED.wanted",
+                rows,
+            )
+            if tell:
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", NOTICE_CHANNEL, f"pools:{self.epoch}"
+                )
+            sizes = {pool["name"]: pool["slots"] for pool in pools}
+            return Balance(limits, sizes, frozenset(over), frozenset(contended), tell)
+
+        balance: Balance = await self._transaction(body)
+        return balance
 
     async def leave(self) -> None:
         """End this daemon's own lease and free its shards (rule 5)."""

@@ -407,6 +407,19 @@ CREATE TABLE try_log (
 )
 """
 
+# A pool's slots shared by several daemons (core._slots): what each live daemon may
+# hold of each pool (granted) and what its tries want (wanted), written under the
+# pool's row lock.
+_V10 = """
+CREATE TABLE pool_grant (
+    pool TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    granted INTEGER NOT NULL,
+    wanted INTEGER NOT NULL,
+    PRIMARY KEY (pool, epoch)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run driver", _V2),
@@ -417,4 +430,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "rendered templated fields", _V7),
     Migration(8, "daemons and shards", _V8),
     Migration(9, "tries run by workers", _V9),
+    Migration(10, "pool slots shared by daemons", _V10),
 )
