@@ -2,6 +2,7 @@
 takeover after kill -9, a trigger sent to a daemon that does not schedule the DAG.
 
     python bench/daemons.py [--dags 1500] [--daemons 1,2,3] [--takeovers 3] [--triggers 20]
+        [--only H1|H2|H3|H4]
 
 H1 (lateness and cost): ``--dags`` DAGs on a minute cron (catchup=False), scheduled by 1,
 then 2, then 3 daemons (a fresh store each). For the next minute instant once the
@@ -13,6 +14,10 @@ H2 (takeover): two daemons (``ORCHESTRATOR_HA_TAKEOVER``, 15 s unless set), 20 D
 kill to the first run of ``tick00`` the other daemon creates. ``--takeovers`` times.
 H3 (a trigger sent elsewhere): ``POST /api/v1/dags/{id}/runs`` to the daemon that does not
 schedule the DAG, then wait for its task's code to run: p50 and p95 over ``--triggers``.
+H4 (a pool across the daemons): a pool of 4 slots and 4 DAGs of 25 tasks of 0.1 s in it,
+driven by 1 daemon, then by 2 (two DAGs each): the time from the triggers to the last
+task's end against the 2.5 s the pool allows, the most tasks running at once, and how
+the tasks fell to the daemons.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -194,14 +201,100 @@ def trigger_elsewhere(triggers: int) -> None:
         )
 
 
+POOL_DAG = """
+import json
+import os
+import time
+from datetime import datetime
+from orchestrator import DAG
+from orchestrator.operators import PythonOperator
+
+def work(ti, **_):
+    began = time.time()
+    time.sleep(0.1)
+    with open(os.path.join(os.environ["BENCH_SPANS"], ti.dag_id + "." + ti.task_id), "w") as f:
+        json.dump([began, time.time()], f)
+
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+    for n in range(25):
+        PythonOperator(task_id=f"t{{n}}", python_callable=work, pool="shared")
+"""
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    at_once = most = 0
+    for _, step in edges:
+        at_once += step
+        most = max(most, at_once)
+    return most
+
+
+def pool_across(counts: list[int]) -> None:
+    for n in counts:
+        root = Path(tempfile.mkdtemp(prefix="orch-bench-pool-"))
+        (root / "dags").mkdir()
+        spans_dir = root / "spans"
+        spans_dir.mkdir()
+        dag_ids = [f"pooled{i:02d}" for i in range(16)]
+        for dag_id in dag_ids:
+            (root / "dags" / f"{dag_id}.py").write_text(POOL_DAG.format(dag_id=dag_id))
+        with pg_schema("bench_h4") as db_url:
+            env = {**os.environ, "ORCHESTRATOR_DB": db_url, "ORCHESTRATOR_HOME": str(root)}
+            subprocess.run(
+                [sys.executable, "-m", "orchestrator.cli", "pools", "set", "shared", "4"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            with cluster(root, db_url, n, BENCH_SPANS=str(spans_dir)) as daemons:
+                db = daemons[0].db
+                chosen = []
+                for d in daemons:
+                    mine = [x for x in dag_ids if owner_pid(db, x) == d.proc.pid]
+                    chosen += mine[: 4 // n]
+                for dag_id in chosen:
+                    wait_for(
+                        lambda dag_id=dag_id: (
+                            httpx.get(f"{daemons[0].url}/api/v1/dags/{dag_id}").is_success
+                        ),
+                        60,
+                        dag_id,
+                    )
+                sent = time.time()
+                for dag_id in chosen:
+                    httpx.post(f"{daemons[0].url}/api/v1/dags/{dag_id}/runs", json={"run_id": "r"})
+                wait_for(
+                    lambda db=db: (
+                        db("SELECT COUNT(*) FROM dag_run WHERE state = 'success'")[0][0] == 4
+                    ),
+                    120,
+                    "the pooled runs",
+                )
+                drivers = db(
+                    "SELECT r.driver, COUNT(*) FROM task_try t JOIN dag_run r "
+                    "ON r.dag_id = t.dag_id AND r.run_id = t.run_id GROUP BY r.driver"
+                )
+            spans = [tuple(json.loads(f.read_text())) for f in spans_dir.iterdir()]
+            took = max(end for _, end in spans) - sent
+            print(
+                f"H4 pool of 4 slots, 100 tasks of 0.1 s, {n} daemon(s): triggers to the last "
+                f"end {took:.2f} s (the pool allows 2.50 s: {2.5 / took:.0%} used); most at "
+                f"once {most_at_once(spans)}; tasks per daemon "
+                f"{sorted(int(c) for _, c in drivers)}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dags", type=int, default=1500)
     parser.add_argument("--daemons", default="1,2,3")
     parser.add_argument("--takeovers", type=int, default=3)
     parser.add_argument("--triggers", type=int, default=20)
-    parser.add_argument("--only", choices=["H1", "H2", "H3"])
+    parser.add_argument("--only", choices=["H1", "H2", "H3", "H4"])
     args = parser.parse_args()
+    if args.only in (None, "H4"):
+        pool_across([1, 2])
     if args.only in (None, "H3"):
         trigger_elsewhere(args.triggers)
     if args.only in (None, "H2"):
