@@ -311,8 +311,28 @@ def test_faults_lose_no_try_and_never_run_one_twice_at_once(
     run = cluster.wait_run(third, "kill_daemon")
     assert (run["run_id"], run["state"]) == (second, "success"), third.output()
     assert len((cluster.out / "steady.runs").read_text().splitlines()) == 2
+
+    # 5. The daemon stopped (SIGTERM) while a worker runs a try: it exits without waiting
+    # out its grace and leaves the try running; the next daemon adopts it.
+    fourth = trigger(third, "kill_daemon")
+    steady = cluster.out / "steady.runs"
+    third.wait_for(lambda: len(steady.read_text().splitlines()) == 3, 30, "the third try")
+    stopping = time.monotonic()
+    third.stop()
+    assert third.proc is not None
+    assert third.proc.returncode == 0
+    assert time.monotonic() - stopping < 15, "waited out the 30 s grace"
+    assert "tries left to run on workers" in third.output()
+    (left,) = cluster.sql("SELECT state FROM try_work WHERE run_id = $1", fourth)
+    assert left["state"] == "running"
+    fifth = cluster.daemon()
+    fifth.wait_for(lambda: "try on a worker adopted" in fifth.output(), 30, "the adoption")
+    (cluster.out / f"go-{fourth}").write_text("go")
+    run = cluster.wait_run(fifth, "kill_daemon")
+    assert (run["run_id"], run["state"]) == (fourth, "success"), fifth.output()
+    assert len(steady.read_text().splitlines()) == 3
     tries = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
-    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 2
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 3
 
 
 def _most_at_once(spans: list[Any]) -> int:

@@ -216,12 +216,16 @@ class Daemon(RunParts, ControlPlaneParts):
                 if self.pools is not None:
                     await work.start(self.pools.serve)
                 await self._serve()
-                idle = await self.scheduler.drain(self.settings.shutdown_grace)
+                detached = self.scheduler.executor.detach()  # tries on workers run on
+                idle = await self.scheduler.drain(0 if detached else self.settings.shutdown_grace)
                 await self.alerts.settle(min(5.0, self.settings.shutdown_grace))
-                log.info(
-                    "shutdown: tries finished" if idle else "shutdown: grace period over",
-                    still_running=self.scheduler.running,
-                )
+                if detached:
+                    log.info("shutdown: tries left to run on workers", tries=self.scheduler.running)
+                else:
+                    log.info(
+                        "shutdown: tries finished" if idle else "shutdown: grace period over",
+                        still_running=self.scheduler.running,
+                    )
                 work.cancel_scope.cancel()
             await self.shares.leave()
             root.cancel_scope.cancel()

@@ -13,8 +13,10 @@ watches its tries' rows in one loop:
    worker claimed within ``task_queued_timeout``, is made ``lost`` (a retryable failure);
    a try still queued after ``celery_resend_after`` seconds is sent again (a message the
    broker lost), which the claim makes harmless;
-4. a try the scheduler stops (a stopped run, a daemon shutting down) is cancelled in the
-   store: a queued one never runs, a running one is killed by its worker.
+4. a try the scheduler stops (a stopped run, a timeout) is cancelled in the store: a
+   queued one never runs, a running one is killed by its worker;
+5. a daemon that stops (``detach``) leaves its tries to run on: the next daemon to drive
+   their runs (itself started again, or another one) adopts them.
 
 Deferred sensors poke in the daemon, as with the local executor: a wait holds no worker.
 """
@@ -77,6 +79,7 @@ class CeleryExecutor(LocalExecutor):
         self._send_lock = anyio.Lock()
         self._connection: Any = None
         self._producer: Any = None
+        self._detached = False
 
     async def serve(self) -> None:
         """Watch the rows of the tries in flight until cancelled (rule 1-3)."""
@@ -128,6 +131,11 @@ class CeleryExecutor(LocalExecutor):
                 found[key] = work.id
         return found
 
+    def detach(self) -> bool:
+        """Rule 5."""
+        self._detached = True
+        return True
+
     async def adopt(self, request: TryRequest, handle: str) -> TryResult:
         settings = self.services.settings
         await anyio.Path(request.log_path).unlink(missing_ok=True)  # written again, whole
@@ -150,7 +158,10 @@ class CeleryExecutor(LocalExecutor):
             await waiter.done.wait()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._cancel(work_id, waiter)
+                if self._detached:  # rule 5
+                    await anyio.to_thread.run_sync(waiter.log.close)
+                else:
+                    await self._cancel(work_id, waiter)
             raise
         finally:
             self._waiters.pop(work_id, None)

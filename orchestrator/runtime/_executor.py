@@ -117,6 +117,11 @@ class Executor(Protocol):
     async def adopt(self, request: TryRequest, handle: str) -> TryResult:
         """Wait for a try ``adoptable`` named to end, as ``run`` would have."""
 
+    def detach(self) -> bool:
+        """The daemon is stopping: whether its tries run on without it (the next daemon
+        adopts them), so that it need not wait for them; from then on a ``run``
+        cancelled leaves its try running."""
+
 
 class LocalExecutor:
     """Tries run in this process: on the loop, in worker threads, or in child processes."""
@@ -136,6 +141,10 @@ class LocalExecutor:
 
     async def adopt(self, request: TryRequest, handle: str) -> TryResult:
         raise AssertionError("the local executor adopts no try")
+
+    def detach(self) -> bool:
+        """No: a try of this process ends with it."""
+        return False
 
     def context_of(self, request: TryRequest) -> dict[str, Any]:
         """The context the try's code (and its callbacks) see."""
