@@ -74,3 +74,14 @@ def run_cli(
         timeout=timeout,
         env=env,
     )
+
+
+def most_at_once(spans: list[Any]) -> int:
+    """The most of these (start, end) spans that overlap at one instant (an end before
+    a start at the same instant)."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most, now = 0, 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most

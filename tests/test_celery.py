@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from tests.daemon_proc import DaemonProc
-from tests.helpers import alive, gone, run_cli
+from tests.helpers import alive, gone, most_at_once, run_cli
 from tests.workers import WorkerProc, broker_or_skip, celery_env, drop_queues
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -216,13 +216,13 @@ def test_a_dag_runs_on_workers_with_pools_queues_xcoms_and_datasets(
     assert run["state"] == "success", daemon.output()
     # The pool held across both workers: never more than 2 of its 6 tries at once.
     spans = [json.loads((cluster.out / f"slot{i}.json").read_text()) for i in range(6)]
-    assert _most_at_once(spans) == 2
+    assert most_at_once(spans) == 2
     # So did max_active_tasks (2) across both workers' 8 slots.
     trigger(daemon, "capped")
     assert cluster.wait_run(daemon, "capped")["state"] == "success"
     claimed = cluster.sql("SELECT claimed_at, finished_at FROM try_work WHERE dag_id = 'capped'")
     assert len(claimed) == 5
-    assert _most_at_once([(t["claimed_at"], t["finished_at"]) for t in claimed]) <= 2
+    assert most_at_once([(t["claimed_at"], t["finished_at"]) for t in claimed]) <= 2
     tries = cluster.sql("SELECT task_id, worker, state FROM try_work WHERE dag_id = 'spread'")
     by_task = {t["task_id"]: t for t in tries}
     assert len(tries) == 10
@@ -333,16 +333,6 @@ def test_faults_lose_no_try_and_never_run_one_twice_at_once(
     assert len(steady.read_text().splitlines()) == 3
     tries = cluster.sql("SELECT try_number, state FROM task_try WHERE dag_id = 'kill_daemon'")
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 3
-
-
-def _most_at_once(spans: list[Any]) -> int:
-    """The most of these (start, end) spans that overlap at one instant."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    most, now = 0, 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def _send_again(env: dict[str, str], work_id: str) -> None:
