@@ -135,8 +135,10 @@ class Cluster:
         self.workers.append(proc)
         return proc
 
-    def daemon(self) -> DaemonProc:
-        proc = DaemonProc(self.home, self.env).start()
+    def daemon(self, home: Path | None = None) -> DaemonProc:
+        """A daemon on the cluster's home, or on a home of its own beside the first."""
+        env = self.env if home is None else {**self.env, "ORCHESTRATOR_HOME": str(home)}
+        proc = DaemonProc(home or self.home, env).start()
         self.daemons.append(proc)
         return proc
 

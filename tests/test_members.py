@@ -15,7 +15,8 @@ from orchestrator.store import Statement, open_store, plan_groups
 from orchestrator.store._members import FENCE, LeaseLost, Membership
 from orchestrator.store._postgres import PostgresBackend
 from orchestrator.store._rows import alert_statement
-from orchestrator.store._shards import SHARDS, release_statements, shard_of
+from orchestrator.store._shards import SHARDS, driver_tag, release_statements, shard_of
+from orchestrator.store._work import adopt_work, queued_work
 
 pytestmark = pytest.mark.postgres
 
@@ -299,4 +300,41 @@ async def test_a_daemon_frozen_mid_transaction_holds_the_others_up_only_briefly(
         finally:
             await spy.close()
             await frozen.close()
+            await live.close()
+
+
+async def test_a_gone_daemons_tries_on_workers_hold_their_pool_slots_until_adopted(
+    pg_url: str,
+) -> None:
+    """Its grants go with its lease, but its tries still running on workers count against
+    their pool until a live daemon adopts them (and counts them itself) or they end."""
+    async with open_store(pg_url) as store:
+        await store.set_pool("db", 4, "")
+        gone, live = Membership(pg_url, ttl=5, name="gone"), Membership(pg_url, ttl=5)
+        try:
+            await gone.join()
+            await live.join()
+            await store.write(
+                [
+                    queued_work(
+                        "postgresql",
+                        f"w{i}",
+                        ("etl", "r1", f"t{i}", -1, 1),
+                        queue="default",
+                        driver=driver_tag(gone.epoch),
+                        spec={},
+                        pool=("db", 1 + i),
+                    )
+                    for i in range(2)
+                ]
+            )
+            assert (await gone.balance({"db": (3, 3)})).limits["db"] == 4
+            await gone.leave()
+            assert (await live.balance({"db": (0, 4)})).limits["db"] == 1
+            await adopt_work(store.backend, "w1", driver_tag(live.epoch))
+            assert (await live.balance({"db": (2, 4)})).limits["db"] == 3
+            await store.backend.change("UPDATE try_work SET state = 'success' WHERE id = 'w0'", ())
+            assert (await live.balance({"db": (2, 4)})).limits["db"] == 4
+        finally:
+            await gone.close()
             await live.close()

@@ -42,6 +42,7 @@ from orchestrator.runtime._tryspec import TryKey, child_spec, outcome_value
 from orchestrator.store._work import (
     OPEN,
     Work,
+    adopt_work,
     cancel_work,
     lose_work,
     queued_work,
@@ -113,8 +114,15 @@ class CeleryExecutor(LocalExecutor):
         queue = request.task.queue
         store = self.services.store
         spec = child_spec(request, settings.xcom_max_bytes)
+        pool = (request.task.pool, request.task.pool_slots)
         row = queued_work(
-            store.dialect, work_id, _key(request), queue=queue, driver=self.driver, spec=spec
+            store.dialect,
+            work_id,
+            _key(request),
+            queue=queue,
+            driver=self.driver,
+            spec=spec,
+            pool=pool,
         )
         await store.write([row])
         waiter = self._waiters[work_id] = _Waiter(request, task_log, queue)
@@ -146,6 +154,10 @@ class CeleryExecutor(LocalExecutor):
         context = self.context_of(request)
         waiter = self._waiters[handle] = _Waiter(request, task_log, request.task.queue)
         log.info("try on a worker adopted", work_id=handle, task_id=request.task.task_id)
+        try:  # its pool slots are this daemon's to count from now on
+            await adopt_work(self.services.store.backend, handle, self.driver)
+        except StoreError as exc:
+            log.warning("cannot note an adopted try's daemon", work_id=handle, error=str(exc))
         return await self._wait(handle, waiter, context, send=False)
 
     async def _wait(

@@ -29,9 +29,11 @@ Rules (the invariants are in docs/ARCHITECTURE.md, "Several daemons"):
    nothing for longer than that.
 7. Pools hold across the daemons (``balance``): in a fenced transaction that locks
    every pool's row, a daemon reads what the live daemons hold and want of each pool
-   and stores its own grant (``core._slots``); grants of ended daemons are dropped.
-   It tells the others (``pools:``) when it gave slots back while one of them wanted
-   more, or when it wants more than it may hold.
+   and stores its own grant (``core._slots``); grants of ended daemons are dropped,
+   but the slots their tries on workers hold count against the pool until another
+   daemon adopts those tries (``try_work.driver``) or they end. It tells the others
+   (``pools:``) when it gave slots back while one of them wanted more, or when it
+   wants more than it may hold.
 8. A lease transaction left open by a daemon that froze mid-way is ended by the server
    after ``ttl / 4`` seconds (at least one) idle in it, releasing its locks: the fence
    on its row (which a takeover waits for) and the pools' rows.
@@ -270,6 +272,15 @@ class Membership:
                 (r["pool"], r["epoch"]): (r["granted"], r["wanted"])
                 for r in await conn.fetch("SELECT pool, epoch, granted, wanted FROM pool_grant")
             }
+            gone = {  # tries on workers whose daemon is gone and that none adopted yet
+                r["pool"]: r["slots"]
+                for r in await conn.fetch(
+                    "SELECT pool, SUM(pool_slots) AS slots FROM try_work w "
+                    "WHERE state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM "
+                    "daemon d WHERE w.driver = 'daemon:' || d.epoch AND d.state = 'alive') "
+                    "GROUP BY pool"
+                )
+            }
             others = [r["epoch"] for r in alive if r["epoch"] != self.epoch]
             limits: dict[str, int] = {}
             over: set[str] = set()
@@ -280,7 +291,8 @@ class Membership:
                 name = pool["name"]
                 theirs = {e: claims.get((name, e), (0, 0)) for e in others}
                 used, wanted = demand.get(name, (0, 0))
-                limit, granted = limit_of(pool["slots"], self.epoch, used, wanted, theirs)
+                slots = pool["slots"] - gone.get(name, 0)
+                limit, granted = limit_of(slots, self.epoch, used, wanted, theirs)
                 before = claims.get((name, self.epoch), (0, 0))
                 limits[name] = limit
                 if granted > limit:

@@ -409,7 +409,8 @@ CREATE TABLE try_log (
 
 # A pool's slots shared by several daemons (core._slots): what each live daemon may
 # hold of each pool (granted) and what its tries want (wanted), written under the
-# pool's row lock.
+# pool's row lock; and the pool slots a try on a worker holds, which count against the
+# pool while it runs though the daemon that sent it is gone.
 _V10 = """
 CREATE TABLE pool_grant (
     pool TEXT NOT NULL,
@@ -417,7 +418,9 @@ CREATE TABLE pool_grant (
     granted INTEGER NOT NULL,
     wanted INTEGER NOT NULL,
     PRIMARY KEY (pool, epoch)
-)
+);
+ALTER TABLE try_work ADD COLUMN pool TEXT NOT NULL DEFAULT 'default_pool';
+ALTER TABLE try_work ADD COLUMN pool_slots INTEGER NOT NULL DEFAULT 1
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -30,6 +30,7 @@ from orchestrator.store._backend import Backend, Statement
 __all__ = [
     "OPEN",
     "Work",
+    "adopt_work",
     "cancel_work",
     "claim_work",
     "finish_work",
@@ -92,17 +93,26 @@ def queued_work(
     queue: str,
     driver: str,
     spec: dict[str, Any],
+    pool: tuple[str, int] = ("default_pool", 1),
 ) -> Statement:
     """The row of a try about to be sent: ``queued``, nobody's yet (written again after a
-    lost commit, it stays as it was)."""
+    lost commit, it stays as it was); ``pool``: the pool and the slots it holds."""
     dag_id, run_id, task_id, map_index, try_number = key
     sql = (
         "INSERT INTO try_work (id, dag_id, run_id, task_id, map_index, try_number, queue, "
-        "driver, spec, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', "
-        f"{_NOW[dialect]}) ON CONFLICT (id) DO NOTHING"
+        "driver, pool, pool_slots, spec, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+        f"?, ?, ?, 'queued', {_NOW[dialect]}) ON CONFLICT (id) DO NOTHING"
     )
-    params = (work_id, dag_id, run_id, task_id, map_index, try_number, queue, driver)
+    params = (work_id, dag_id, run_id, task_id, map_index, try_number, queue, driver, *pool)
     return Statement("try_work", sql, (*params, json.dumps(spec)))
+
+
+async def adopt_work(backend: Backend, work_id: str, driver: str) -> None:
+    """The try is now waited for by the daemon of ``driver`` (its pool slots counted by
+    it, no longer as a gone daemon's)."""
+    await backend.change(
+        _sql(backend, "UPDATE try_work SET driver = ? WHERE id = ?"), (driver, work_id)
+    )
 
 
 _COLUMNS = "id, state, worker, created_at, heartbeat_at, sent, logged, result, {now} AS now"
