@@ -619,12 +619,19 @@ def test_a_sweep_kills_only_processes_carrying_the_mark(tmp_path: Path) -> None:
     mine = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
     other = subprocess.Popen(["sleep", "60"])
     try:
+        # Popen returns once the exec began; the new environment shows a moment later.
+        environ = Path(f"/proc/{mine.pid}/environ")
+        deadline = time.monotonic() + 5
+        while mark.encode() not in environ.read_bytes():
+            assert time.monotonic() < deadline, "the marked process never showed its mark"
+            time.sleep(0.01)
         assert sweep(mark) == 1
         assert mine.wait(5) == -signal.SIGKILL
         assert other.poll() is None
     finally:
-        other.kill()
-        other.wait()
+        for proc in (mine, other):
+            proc.kill()
+            proc.wait()
 
 
 def test_the_home_the_database_and_task_logs_are_private(

@@ -26,6 +26,7 @@ from orchestrator.runtime._executor import LocalExecutor
 from orchestrator.runtime._live import LiveRun
 from orchestrator.runtime._scheduler import Scheduler
 from orchestrator.store import Store, open_store
+from sensors import BaseSensor
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -236,3 +237,44 @@ async def test_a_resumed_try_gets_its_callback_with_the_try_context(settings: Se
             await live.done.wait()
             await sh.scheduler.alerts.settled()  # callbacks are delivered by the outbox
     assert seen == [("sense", 1)]
+
+
+class _Watching(BaseSensor):
+    """Reads DAG 'other' (so a change there pokes it at once); its first poke waits for
+    ``gate`` and finds nothing, later ones find the condition."""
+
+    gate: anyio.Event
+    started: anyio.Event
+    pokes: list[int]
+
+    def wakes_on(self) -> str | None:
+        return "other"
+
+    async def poke(self, context: dict[str, object]) -> bool:
+        self.pokes.append(len(self.pokes) + 1)
+        if len(self.pokes) == 1:
+            self.started.set()
+            await self.gate.wait()
+            return False
+        return True
+
+
+async def test_a_change_while_a_watching_sensor_pokes_makes_it_poke_again_at_once(
+    settings: Settings,
+) -> None:
+    """The poke in flight may have read the other DAG's states before the change: when it
+    does not end the wait, the next poke comes at once, not an interval (10 min) later."""
+    _Watching.gate, _Watching.started, _Watching.pokes = anyio.Event(), anyio.Event(), []
+    with DAG("watcher") as dag:
+        _Watching(task_id="wait", poke_interval=600, timeout=3600)
+    async with shell(settings) as sh:
+        live = await sh.start(dag)
+        sh.advance(timedelta(seconds=1))  # the first poke's spread is at most a second
+        with anyio.fail_after(10):
+            await _Watching.started.wait()
+        sh.scheduler.sensors.changed("other")  # ...while that poke runs
+        _Watching.gate.set()
+        with anyio.fail_after(10):
+            await live.done.wait()  # no clock advance: poked again at once
+    assert _Watching.pokes == [1, 2]
+    assert live.record.state == RunState.SUCCESS

@@ -17,7 +17,9 @@ Rules:
    A wait withdrawn while its poke ran is left alone.
 4. At most ``concurrency`` pokes run at once; the rest wait their turn.
 5. A sensor that reads another DAG's states (``wakes_on``) is poked as soon as a step
-   of a run of that DAG is committed here, instead of at its next interval.
+   of a run of that DAG is committed here, instead of at its next interval; a step
+   committed while its poke runs (which may have read the states before it) makes it
+   poke again at once when that poke does not end the wait.
 6. A deferrable sensor's try starts deferred (``start``): its first poke comes within
    a spread of a tenth of its interval (at most a second), as ``core._sensing`` says;
    so does the overdue poke of a wait read back after a restart, so that thousands of
@@ -106,6 +108,8 @@ class _Wait:
     handle: TimerHandle
     watches: str | None = None  # the DAG whose changes poke it at once
     prepared: _Prepared | None = None  # made at the first poke
+    poking: bool = False
+    changed: bool = False  # what it watches changed while it poked (rule 5)
 
 
 class SensorHub:
@@ -173,7 +177,9 @@ class SensorHub:
         now = self._scheduler.clock.now()
         for key in list(watching):
             wait = self._waits.get(key)
-            if wait is not None and wait.state.next_poke > now:
+            if wait is not None and wait.poking:
+                wait.changed = True
+            elif wait is not None and wait.state.next_poke > now:
                 self._arm(key, replace(wait.state, next_poke=now), wait.prepared)
 
     def start(
@@ -289,9 +295,13 @@ class SensorHub:
                 request = try_request(live, task_id, wait.state.try_number, logs)
                 prepared = _Prepared(request, self._scheduler.executor.context_of(request))
                 wait.prepared = prepared
-            result, prepared.rendered = await self._scheduler.executor.poke(
-                prepared.request, prepared.context, prepared.rendered
-            )
+            wait.poking = True
+            try:
+                result, prepared.rendered = await self._scheduler.executor.poke(
+                    prepared.request, prepared.context, prepared.rendered
+                )
+            finally:
+                wait.poking = False
         except Exception:  # a poker goes on whatever one poke does
             log.exception("sensor poke failed", dag_id=dag_id, task_id=task_id)
             return
@@ -314,4 +324,6 @@ class SensorHub:
         if policy.exponential_backoff:  # rule 3: only then does the count shape the wait
             record = decision.record(dag_id, run_id, task_id, policy)
             self._scheduler.store.write_nowait(self._scheduler.store.statements([record]))
+        if wait.changed:  # rule 5
+            decision = replace(decision, next_poke=self._scheduler.clock.now())
         self._arm(key, decision, wait.prepared)
