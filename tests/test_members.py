@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from orchestrator.core._records import AlertRecord
-from orchestrator.store import Statement, open_store, plan_groups
+from orchestrator.store import Statement, _postgres, open_store, plan_groups
 from orchestrator.store._members import FENCE, LeaseLost, Membership
 from orchestrator.store._postgres import PostgresBackend
 from orchestrator.store._rows import alert_statement
@@ -337,4 +337,34 @@ async def test_a_gone_daemons_tries_on_workers_hold_their_pool_slots_until_adopt
             assert (await live.balance({"db": (2, 4)})).limits["db"] == 4
         finally:
             await gone.close()
+            await live.close()
+
+
+async def test_a_daemon_frozen_mid_write_holds_a_takeover_up_only_briefly(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its writer's session, idle inside a fenced transaction, is ended by the server (5 s;
+    1 s here): the takeover goes through."""
+    monkeypatch.setitem(_postgres._SESSION, "idle_in_transaction_session_timeout", "1000")
+    async with open_store(pg_url) as store:
+        frozen, live = Membership(pg_url, ttl=4, name="frozen"), Membership(pg_url, ttl=4)
+        spy = await asyncpg.connect(pg_url)
+        try:
+            await frozen.join()
+            await live.join()
+            assert isinstance(store.backend, PostgresBackend)
+            store.backend.fence_epoch = frozen.epoch
+            writer = store.backend._writer
+            await writer.transaction().start()  # ...and the daemon stops right there
+            assert await writer.fetchval(FENCE, frozen.epoch) == 1
+            await spy.execute(
+                "UPDATE daemon SET heartbeat_at = heartbeat_at - 60 WHERE epoch = $1",
+                frozen.epoch,
+            )
+            with anyio.fail_after(5):
+                assert (await live.beat()).ended == (frozen.epoch,)
+            assert writer.is_closed()  # its next write connects again and meets the fence
+        finally:
+            await spy.close()
+            await frozen.close()
             await live.close()

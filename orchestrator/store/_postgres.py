@@ -5,7 +5,9 @@ Migrations hold an advisory lock, so several daemons can start at once.
 The daemon's claim on a store is a session advisory lock on the writer
 connection, keyed by the schema; the server drops it when that session ends.
 
-A lost connection (a server restart, a failover, a terminated session) is
+A session left idle inside a transaction for 5 s (its process frozen mid-write) is
+ended by the server. A lost connection (a server restart, a failover, a terminated
+session, that one) is
 ``StoreUnavailable``: the writer connection is made again before the next batch
 (taking the daemon's claim again), and reads are tried again for a few seconds
 on the pool, which replaces its dead connections itself.
@@ -224,7 +226,13 @@ class PostgresBackend:
             self._writer.terminate()
 
 
-_SESSION = {"application_name": f"orchestrator pid {os.getpid()} on {socket.gethostname()}"}
+# A transaction left open by a process frozen mid-way (stopped, its machine suspended) is
+# ended by the server after this long idle in it, so that its locks (the fence of its
+# lease, which a takeover waits for) hold the other daemons up no longer.
+_SESSION = {
+    "application_name": f"orchestrator pid {os.getpid()} on {socket.gethostname()}",
+    "idle_in_transaction_session_timeout": "5000",
+}
 
 
 def _writer_error(writer: Any, doing: str, exc: BaseException) -> StoreError:
