@@ -337,6 +337,27 @@ def test_faults_lose_no_try_and_never_run_one_twice_at_once(
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")] * 3
 
 
+def test_a_worker_stopped_with_sigterm_finishes_its_running_try_first(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Celery's warm shutdown: the worker takes no new try and exits 0 once the running
+    one has ended, which counts as a success, not a lost try."""
+    (tmp_path / "dags" / "faults.py").write_text(FAULTS)
+    worker = cluster.worker(concurrency=2)
+    daemon = cluster.daemon()
+    run_id = trigger(daemon, "kill_daemon")
+    cluster.wait_file("steady.runs")
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGTERM)
+    _wait_for_text(worker, "Warm shutdown")
+    (cluster.out / f"go-{run_id}").write_text("go")
+    assert worker.proc.wait(30) == 0, worker.output()
+    run = cluster.wait_run(daemon, "kill_daemon")
+    assert (run["run_id"], run["state"]) == (run_id, "success"), daemon.output()
+    tries = cluster.sql("SELECT try_number, state FROM try_work WHERE dag_id = 'kill_daemon'")
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")]
+
+
 def _send_again(env: dict[str, str], work_id: str) -> None:
     code = (
         "from orchestrator._settings import load_settings;"
