@@ -228,6 +228,17 @@ def test_queued_and_started_write_the_instance_and_its_new_try() -> None:
     assert driver.tis["a"].state == TaskState.RUNNING
 
 
+def test_a_try_run_by_a_worker_ends_with_the_workers_host() -> None:
+    """Started by the daemon (its host), run by a worker: the ended try names the worker's."""
+    driver, _ = started(chain_dag("a", "b"))
+    end = run_try(driver, "a", hostname="worker-7")
+    (attempt,) = [w for w in end.writes if isinstance(w, TryRecord)]
+    assert (attempt.state, attempt.hostname) == (TaskState.SUCCESS, "worker-7")
+    end = run_try(driver, "b")
+    (attempt,) = [w for w in end.writes if isinstance(w, TryRecord)]
+    assert attempt.hostname == "host"
+
+
 def test_a_failure_flags_everything_downstream_in_one_step() -> None:
     """A failed task's all_success descendants are upstream_failed at once; the run fails."""
     driver, _ = started(chain_dag("a", "b", "c"))

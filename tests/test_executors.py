@@ -8,6 +8,7 @@ the workers share; the daemon-level behaviour (pools, queues, faults) is in
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.timeout(120)
 DAG_SOURCE = """
 import logging
 import os
+import socket
 import time
 from datetime import datetime, timedelta
 
@@ -157,6 +159,8 @@ async def test_a_result_and_its_xcoms_come_back(setup: Setup) -> None:
     result, _ = await run_one(setup, "value")
     assert result.state == "success", result.error
     assert result.pushed == {"return_value": '{"n":42}', "extra": '"more"'}
+    # A worker's try names the worker's host (here the same machine); a local one none.
+    assert result.hostname == (None if setup.kind == "local" else socket.gethostname())
 
 
 async def test_every_kind_of_task_runs(setup: Setup) -> None:

@@ -185,6 +185,8 @@ class RunDriver(DriverState):
             self.tis[event.task_id].rendered_map_index = event.map_label
         if event.rendered is not None and event.task_id in self._tries:
             self._tries[event.task_id].rendered = event.rendered
+        if event.hostname and event.task_id in self._tries:  # a worker ran it
+            self._tries[event.task_id].hostname = event.hostname
         self._end_try(
             self.tis[event.task_id],
             event.outcome,

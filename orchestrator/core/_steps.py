@@ -161,6 +161,7 @@ class TryEnded:
     outlet_extras: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # uri -> extra
     map_label: str | None = None  # a mapped instance's map_index_template, rendered
     rendered: str | None = None  # the try's templated fields as rendered (JSON)
+    hostname: str | None = None  # the host that ran it, when not the one that started it
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ class _Waiter:
     log: TaskLog
     queue: str
     seen: int = 0  # output chunks appended to the log
+    worker: str | None = None  # the worker that claimed the try (host:pid)
     outcome: dict[str, Any] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -193,6 +194,8 @@ class CeleryExecutor(LocalExecutor):
                 value, failure = None, exc
             result = self._outcome(request, ti, task_log, value, failure)
             await anyio.to_thread.run_sync(task_log.close)
+        if waiter.worker:
+            result.hostname = waiter.worker.rpartition(":")[0]
         return self._finished(request, result, context, task_log)
 
     # -- the watch --------------------------------------------------------------------------
@@ -202,6 +205,8 @@ class CeleryExecutor(LocalExecutor):
         if waiter is None or waiter.done.is_set():
             return
         backend = self.services.store.backend
+        if work.worker:
+            waiter.worker = work.worker
         if work.logged > waiter.seen:
             for seq, data in await work_chunks(backend, work.id, waiter.seen):
                 waiter.log.write(data)

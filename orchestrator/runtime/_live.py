@@ -314,4 +314,5 @@ def try_ended(task_id: str, result: TryResult) -> TryEnded:
         result.outlet_extras,
         result.map_label,
         result.rendered,
+        result.hostname,
     )

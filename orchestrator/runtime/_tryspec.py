@@ -75,6 +75,7 @@ class TryResult:
     log_excerpt: str | None = None  # a failed try's last log lines, for its alerts
     map_label: str | None = None  # a mapped instance's map_index_template, rendered
     rendered: str | None = None  # the templated fields as rendered (JSON), when rendered
+    hostname: str | None = None  # the host that ran the try, when not this one (a worker)
 
 
 def child_spec(request: TryRequest, xcom_limit: int) -> dict[str, Any]:
