@@ -252,6 +252,13 @@ async def test_pools_are_shared_out_between_the_daemons_and_slots_given_back_are
             assert over.over == frozenset({"db"})
             assert (await b.balance({"db": (2, 3)})).over == frozenset()
             assert (await a.balance({"db": (1, 4)})).limits["db"] == 2
+            # A pool deleted takes its grants with it.
+            await store.set_pool("gone", 3, "")
+            await a.balance({})
+            await store.delete_pool("gone")
+            await b.balance({"db": (2, 3)})
+            pools = await spy.fetch("SELECT DISTINCT pool FROM pool_grant ORDER BY pool")
+            assert [r["pool"] for r in pools] == ["db", "default_pool"]
             # b leaves: its grants go with it, and a gets the whole pool back.
             await b.leave()
             assert (await a.balance({"db": (2, 4)})).limits["db"] == 4

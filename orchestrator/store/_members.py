@@ -266,7 +266,8 @@ class Membership:
             alive = await conn.fetch("SELECT epoch FROM daemon WHERE state = 'alive'")
             await conn.execute(
                 "DELETE FROM pool_grant g WHERE NOT EXISTS (SELECT 1 FROM daemon d "
-                "WHERE d.epoch = g.epoch AND d.state = 'alive')"
+                "WHERE d.epoch = g.epoch AND d.state = 'alive') "
+                "OR NOT EXISTS (SELECT 1 FROM pool p WHERE p.name = g.pool)"
             )
             claims: dict[tuple[str, int], Claim] = {
                 (r["pool"], r["epoch"]): (r["granted"], r["wanted"])
