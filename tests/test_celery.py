@@ -73,6 +73,10 @@ with DAG("capped", start_date=datetime(2024, 1, 1), schedule=None, max_active_ta
     for i in range(5):
         PythonOperator(task_id=f"c{i}", python_callable=lambda **_: time.sleep(0.3))
 
+with DAG("wide", start_date=datetime(2024, 1, 1), schedule=None):
+    for i in range(6):
+        PythonOperator(task_id=f"w{i}", python_callable=lambda **_: time.sleep(0.3))
+
 with DAG("after", start_date=datetime(2024, 1, 1), schedule=[DONE]) as after:
     PythonOperator(task_id="seen", python_callable=lambda **_: "after ran")
 """
@@ -240,6 +244,21 @@ def test_a_dag_runs_on_workers_with_pools_queues_xcoms_and_datasets(
     # The dataset event the worker's try emitted started the downstream DAG.
     after = cluster.wait_run(daemon, "after")
     assert after["state"] == "success"
+
+
+def test_parallelism_holds_across_the_workers(cluster: Cluster, tmp_path: Path) -> None:
+    """ORCHESTRATOR_PARALLELISM 2 on the daemon, 8 worker slots: never more than 2 of the
+    DAG's 6 ready tries at once."""
+    (tmp_path / "dags" / "spread.py").write_text(SPREAD)
+    cluster.env["ORCHESTRATOR_PARALLELISM"] = "2"
+    cluster.worker(concurrency=4)
+    cluster.worker(concurrency=4)
+    daemon = cluster.daemon()
+    trigger(daemon, "wide")
+    assert cluster.wait_run(daemon, "wide")["state"] == "success", daemon.output()
+    claimed = cluster.sql("SELECT claimed_at, finished_at FROM try_work WHERE dag_id = 'wide'")
+    assert len(claimed) == 6
+    assert most_at_once([(t["claimed_at"], t["finished_at"]) for t in claimed]) == 2
 
 
 def test_faults_lose_no_try_and_never_run_one_twice_at_once(
