@@ -51,7 +51,6 @@ class PoolBalance:
         self.sizes: dict[str, int] = {}
         self.over: frozenset[str] = frozenset()
         self.contended: frozenset[str] = frozenset()
-        self.balances = 0
         self._wake = anyio.Event()
         queue = scheduler.queue
         queue.on_starved = self._starved
@@ -89,7 +88,6 @@ class PoolBalance:
         except StoreError as exc:
             log.warning("store unavailable: pools not balanced", error=str(exc))
             return
-        self.balances += 1
         self.sizes = found.sizes
         self.over = found.over
         self.contended = found.contended
